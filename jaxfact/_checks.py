@@ -1,0 +1,222 @@
+"""Argument validation shared by every public function.
+
+Each public function of jaxfact is a thin wrapper that validates its arguments here and then calls a
+jitted kernel that assumes valid input. Checks come in two tiers:
+
+* shapes, dtypes and static options are always checked, in Python, and raise ``ValueError`` or
+  ``TypeError``;
+* values (finite, non-negative, in range) are checked when the array is concrete; under an outer
+  ``jax.jit`` or ``jax.vmap`` the array is a tracer and those checks are skipped.
+
+Every message names the function, the argument, what was expected and what was given, e.g.
+``truncated_svd: `rank` must be an integer in [1, 3]; got 5``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse as jsparse
+
+__all__ = []  # private module
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` holds values that can be inspected on the host (not a tracer)."""
+    leaves = jax.tree_util.tree_leaves(x)
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+
+
+def _describe(x: Any) -> str:
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"an array of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def as_float_array(fn: str, name: str, x: Any, *, ndim: int | None = 2) -> jax.Array:
+    """Converts ``x`` to a real floating JAX array of the given ndim, or raises.
+
+    Integer, boolean and complex inputs raise ``TypeError`` (cast them yourself, so that the
+    precision is your choice). The input is never modified: JAX arrays are immutable and NumPy
+    arrays are copied to the device.
+    """
+    if isinstance(x, jsparse.BCOO):
+        raise TypeError(f"{fn}: `{name}` must be a dense array here; got a sparse BCOO matrix. "
+                        f"Use `{name}.todense()` or a function that accepts sparse input.")
+    if not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{fn}: `{name}` must be an array; got {type(x).__name__}") from e
+    check_float_dtype(fn, name, x.dtype)
+    if ndim is not None and len(x.shape) != ndim:
+        raise ValueError(f"{fn}: `{name}` must be {ndim}-D; got {_describe(x)}")
+    return jnp.asarray(x)
+
+
+def check_float_dtype(fn: str, name: str, dtype: Any) -> None:
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"{fn}: `{name}` must be real floating point; got complex dtype {dtype}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: `{name}` must be floating point; got dtype {dtype}. "
+                        f"Cast it first, e.g. `{name}.astype(jnp.float32)`.")
+
+
+def check_finite(fn: str, name: str, x: Any) -> None:
+    """Raises ``ValueError`` if a concrete array holds NaN or Inf (skipped for tracers)."""
+    if not is_concrete(x):
+        return
+    data = x.data if isinstance(x, jsparse.BCOO) else x
+    if not bool(jnp.all(jnp.isfinite(data))):
+        n_nan = int(jnp.sum(jnp.isnan(data)))
+        n_inf = int(jnp.sum(jnp.isinf(data)))
+        raise ValueError(f"{fn}: `{name}` must be finite; got {n_nan} NaN and {n_inf} Inf entries")
+
+
+def check_nonnegative(fn: str, name: str, x: Any) -> None:
+    """Raises ``ValueError`` if a concrete array has negative entries (skipped for tracers)."""
+    if not is_concrete(x):
+        return
+    data = x.data if isinstance(x, jsparse.BCOO) else x
+    if data.size and bool(jnp.any(data < 0)):
+        raise ValueError(f"{fn}: `{name}` must be non-negative; got minimum {float(jnp.min(data))}")
+
+
+def check_int(fn: str, name: str, value: Any, *, low: int | None = None,
+              high: int | None = None) -> int:
+    """Checks that ``value`` is a Python/NumPy integer in [low, high] and returns it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, (jax.Array, np.ndarray)) and value.shape == () and \
+                jnp.issubdtype(value.dtype, jnp.integer) and is_concrete(value):
+            value = int(value)
+        else:
+            raise TypeError(f"{fn}: `{name}` must be a Python int (it fixes array shapes, so it "
+                            f"cannot be traced); got {_describe(value)}")
+    value = int(value)
+    lo = "-inf" if low is None else low
+    hi = "inf" if high is None else high
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{fn}: `{name}` must be an integer in [{lo}, {hi}]; got {value}")
+    return value
+
+
+def check_rank(fn: str, rank: Any, shape: tuple[int, ...], name: str = "rank") -> int:
+    return check_int(fn, name, rank, low=1, high=min(shape[-2:]))
+
+
+def check_real(fn: str, name: str, value: Any, *, low: float | None = None,
+               high: float | None = None, low_open: bool = False, high_open: bool = False) -> Any:
+    """Checks a real hyper-parameter; concrete values are range-checked, tracers pass through."""
+    if isinstance(value, bool):
+        raise TypeError(f"{fn}: `{name}` must be a real number; got {value!r}")
+    if isinstance(value, (jax.Array, np.ndarray)):
+        if value.shape != ():
+            raise ValueError(f"{fn}: `{name}` must be a scalar; got {_describe(value)}")
+        if not is_concrete(value):
+            return value
+        v = float(value)
+    elif isinstance(value, numbers.Real):
+        v = float(value)
+    else:
+        raise TypeError(f"{fn}: `{name}` must be a real number; got {_describe(value)}")
+    bad = not np.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v >= high if high_open else v > high
+    if bad:
+        lb = "(" if low_open else "["
+        rb = ")" if high_open else "]"
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{fn}: `{name}` must be a finite number in {lb}{lo}, {hi}{rb}; got {v}")
+    return value
+
+
+def check_choice(fn: str, name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{fn}: `{name}` must be one of {valid}; got {value!r}")
+    return value
+
+
+def check_key(fn: str, key: Any, *, why: str = "") -> jax.Array:
+    """Checks a ``jax.random`` key (new-style typed key or legacy uint32[2])."""
+    if key is None:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{fn}: `key` is required{reason}; pass e.g. `key=jax.random.key(0)`")
+    if not hasattr(key, "dtype"):
+        raise TypeError(f"{fn}: `key` must be a jax.random key; got {_describe(key)}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{fn}: `key` must be a single key; got a key array of shape {key.shape}")
+        return key
+    if key.dtype == jnp.uint32 and key.shape == (2,):
+        return key
+    raise TypeError(f"{fn}: `key` must be a jax.random key, e.g. `jax.random.key(0)`; "
+                    f"got {_describe(key)}")
+
+
+def check_same_shape(fn: str, name: str, x: Any, shape: tuple[int, ...], other: str) -> None:
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{fn}: `{name}` must have the shape of `{other}`, {tuple(shape)}; "
+                         f"got shape {tuple(x.shape)}")
+
+
+def check_shape2(fn: str, shape: Any, name: str = "shape") -> tuple[int, int]:
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 2):
+        raise ValueError(f"{fn}: `{name}` must be a pair (n_rows, n_cols); got {shape!r}")
+    m = check_int(fn, f"{name}[0]", shape[0], low=1)
+    n = check_int(fn, f"{name}[1]", shape[1], low=1)
+    return m, n
+
+
+def check_observed(fn: str, rows: Any, cols: Any, values: Any, shape: Any, *,
+                   values_name: str = "values") -> tuple[jax.Array, jax.Array, jax.Array,
+                                                         tuple[int, int]]:
+    """Validates an observed-entries matrix given as (rows, cols, values, shape).
+
+    Raises for: non-integer indices, non-float values, lengths that differ, an empty set of
+    observations, negative or out-of-range indices, duplicate (row, col) pairs and NaN/Inf values.
+    """
+    m, n = check_shape2(fn, shape)
+    arrays = {}
+    for name, a in (("rows", rows), ("cols", cols)):
+        if not hasattr(a, "dtype"):
+            a = np.asarray(a)
+        if not jnp.issubdtype(a.dtype, jnp.integer):
+            raise TypeError(f"{fn}: `{name}` must hold integer indices; got dtype {a.dtype}")
+        if len(a.shape) != 1:
+            raise ValueError(f"{fn}: `{name}` must be 1-D; got {_describe(a)}")
+        arrays[name] = a
+    values = as_float_array(fn, values_name, values, ndim=1)
+    lengths = {len(arrays["rows"]), len(arrays["cols"]), values.shape[0]}
+    if len(lengths) != 1:
+        raise ValueError(f"{fn}: `rows`, `cols` and `{values_name}` must have the same length; got "
+                         f"{len(arrays['rows'])}, {len(arrays['cols'])} and {values.shape[0]}")
+    if values.shape[0] == 0:
+        raise ValueError(f"{fn}: no observed entries; `rows`, `cols` and `{values_name}` are empty")
+    if is_concrete((arrays["rows"], arrays["cols"])):
+        r = np.asarray(arrays["rows"]).astype(np.int64)
+        c = np.asarray(arrays["cols"]).astype(np.int64)
+        for name, idx, size in (("rows", r, m), ("cols", c, n)):
+            if idx.min() < 0:
+                raise ValueError(f"{fn}: `{name}` must be non-negative; got {idx.min()}")
+            if idx.max() >= size:
+                raise ValueError(f"{fn}: `{name}` must be < {size} (shape {(m, n)}); "
+                                 f"got {idx.max()}")
+        flat = r * n + c
+        _, first = np.unique(flat, return_index=True)
+        if first.size != flat.size:
+            dup = np.setdiff1d(np.arange(flat.size), first)[0]
+            raise ValueError(f"{fn}: duplicate observed entry (row {r[dup]}, col {c[dup]}); each "
+                             f"(row, col) pair may appear once (sum or average duplicates first)")
+    check_finite(fn, values_name, values)
+    rows_j = jnp.asarray(arrays["rows"], dtype=jnp.int32)
+    cols_j = jnp.asarray(arrays["cols"], dtype=jnp.int32)
+    return rows_j, cols_j, values, (m, n)

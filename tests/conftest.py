@@ -1,0 +1,39 @@
+"""Shared test configuration.
+
+Tests run in float32 by default (the library's default); the ``x64`` fixture switches JAX to
+float64 for one test. Tolerances are set per dtype by :func:`tol`.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# Few examples by default: every new shape compiles, and the suite must stay fast on 2 cores.
+settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True)
+settings.load_profile("ci")
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Runs a test once in float32 and once in float64 (with x64 enabled for that test)."""
+    if request.param == "float64":
+        with jax.enable_x64(True):
+            yield np.float64
+    else:
+        yield np.float32
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def tol(dtype, scale=1.0):
+    """A relative tolerance for results computed in ``dtype``: ~100 ulps times a condition scale."""
+    return float(scale * 100 * np.finfo(dtype).eps)
