@@ -144,13 +144,16 @@ def marchenko_pastur_median(beta: float) -> float:
     """Median of the Marchenko-Pastur law with aspect ratio beta in (0, 1] (variance 1)."""
     lo, hi = (1 - np.sqrt(beta)) ** 2, (1 + np.sqrt(beta)) ** 2
     # x = lo + (hi - lo)(1 - cos t)/2 removes the square-root endpoint singularities of the density
-    # sqrt((hi - x)(x - lo)) / (2 pi beta x), leaving a smooth integrand on [0, pi].
-    t = np.linspace(0.0, np.pi, 20001)
-    x = lo + (hi - lo) * (1 - np.cos(t)) / 2
+    # sqrt((hi - x)(x - lo)) / (2 pi beta x), leaving a smooth integrand on [0, pi]; the midpoint
+    # rule never evaluates the 0/0 at t = 0 when lo = 0 (beta = 1).
+    edges = np.linspace(0.0, np.pi, 40001)
+    t = (edges[1:] + edges[:-1]) / 2
     half = (hi - lo) / 2
-    dens = (half * np.sin(t)) ** 2 / (2 * np.pi * beta * np.maximum(x, 1e-300))
-    cdf = np.concatenate([[0.0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(t))])
-    cdf /= cdf[-1]  # the atom at 0 is absent for beta <= 1; normalize the quadrature error away
+    x_mid = lo + half * (1 - np.cos(t))
+    dens = (half * np.sin(t)) ** 2 / (2 * np.pi * beta * x_mid)
+    cdf = np.concatenate([[0.0], np.cumsum(dens * np.diff(edges))])
+    x = lo + half * (1 - np.cos(edges))
+    cdf /= cdf[-1]  # no atom at 0 for beta <= 1; normalize the small quadrature error away
     return float(np.interp(0.5, cdf, x))
 
 
