@@ -131,6 +131,8 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
         _checks.check_finite(fn, "X", X)
     elif isinstance(X, jsparse.BCOO):
         _checks.check_finite(fn, "X", X.data)
+    elif isinstance(X, linop.SparseCSR):
+        _checks.check_finite(fn, "X", X.X.data)
     elif isinstance(X, linop.ObservedMatrix):
         _checks.check_finite(fn, "X", X.values)
     n_samples = min(rank + n_oversamples, m, n)

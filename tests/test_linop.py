@@ -19,6 +19,7 @@ def forms():
         "numpy": dense,
         "bcoo": jsparse.BCOO.from_scipy_sparse(sp),
         "scipy": sp.tocsr(),
+        "csr": linop.SparseCSR.from_coo(sp.row, sp.col, sp.data, sp.shape),
         "observed": linop.ObservedMatrix(jnp.asarray(sp.row, jnp.int32),
                                          jnp.asarray(sp.col, jnp.int32), jnp.asarray(sp.data),
                                          sp.shape),
@@ -54,3 +55,15 @@ def test_observed_matrix_helpers(forms):
     np.testing.assert_array_equal(obs.T.todense(), dense.T)
     assert obs.dtype == np.float32
     assert "LinearOperator(shape=(40, 25)" in repr(all_forms["operator"])
+
+
+def test_concrete_sparse_inputs_become_csr_and_duplicates_are_summed():
+    bcoo = jsparse.BCOO((jnp.array([1.0, 2.0, 5.0]), jnp.array([[0, 1], [0, 1], [2, 0]])),
+                        shape=(3, 2))
+    op = linop.as_operator(bcoo)
+    assert isinstance(op, linop.SparseCSR)
+    np.testing.assert_array_equal(linop.matmul(op, jnp.eye(2)), [[0, 3], [0, 0], [5, 0]])
+    np.testing.assert_array_equal(linop.rmatmul(op, jnp.eye(3)), [[0, 0, 5], [3, 0, 0]])
+    # Under jit a BCOO stays a BCOO (its indices are traced) and still multiplies correctly.
+    out = jax.jit(lambda A: linop.matmul(linop.as_operator(A), jnp.eye(2)))(bcoo)
+    np.testing.assert_array_equal(out, [[0, 3], [0, 0], [5, 0]])
