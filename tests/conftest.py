@@ -6,7 +6,8 @@ float64 for one test. Tolerances are set per dtype by :func:`tol`.
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+# Two virtual CPU devices, so that sharded inputs can be tested on any machine.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import jax
 import numpy as np
