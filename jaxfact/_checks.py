@@ -6,7 +6,10 @@ jitted kernel that assumes valid input. Checks come in two tiers:
 * shapes, dtypes and static options are always checked, in Python, and raise ``ValueError`` or
   ``TypeError``;
 * values (finite, non-negative, in range) are checked when the array is concrete; under an outer
-  ``jax.jit`` or ``jax.vmap`` the array is a tracer and those checks are skipped.
+  ``jax.jit`` or ``jax.vmap`` the array is a tracer and those checks are skipped, unless the
+  function was called with ``checks=True``: then they are staged with
+  ``jax.experimental.checkify.check``, and the caller wraps the jitted function with
+  ``checkify.checkify`` to receive them (``err.throw()`` raises ``JaxRuntimeError``).
 
 Every message names the function, the argument, what was expected and what was given, e.g.
 ``truncated_svd: `rank` must be an integer in [1, 3]; got 5``.
@@ -20,6 +23,7 @@ from typing import Any, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 from jax.experimental import sparse as jsparse
 
 __all__ = []  # private module
@@ -66,22 +70,28 @@ def check_float_dtype(fn: str, name: str, dtype: Any) -> None:
                         f"Cast it first, e.g. `{name}.astype(jnp.float32)`.")
 
 
-def check_finite(fn: str, name: str, x: Any) -> None:
-    """Raises ``ValueError`` if a concrete array holds NaN or Inf (skipped for tracers)."""
-    if not is_concrete(x):
-        return
+def check_finite(fn: str, name: str, x: Any, checks: bool = False) -> None:
+    """Raises ``ValueError`` if a concrete array holds NaN or Inf; for tracers, stages a checkify
+    check when ``checks`` is true and does nothing otherwise."""
     data = x.data if isinstance(x, jsparse.BCOO) else x
+    if not is_concrete(x):
+        if checks:
+            checkify.check(jnp.all(jnp.isfinite(data)), f"{fn}: `{name}` must be finite")
+        return
     if not bool(jnp.all(jnp.isfinite(data))):
         n_nan = int(jnp.sum(jnp.isnan(data)))
         n_inf = int(jnp.sum(jnp.isinf(data)))
         raise ValueError(f"{fn}: `{name}` must be finite; got {n_nan} NaN and {n_inf} Inf entries")
 
 
-def check_nonnegative(fn: str, name: str, x: Any) -> None:
-    """Raises ``ValueError`` if a concrete array has negative entries (skipped for tracers)."""
-    if not is_concrete(x):
-        return
+def check_nonnegative(fn: str, name: str, x: Any, checks: bool = False) -> None:
+    """Raises ``ValueError`` if a concrete array has negative entries; for tracers, stages a
+    checkify check when ``checks`` is true and does nothing otherwise."""
     data = x.data if isinstance(x, jsparse.BCOO) else x
+    if not is_concrete(x):
+        if checks:
+            checkify.check(jnp.all(data >= 0), f"{fn}: `{name}` must be non-negative")
+        return
     if data.size and bool(jnp.any(data < 0)):
         raise ValueError(f"{fn}: `{name}` must be non-negative; got minimum {float(jnp.min(data))}")
 

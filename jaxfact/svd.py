@@ -42,7 +42,7 @@ class PCAResult(NamedTuple):
 # Public functions
 
 
-def truncated_svd(X: Any, rank: int) -> SVDResult:
+def truncated_svd(X: Any, rank: int, *, checks: bool = False) -> SVDResult:
     """The best rank-``rank`` approximation of a dense matrix, by a full thin SVD.
 
     Computes ``U, S, Vt`` with ``X_k = U @ diag(S) @ Vt`` minimizing ``||X - X_k||`` in the
@@ -59,6 +59,8 @@ def truncated_svd(X: Any, rank: int) -> SVDResult:
     Args:
       X: (m, n) real floating array.
       rank: number of components k, 1 <= k <= min(m, n).
+      checks: under an outer ``jit``, also check that X is finite, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       ``SVDResult(U (m, k), S (k,), Vt (k, n))``.
@@ -73,12 +75,12 @@ def truncated_svd(X: Any, rank: int) -> SVDResult:
     fn = "truncated_svd"
     X = _checks.as_float_array(fn, "X", X)
     rank = _checks.check_rank(fn, rank, X.shape)
-    _checks.check_finite(fn, "X", X)
+    _checks.check_finite(fn, "X", X, checks)
     return _truncated_svd(X, rank)
 
 
 def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
-                   n_iter: int = 4) -> SVDResult:
+                   n_iter: int = 4, checks: bool = False) -> SVDResult:
     """Approximate top-``rank`` SVD by random projection (Halko, Martinsson & Tropp 2011).
 
     Forms ``Y = (X X^T)^q X Omega`` with a Gaussian ``Omega`` of ``rank + n_oversamples`` columns,
@@ -98,6 +100,8 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
       key: a ``jax.random`` key; the same key gives the same factors.
       n_oversamples: extra random directions p (Halko et al. recommend 5 or 10).
       n_iter: power (subspace) iterations q >= 0.
+      checks: under an outer ``jit``, also check that X is finite, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       ``SVDResult(U (m, k), S (k,), Vt (k, n))`` with signs fixed by :func:`svd_flip`.
@@ -128,13 +132,13 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
     n_iter = _checks.check_int(fn, "n_iter", n_iter, low=0)
     key = _checks.check_key(fn, key, why="randomized_svd draws a random test matrix")
     if isinstance(X, jax.Array):
-        _checks.check_finite(fn, "X", X)
+        _checks.check_finite(fn, "X", X, checks)
     elif isinstance(X, jsparse.BCOO):
-        _checks.check_finite(fn, "X", X.data)
+        _checks.check_finite(fn, "X", X.data, checks)
     elif isinstance(X, linop.SparseCSR):
-        _checks.check_finite(fn, "X", X.X.data)
+        _checks.check_finite(fn, "X", X.X.data, checks)
     elif isinstance(X, linop.ObservedMatrix):
-        _checks.check_finite(fn, "X", X.values)
+        _checks.check_finite(fn, "X", X.values, checks)
     n_samples = min(rank + n_oversamples, m, n)
     return _randomized_svd(X, key, rank=rank, n_samples=n_samples, n_iter=n_iter)
 
@@ -176,7 +180,7 @@ def singular_value_shrink(X: Any, tau: Any) -> SVDResult:
 
 
 def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
-        n_iter: int = 4) -> PCAResult:
+        n_iter: int = 4, checks: bool = False) -> PCAResult:
     """Principal component analysis of the rows of X.
 
     Centres the columns of X and takes the top-``rank`` SVD of the result, exactly
@@ -192,6 +196,9 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
       X: (n_samples, n_features) with n_samples >= 2.
       rank: number of components, 1 <= rank <= min(n_samples, n_features).
       key: ``None`` for the exact SVD, or a key for the randomized one.
+      n_oversamples, n_iter: as in :func:`randomized_svd` (used when a key is given).
+      checks: under an outer ``jit``, also check that X is finite, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       ``PCAResult(components, explained_variance, explained_variance_ratio, mean,
@@ -207,7 +214,7 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
     if X.shape[0] < 2:
         raise ValueError(f"{fn}: `X` needs at least 2 rows (samples); got shape {X.shape}")
     rank = _checks.check_rank(fn, rank, X.shape)
-    _checks.check_finite(fn, "X", X)
+    _checks.check_finite(fn, "X", X, checks)
     if key is None:
         return _pca_exact(X, rank)
     key = _checks.check_key(fn, key)

@@ -361,3 +361,19 @@ def test_row_sharded_input_gives_the_same_factors():
     np.testing.assert_allclose(jf.reconstruct(out), jf.reconstruct(ref), atol=1e-5)
     np.testing.assert_allclose(jf.truncated_svd(X_sharded, 4).S, jf.truncated_svd(X, 4).S,
                                rtol=1e-5)
+
+
+def test_checks_true_stages_value_checks_under_jit():
+    from jax.experimental import checkify
+
+    bad = CASES["tall"](np.float32)
+    bad[2, 3] = np.nan
+    f = checkify.checkify(jax.jit(lambda X: jf.truncated_svd(X, 3, checks=True).S))
+    err, _ = f(bad)
+    with pytest.raises(Exception, match=r"truncated_svd: `X` must be finite"):
+        err.throw()
+    err, S = f(CASES["tall"](np.float32))
+    assert err.get() is None and S.shape == (3,)
+    g = checkify.checkify(jax.jit(lambda X: jf.randomized_svd(X, 3, key=KEY, checks=True).S))
+    with pytest.raises(Exception, match=r"randomized_svd: `X` must be finite"):
+        g(bad)[0].throw()
