@@ -84,8 +84,12 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
     """Approximate top-``rank`` SVD by random projection (Halko, Martinsson & Tropp 2011).
 
     Forms ``Y = (X X^T)^q X Omega`` with a Gaussian ``Omega`` of ``rank + n_oversamples`` columns,
-    re-orthonormalizing by QR after every product (their Algorithm 4.4, the subspace iteration),
-    then ``Q = orth(Y)``, ``B = Q^T X`` and the exact SVD of the small ``B``. The error is within
+    re-normalizing the basis after every product (their Algorithm 4.4, the subspace iteration),
+    then ``Q = orth(Y)`` by Householder QR, ``B = Q^T X`` and the exact SVD of the small ``B``.
+    Deviation from the paper: the intermediate bases are normalized by shifted CholeskyQR3 (Fukaya
+    et al. 2020) rather than Householder QR; it spans the same subspace, is stable up to
+    ``cond(Y) ~ 1/eps``, and runs at matrix-multiply speed (scikit-learn uses LU for the same
+    purpose). The error is within
     a small factor of the optimal ``sigma_{k+1}`` that shrinks like ``1/(2q+1)`` in the exponent
     (their Theorem 1.2); ``n_iter=4`` (scikit-learn's default for large ranks) gets within a
     fraction of a percent of the optimum on slowly decaying spectra.
@@ -310,7 +314,29 @@ def _truncated_svd(X, rank):
 
 
 def _orthonormalize(Y):
+    """Householder QR: an orthonormal basis of range(Y), robust to rank deficiency."""
     return jnp.linalg.qr(Y, mode="reduced")[0]
+
+
+def _cholesky_qr(Y, shift):
+    # Q = Y R^-1 with R^T R = Y^T Y + shift * trace(Y^T Y) I. The products run at matrix-multiply
+    # speed, unlike forming Householder's Q (LAPACK orgqr), which dominates for tall thin Y.
+    G = jnp.matmul(Y.T, Y, precision=jax.lax.Precision.HIGHEST)
+    G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(G.shape[0], dtype=G.dtype)
+    R = jnp.linalg.cholesky(G, upper=True)
+    return jax.scipy.linalg.solve_triangular(R, Y.T, trans="T", lower=False).T
+
+
+def _normalize(Y):
+    """A well-conditioned basis of range(Y) for the power iterations: shifted CholeskyQR3
+    (Fukaya, Kannan, Nakatsukasa, Yamamoto & Yanagisawa 2020), stable for cond(Y) up to 1/eps.
+    The small shift of the last two passes keeps a rank-deficient Y finite; the final basis of
+    the range finder still comes from :func:`_orthonormalize`."""
+    m, l = Y.shape
+    eps = jnp.finfo(Y.dtype).eps
+    Q = _cholesky_qr(Y, 11 * (m * l + l * (l + 1)) * eps)
+    Q = _cholesky_qr(Q, l * eps)
+    return _cholesky_qr(Q, l * eps)
 
 
 @partial(jax.jit, static_argnames=("rank", "n_samples", "n_iter"))
@@ -346,13 +372,13 @@ def _rmm(X, B):
 def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
     n = X.shape[1]
     omega = jax.random.normal(key, (n, n_samples), dtype)
-    Q = _orthonormalize(_mm(X, omega))
+    Q = _normalize(_mm(X, omega))
 
     def power(_, Q):
-        Z = _orthonormalize(_rmm(X, Q))
-        return _orthonormalize(_mm(X, Z))
+        Z = _normalize(_rmm(X, Q))
+        return _normalize(_mm(X, Z))
 
-    Q = jax.lax.fori_loop(0, n_iter, power, Q)
+    Q = _orthonormalize(jax.lax.fori_loop(0, n_iter, power, Q))
     Bt = _rmm(X, Q)                      # (n, l) = (Q^T X)^T
     Vb, s, Ubt = _svd_thin(Bt)           # Bt = Vb diag(s) Ub^T, so B = Ub diag(s) Vb^T
     U = Q @ Ubt.T
