@@ -5,6 +5,7 @@ factors (truncated and randomized SVD, PCA, NMF, matrix completion, weighted low
 approximation), and Flax modules that put those factors to work (:mod:`jaxfact.nn`).
 """
 
+from jaxfact import nn
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
 from jaxfact.rank import energy_rank
@@ -19,6 +20,12 @@ from jaxfact.svd import reconstruct
 from jaxfact.svd import singular_value_shrink
 from jaxfact.svd import svd_flip
 from jaxfact.svd import truncated_svd
+from jaxfact.text import Vocabulary
+from jaxfact.text import build_vocab
+from jaxfact.text import cooccurrence
+from jaxfact.text import encode_corpus
+from jaxfact.text import ppmi
+from jaxfact.text import word_vectors
 
 __version__ = "0.1.0"
 
@@ -27,14 +34,21 @@ __all__ = [
     "ObservedMatrix",
     "PCAResult",
     "SVDResult",
+    "Vocabulary",
+    "build_vocab",
+    "cooccurrence",
+    "encode_corpus",
     "energy_rank",
     "hard_threshold",
+    "nn",
     "optimal_hard_threshold",
     "pca",
     "pca_transform",
+    "ppmi",
     "randomized_svd",
     "reconstruct",
     "singular_value_shrink",
     "svd_flip",
     "truncated_svd",
+    "word_vectors",
 ]

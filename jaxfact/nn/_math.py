@@ -15,6 +15,7 @@ and a bias-free projection ``P_i`` (d_i, F) to the model dimension.
 from __future__ import annotations
 
 import numbers
+from functools import partial
 from typing import Any, Sequence
 
 import jax
@@ -40,7 +41,8 @@ def check_ids(fn: str, ids: Any, num_embeddings: int) -> jax.Array:
     if ids.dtype == bool:
         raise TypeError(f"{fn}: `ids` must be an integer array of token ids; got dtype bool")
     if _checks.is_concrete(ids) and np.size(ids):
-        lo, hi = int(jnp.min(ids)), int(jnp.max(ids))
+        host = np.asarray(ids)   # on the host: also right for a concrete array closed over by jit
+        lo, hi = int(host.min()), int(host.max())
         if lo < 0 or hi >= num_embeddings:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{fn}: `ids` must be in [0, {num_embeddings}) (the vocabulary size); "
@@ -127,7 +129,8 @@ def adaptive_param_count(cutoffs: Sequence[int], features: int, factor: float = 
 
 
 # ------------------------------------------------------------------------------------------------
-# Pure math (assumes validated input; works under jit, vmap, grad)
+# Pure math (assumes validated input; works under jit, vmap, grad). Each function is jitted so
+# that an eager call compiles once instead of dispatching op by op; under an outer jit it inlines.
 
 
 def _promote(*arrays, dtype=None):
@@ -143,6 +146,7 @@ def _gather_rows(table, ids, n):
     return rows, valid
 
 
+@partial(jax.jit, static_argnames=("dtype",))
 def factorized_lookup(ids, embedding, projection, bias=None, *, dtype=None):
     """``A[ids] @ B (+ b)``: (..., F) from ids (...). O(|ids| r F), never forms A @ B."""
     params = (embedding, projection) + (() if bias is None else (bias,))
@@ -155,6 +159,7 @@ def factorized_lookup(ids, embedding, projection, bias=None, *, dtype=None):
     return jnp.where(valid[..., None], out, jnp.nan)
 
 
+@partial(jax.jit, static_argnames=("dtype",))
 def factorized_attend(x, embedding, projection, bias=None, *, dtype=None):
     """``x @ (A @ B + 1 b^T)^T = (x @ B^T) @ A^T + (x . b)``: (..., V) logits. O(|x| r (F + V))."""
     params = (x, embedding, projection) + (() if bias is None else (bias,))
@@ -173,6 +178,7 @@ def factorized_table(embedding, projection, bias=None):
     return table if bias is None else table + bias
 
 
+@partial(jax.jit, static_argnames=("cutoffs", "dtype"))
 def adaptive_lookup(ids, embeddings, projections, cutoffs, *, dtype=None):
     """Adaptive input lookup: row ``ids - c_{i-1}`` of ``E_i``, projected by ``P_i``, for the band i
     holding each id. ``projections[i]`` may be None (identity, the head band).
@@ -197,6 +203,7 @@ def adaptive_lookup(ids, embeddings, projections, cutoffs, *, dtype=None):
     return jnp.where(valid[..., None], out, jnp.nan)
 
 
+@partial(jax.jit, static_argnames=("dtype",))
 def adaptive_attend(x, embeddings, projections, *, dtype=None):
     """Full-vocabulary logits with the input bands' weights tied: band i's block is
     ``(x @ P_i^T) @ E_i^T``; the blocks are concatenated in id order. O(|x| sum_i d_i (F + size_i))."""
