@@ -295,7 +295,7 @@ def _cooccurrence(tokens, *, vocab_size, window, weighting, dtype):
         key = jnp.where(valid, w_ids.astype(jnp.uint32) * V + c_ids.astype(jnp.uint32), sentinel)
         if weighting == "uniform":
             key = jnp.sort(key)
-            weight_s = jnp.ones_like(weight)
+            weight_s = None
         else:
             key, weight_s = jax.lax.sort((key, weight), num_keys=1)
         valid_s = key != sentinel
@@ -311,15 +311,23 @@ def _cooccurrence(tokens, *, vocab_size, window, weighting, dtype):
         new = jnp.concatenate([jnp.ones((1,), bool),
                                (rows_s[1:] != rows_s[:-1]) | (cols_s[1:] != cols_s[:-1])])
     new = new & valid_s
-    seg = jnp.cumsum(new) - 1
-    nnz = seg[-1] + 1
-    # Dropped pairs sit after the last valid one and would join its segment: weight them 0.
-    vals = jax.ops.segment_sum(jnp.where(valid_s, weight_s, 0), jnp.maximum(seg, 0),
-                               num_segments=n_pairs, indices_are_sorted=True)
-    first = jnp.nonzero(new, size=n_pairs, fill_value=n_pairs - 1)[0]
+    n_valid = jnp.sum(valid_s)
+    # Start of each run of equal (word, context) pairs; padding starts point past the valid pairs.
+    first = jnp.nonzero(new, size=n_pairs, fill_value=n_pairs)[0]
+    nnz = jnp.sum(new)
+    if weighting == "uniform":
+        # Unit weights: a run's count is its length, the distance to the next run's start.
+        ends = jnp.concatenate([first[1:], jnp.full((1,), n_pairs, first.dtype)])
+        vals = (jnp.minimum(ends, n_valid) - jnp.minimum(first, n_valid)).astype(dtype)
+    else:
+        seg = jnp.cumsum(new) - 1
+        # Dropped pairs sit after the last valid one and would join its segment: weight them 0.
+        vals = jax.ops.segment_sum(jnp.where(valid_s, weight_s, 0), jnp.maximum(seg, 0),
+                                   num_segments=n_pairs, indices_are_sorted=True)
     pad = jnp.arange(n_pairs) >= nnz
-    rows = jnp.where(pad, vocab_size, rows_s[first])
-    cols = jnp.where(pad, vocab_size, cols_s[first])
+    safe = jnp.minimum(first, n_pairs - 1)
+    rows = jnp.where(pad, vocab_size, rows_s[safe])
+    cols = jnp.where(pad, vocab_size, cols_s[safe])
     return rows, cols, vals, nnz.astype(jnp.int32)
 
 
