@@ -209,7 +209,7 @@ def print_table(rows):
               f"{r['mark']} |")
 
 
-def figures(rows, bases, out: Path = OUT):
+def figures(rows, bases, out: Path = OUT, prefix: str = "digits"):
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib
     matplotlib.use("Agg")
@@ -238,7 +238,7 @@ def figures(rows, bases, out: Path = OUT):
     ax.set_title("Digits MLP: accuracy against input size k")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
-    acc_path = out / "digits_accuracy_vs_k.png"
+    acc_path = out / f"{prefix}_accuracy_vs_k.png"
     fig.savefig(acc_path, dpi=120)
     plt.close(fig)
 
@@ -262,7 +262,7 @@ def figures(rows, bases, out: Path = OUT):
         fig.suptitle("First 8 of 16 SVD components (signed, holistic) and NMF parts (non-negative)",
                      fontsize=9)
         fig.tight_layout()
-        parts_path = out / "digits_svd_vs_nmf_parts.png"
+        parts_path = out / f"{prefix}_svd_vs_nmf_parts.png"
         fig.savefig(parts_path, dpi=120)
         plt.close(fig)
     return acc_path, parts_path

@@ -362,3 +362,18 @@ def test_errors_from_table(trained_table):
         jnn.FactorizedEmbed.from_factors(np.ones((5, 2)), np.ones((3, 4)))
     with pytest.raises(ValueError, match=r"FactorizedEmbed.from_factors: `bias` must have shape"):
         jnn.FactorizedEmbed.from_factors(np.ones((5, 2)), np.ones((2, 4)), np.ones(3))
+
+
+def test_from_table_nmf_gives_nonnegative_parts(trained_table):
+    from jaxfact.nmf import nmf
+    X = np.abs(trained_table)
+    emb = jnn.FactorizedEmbed.from_table(X, 4, method="nmf", nmf_options={"solver": "hals"})
+    A, B = np.asarray(emb.embedding[...]), np.asarray(emb.projection[...])
+    assert A.min() >= 0 and B.min() >= 0 and emb.bias is None
+    res = nmf(X, 4, solver="hals")
+    # The balanced rescaling leaves the product W H unchanged.
+    np.testing.assert_allclose(A @ B, np.asarray(res.W) @ np.asarray(res.H), rtol=1e-4, atol=1e-4)
+    svd_err = np.sqrt(np.sum(np.linalg.svd(X, compute_uv=False)[4:] ** 2))
+    assert np.linalg.norm(A @ B - X) >= svd_err * (1 - 1e-5)   # never beats Eckart-Young
+    with pytest.raises(ValueError, match=r"FactorizedEmbed.from_table: `nmf_options` only applies"):
+        jnn.FactorizedEmbed.from_table(X, 4, nmf_options={"solver": "mu"})
