@@ -1,4 +1,4 @@
-"""Compressing a trained embedding table with ``FactorizedEmbed.from_table``: what is kept, what is lost.
+"""Compressing a trained embedding table with ``FactorizedEmbed.from_table``: kept and lost.
 
 The table is the PPMI-SVD word vectors of ``examples/word_vectors.py`` (Lee corpus, V ~ 4000 words,
 100 dimensions). For a sweep of ranks k it is replaced by ``A @ B`` (``method="svd"``, the best

@@ -150,11 +150,8 @@ def compress(method: str, k: int, Xtr, Xte, full=None):
 
 
 def nmf_available() -> bool:
-    try:
-        import jaxfact.nmf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("jaxfact.nmf") is not None
 
 
 def chosen_ranks(Xtr):
@@ -229,7 +226,8 @@ def figures(rows, bases, out: Path = OUT, prefix: str = "digits"):
         for r in rs:
             if r["mark"]:
                 ax.annotate(r["mark"], (r["k"], r["test"]), textcoords="offset points",
-                            xytext=(0, -14 if method == "SVD" else 9), ha="center", fontsize=7, color=color)
+                            xytext=(0, -14 if method == "SVD" else 9), ha="center",
+                            fontsize=7, color=color)
     ax.axhline(raw["test"], color="k", lw=1, label="raw pixels test (k = 64)")
     ax.axhline(raw["train"], color="k", lw=1, ls="--", label="raw pixels train")
     ax.set_xscale("log", base=2)

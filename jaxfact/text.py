@@ -57,8 +57,9 @@ def build_vocab(documents: Iterable[Sequence[str]], *, min_count: int = 1,
                 max_size: int | None = None) -> Vocabulary:
     """Vocabulary of the words occurring at least ``min_count`` times, most frequent first.
 
-    Id 0 is the most frequent word, the order adaptive embeddings (:class:`jaxfact.nn.AdaptiveEmbed`)
-    expect. ``max_size`` keeps only the most frequent words. O(number of tokens).
+    Id 0 is the most frequent word, the order adaptive embeddings
+    (:class:`jaxfact.nn.AdaptiveEmbed`) expect. ``max_size`` keeps only the most frequent words.
+    O(number of tokens).
 
     Example::
 

@@ -111,7 +111,8 @@ def run(quick: bool = False) -> Report:
                  "model (hand count)", "Table 3", "ours - paper"], rows)
         + f"\n\nE = 768 -> 128 saves {saved_ours[0]:.2f}M parameters (not-shared) and "
         f"{saved_ours[1]:.2f}M (all-shared); the paper's Table 3 gives {saved_paper[0]}M and "
-        f"{saved_paper[1]}M.\n\nThe paper rounds to whole millions and does not say what it counts: "
+        f"{saved_paper[1]}M.\n\nThe paper rounds to whole millions and does not say what it "
+        "counts: "
         "its not-shared numbers fit our totals without the pooler (0.59M), its all-shared ones "
         "with it. Accuracies (SQuAD, MNLI, ...) need pre-training and are not reproduced."
     )

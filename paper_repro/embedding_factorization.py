@@ -78,12 +78,14 @@ def run(quick: bool = False) -> Report:
         "and is noisy on a shared machine."
     )
     claims = [
-        ("Accuracy is kept with a fraction of the input: every factorization reaches raw-pixel test "
+        ("Accuracy is kept with a fraction of the input: every factorization reaches raw-pixel "
+         "test "
          f"accuracy (within {KEEP:.0%}) with k <= 16 of 64 numbers", kept_fraction),
         ("Factorized inputs reduce overfitting: at that k the train/test gap is smaller than with "
          "raw pixels, for every factorization", smaller_gap),
         ("Factorized inputs speed up training (at that k, every factorization)", faster),
-        ("PCA (centred) and SVD (uncentred) differ: at k <= 4 PCA's codes classify at least as well, "
+        ("PCA (centred) and SVD (uncentred) differ: at k <= 4 PCA's codes classify at least as "
+         "well, "
          "as the uncentred SVD spends its first component on the mean image", pca_beats_svd),
     ]
     return Report("embedding_factorization", __doc__.strip().splitlines()[0], md, claims, figs)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxfact import cooccurrence, ppmi, randomized_svd
@@ -108,7 +107,8 @@ def run(quick: bool = False) -> Report:
 
     md = (
         f"Lee corpus, vocabulary {V} (min_count 2), symmetric window, SVD d = {D}, randomized SVD "
-        "(`word_vectors`: U S^eig). rho = Spearman correlation of cosine similarity with human scores on "
+        "(`word_vectors`: U S^eig). rho = Spearman correlation of cosine similarity with human "
+        "scores on "
         f"the pairs in vocabulary ({wv.similarity(np.zeros((V, 1)), vocab, bench)['WS353'][1]} "
         f"WS353, {wv.similarity(np.zeros((V, 1)), vocab, bench)['SimLex999'][1]} SimLex-999 pairs)."
         "\n\n" + table(["window", "method", "cds alpha", "neg k", "eig", "WS353 rho",
@@ -119,7 +119,8 @@ def run(quick: bool = False) -> Report:
         ".776 on WS-Sim and .422 on SimLex. With ~1/25000 of the data and 133 / 237 evaluation "
         "pairs, our absolute scores are 3-10x lower and a difference of a few hundredths is "
         "within noise; the verdicts below only record the direction.\n\n"
-        f"Shifted PPMI against max(PMI - log k, 0) in NumPy float64 (k = 5): max abs error {err:.2e}."
+        f"Shifted PPMI against max(PMI - log k, 0) in NumPy float64 (k = 5): max abs error "
+        f"{err:.2e}."
     )
     claims = [
         ("Context distribution smoothing (cds 0.75) helps PPMI against cds 1", cds),

@@ -327,9 +327,10 @@ def test_errors_ids(fact, adaptive):
 
 
 def test_errors_constructor():
-    with pytest.raises(ValueError, match=r"FactorizedEmbed: `rank` must be an integer in \[1, 12\]"):
+    rank_msg = r"FactorizedEmbed: `rank` must be an integer in \[1, 12\]"
+    with pytest.raises(ValueError, match=rank_msg):
         jnn.FactorizedEmbed(V, F, 13, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"FactorizedEmbed: `rank` must be an integer in \[1, 12\]"):
+    with pytest.raises(ValueError, match=rank_msg):
         jln.FactorizedEmbed(V, F, 13).init(jax.random.key(0), jnp.zeros((1,), jnp.int32))
     with pytest.raises(ValueError, match=r"AdaptiveEmbed: `cutoffs` must be strictly increasing"):
         jnn.AdaptiveEmbed((10, 10, 50), F, rngs=nnx.Rngs(0))
@@ -377,3 +378,24 @@ def test_from_table_nmf_gives_nonnegative_parts(trained_table):
     assert np.linalg.norm(A @ B - X) >= svd_err * (1 - 1e-5)   # never beats Eckart-Young
     with pytest.raises(ValueError, match=r"FactorizedEmbed.from_table: `nmf_options` only applies"):
         jnn.FactorizedEmbed.from_table(X, 4, nmf_options={"solver": "mu"})
+
+
+def test_scan_over_chunks(fact, adaptive):
+    ids = jax.random.randint(jax.random.key(10), (3, 2, 5), 0, V)   # 3 chunks of (2, 5)
+    for emb in (fact, adaptive):
+        @nnx.scan(in_axes=(None, nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+        def total(m, carry, chunk):
+            y = m(chunk)
+            return carry + jnp.sum(y), y
+
+        s, ys = total(emb, jnp.zeros(()), ids)
+        np.testing.assert_allclose(ys, emb(ids), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(s, jnp.sum(emb(ids)), rtol=1e-5)
+
+
+def test_linen_from_table_matches_nnx(trained_table):
+    module, variables = jln.FactorizedEmbed.from_table(trained_table, 3, method="pca")
+    emb = jnn.FactorizedEmbed.from_table(trained_table, 3, method="pca")
+    ids = jnp.array([0, 5, 79])
+    np.testing.assert_array_equal(module.apply(variables, ids), emb(ids))
+    assert set(variables["params"]) == {"embedding", "projection", "bias"}

@@ -2,7 +2,8 @@
 
 The NNX modules (:mod:`jaxfact.nn`) and their Linen twins (:mod:`jaxfact.nn.linen`) only hold
 parameters and call these functions, so both give the same outputs for the same parameters, and a
-user can call the functions directly on any pytree of arrays (inside ``jax.jit``, ``vmap``, ``grad``).
+user can call the functions directly on any pytree of arrays (inside ``jax.jit``, ``vmap``,
+``grad``).
 
 Factorized embedding (Lan et al. 2020, ALBERT, Section 3.1): the (V, F) table is ``A @ B (+ b)``
 with ``A`` (V, r) and ``B`` (r, F).
@@ -36,8 +37,8 @@ def check_ids(fn: str, ids: Any, num_embeddings: int) -> jax.Array:
     if not hasattr(ids, "dtype"):
         ids = np.asarray(ids)
     if not (jnp.issubdtype(ids.dtype, jnp.integer) or ids.dtype == bool):
-        raise TypeError(f"{fn}: `ids` must be an integer array of token ids; got dtype {ids.dtype}. "
-                        f"Cast it first, e.g. `ids.astype(jnp.int32)`.")
+        raise TypeError(f"{fn}: `ids` must be an integer array of token ids; got dtype "
+                        f"{ids.dtype}. Cast it first, e.g. `ids.astype(jnp.int32)`.")
     if ids.dtype == bool:
         raise TypeError(f"{fn}: `ids` must be an integer array of token ids; got dtype bool")
     if _checks.is_concrete(ids) and np.size(ids):
@@ -206,7 +207,8 @@ def adaptive_lookup(ids, embeddings, projections, cutoffs, *, dtype=None):
 @partial(jax.jit, static_argnames=("dtype",))
 def adaptive_attend(x, embeddings, projections, *, dtype=None):
     """Full-vocabulary logits with the input bands' weights tied: band i's block is
-    ``(x @ P_i^T) @ E_i^T``; the blocks are concatenated in id order. O(|x| sum_i d_i (F + size_i))."""
+    ``(x @ P_i^T) @ E_i^T``; the blocks are concatenated in id order.
+    O(|x| sum_i d_i (F + size_i))."""
     leaves = [x] + list(embeddings) + [p for p in projections if p is not None]
     dtype = jnp.result_type(*leaves) if dtype is None else dtype
     x = x.astype(dtype)
