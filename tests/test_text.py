@@ -221,3 +221,14 @@ def test_errors():
         text.build_vocab([["a"]], min_count=0)
     with pytest.raises(TypeError, match=r"encode_corpus: `vocab` must be a Vocabulary"):
         text.encode_corpus([["a"]], {"a": 0})
+
+
+def test_cooccurrence_and_ppmi_under_jit(small_corpus):
+    # Under jit the number of distinct pairs is unknown: the result is padded with zero entries
+    # at index V, which every BCOO operation and ppmi ignore.
+    eager = text.cooccurrence(small_corpus, 30, window=2)
+    dense = jax.jit(lambda t: text.cooccurrence(t, 30, window=2).todense())(small_corpus)
+    np.testing.assert_array_equal(dense, eager.todense())
+    traced = jax.jit(lambda t: text.ppmi(text.cooccurrence(t, 30, window=2)).todense())
+    np.testing.assert_allclose(traced(small_corpus), text.ppmi(eager).todense(),
+                               rtol=tol(np.float32, 10), atol=tol(np.float32, 10))

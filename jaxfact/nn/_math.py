@@ -36,11 +36,9 @@ def check_ids(fn: str, ids: Any, num_embeddings: int) -> jax.Array:
     """Integer ids of any shape; concrete ids must lie in [0, num_embeddings)."""
     if not hasattr(ids, "dtype"):
         ids = np.asarray(ids)
-    if not (jnp.issubdtype(ids.dtype, jnp.integer) or ids.dtype == bool):
+    if ids.dtype == bool or not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(f"{fn}: `ids` must be an integer array of token ids; got dtype "
                         f"{ids.dtype}. Cast it first, e.g. `ids.astype(jnp.int32)`.")
-    if ids.dtype == bool:
-        raise TypeError(f"{fn}: `ids` must be an integer array of token ids; got dtype bool")
     if _checks.is_concrete(ids) and np.size(ids):
         host = np.asarray(ids)   # on the host: also right for a concrete array closed over by jit
         lo, hi = int(host.min()), int(host.max())
