@@ -166,8 +166,11 @@ def chosen_ranks(Xtr):
     }
 
 
-def run(ks=(2, 4, 8, 16, 32), nmf_ks=(4, 8, 16, 32), seeds=(0, 1)):
-    """Runs the sweep; returns (rows, chosen ranks, bases for the figure)."""
+def run(ks=(2, 4, 8, 16, 32), nmf_ks=(4, 8, 16, 32), seeds=(0, 1), rank_rules: bool = True):
+    """Runs the sweep; returns (rows, chosen ranks, bases for the figure, seconds).
+
+    With ``rank_rules`` the k chosen by energy_rank and optimal_hard_threshold join the sweep.
+    """
     Xtr, ytr, Xte, yte = split()
     chosen = chosen_ranks(Xtr)
     full = full_factorizations(Xtr)
@@ -181,7 +184,8 @@ def run(ks=(2, 4, 8, 16, 32), nmf_ks=(4, 8, 16, 32), seeds=(0, 1)):
     for method in methods:
         marks = {}
         for name, k in chosen.get(method, {}).items():
-            marks.setdefault(k, []).append(name)
+            if rank_rules or k in ks:
+                marks.setdefault(k, []).append(name)
         sweep = sorted(set(nmf_ks if method == "nmf" else ks) | set(marks))
         for k in sweep:
             Ztr, Zte, fparams, basis = compress(method, k, Xtr, Xte, full)
