@@ -73,7 +73,7 @@ def run(quick: bool = False) -> Report:
                  "train s", "k chosen by"], detail)
         + f"\n\nRank rules on the training images: {chosen}"
         + (" (quick run: not added to the sweep).\n\n" if quick else ".\n\n")
-        "The article gives no numbers; its claims are qualitative. The MLP reaches 100% training "
+        + "The article gives no numbers; its claims are qualitative. The MLP reaches 100% training "
         "accuracy on raw pixels and on every input with k >= 16, so there the gap is simply "
         "1 - test accuracy: factorization narrows it only where it raises test accuracy. Training "
         "time is of a tiny MLP (tenths of a second), so it mostly measures fixed per-step costs "
