@@ -34,6 +34,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
+from jaxfact import linop
 from jaxfact import svd as _svd
 
 __all__ = ["Vocabulary", "build_vocab", "encode_corpus", "cooccurrence", "ppmi", "word_vectors"]
@@ -239,6 +240,11 @@ def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamp
       >>> W = word_vectors(M, 100, eig=0.5, key=jax.random.key(0))
     """
     fn = "word_vectors"
+    matrix = linop.as_operator(matrix)
+    if len(matrix.shape) != 2:
+        raise ValueError(f"{fn}: `matrix` must be 2-D; got shape {tuple(matrix.shape)}")
+    _checks.check_float_dtype(fn, "matrix", matrix.dtype)
+    rank = _checks.check_rank(fn, rank, linop.shape_of(matrix))
     eig = _checks.check_real(fn, "eig", eig, low=0.0)
     _checks.check_key(fn, key, why="the SVD is randomized")
     res = _svd.randomized_svd(matrix, rank, key=key, n_oversamples=n_oversamples, n_iter=n_iter)

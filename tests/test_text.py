@@ -211,6 +211,8 @@ def test_errors():
         text.ppmi(jnp.full((2, 2), jnp.nan))
     with pytest.raises(ValueError, match=r"word_vectors: `key` is required"):
         text.word_vectors(C, 1, key=None)
+    with pytest.raises(ValueError, match=r"word_vectors: `rank` must be an integer in \[1, 3\]"):
+        text.word_vectors(C, 4, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"word_vectors: `eig` must be a finite number"):
         text.word_vectors(C, 1, eig=-1.0, key=jax.random.key(0))
     with pytest.raises(TypeError, match=r"build_vocab: `documents` must be an iterable of token"):
