@@ -340,6 +340,8 @@ def test_errors_constructor():
         jnn.AdaptiveEmbed((), F, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"AdaptiveEmbed: `factor` must be a finite number >= 1"):
         jnn.AdaptiveEmbed((10, 50), F, factor=0.5, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"AdaptiveEmbed: `cutoffs` must hold Python ints"):
+        jnn.AdaptiveEmbed((10, 50.0), F, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"AdaptiveEmbed: `cutoffs` define 3 bands but"):
         jnn.AdaptiveEmbed((10, 20, 50), 4, factor=4, rngs=nnx.Rngs(0))
 
@@ -359,6 +361,8 @@ def test_errors_from_table(trained_table):
         jnn.FactorizedEmbed.from_table(trained_table, 2, method="lda")
     with pytest.raises(TypeError, match=r"FactorizedEmbed.from_table: `table` must be floating"):
         jnn.FactorizedEmbed.from_table(np.ones((4, 4), np.int32), 2)
+    with pytest.raises(ValueError, match=r"from_table: method='pca' needs a table with at least"):
+        jnn.FactorizedEmbed.from_table(trained_table[:1], 1, method="pca")
     with pytest.raises(ValueError, match=r"FactorizedEmbed.from_factors: `A` \(num_embeddings"):
         jnn.FactorizedEmbed.from_factors(np.ones((5, 2)), np.ones((3, 4)))
     with pytest.raises(ValueError, match=r"FactorizedEmbed.from_factors: `bias` must have shape"):

@@ -217,6 +217,13 @@ def test_errors():
         text.word_vectors(C, 1, eig=-1.0, key=jax.random.key(0))
     with pytest.raises(TypeError, match=r"build_vocab: `documents` must be an iterable of token"):
         text.build_vocab(["a", "b"])
+    with pytest.raises(TypeError, match=r"build_vocab: `documents` must be an iterable of token"):
+        text.build_vocab("a b c")
+    with pytest.raises(TypeError, match=r"build_vocab: each document must be a list of tokens"):
+        text.build_vocab(["a b", ["c"]])
+    bad = jsparse.BCOO.fromdense(jnp.ones((2, 2, 2)), n_batch=1)
+    with pytest.raises(ValueError, match=r"ppmi: `counts` must be a 2-D BCOO matrix"):
+        text.ppmi(bad)
     with pytest.raises(ValueError, match=r"build_vocab: no word occurs at least min_count = 3"):
         text.build_vocab([["a", "b"]], min_count=3)
     with pytest.raises(ValueError, match=r"build_vocab: `min_count` must be an integer in \[1"):
