@@ -28,6 +28,7 @@ from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
 from jaxfact import _nmf_solvers as _s
+from jaxfact import _nmf_sparse as _sp
 from jaxfact import linop
 
 __all__ = ["NMFResult", "nmf", "nmf_init", "nmf_transform"]
@@ -272,8 +273,8 @@ def _check_X(fn, X):
         if _checks.is_concrete(X):
             _checks.check_finite(fn, "X", X.data)
             _checks.check_nonnegative(fn, "X", X.data)
-            X = X.sum_duplicates()  # one stored value per entry: KL needs X_ij, not its parts
-        return X
+            return _sp.from_bcoo_host(X)  # duplicates summed, laid out by rows and by columns
+        return _sp.from_bcoo_traced(X)
     if not isinstance(X, (jax.Array, jsparse.BCOO)):
         raise TypeError(f"{fn}: `X` must be a dense array or a BCOO matrix; got "
                         f"{type(X).__name__}")
@@ -338,8 +339,7 @@ def _nmf_kernel(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, update
 def _transform_kernel(X, mask, H, tol, reg, *, solver, beta_loss, max_iter):
     m = X.shape[0]
     k = H.shape[0]
-    total = jnp.sum(X.data) if isinstance(X, jsparse.BCOO) else jnp.sum(X)
-    avg = jnp.sqrt(total / (X.shape[0] * X.shape[1]) / k)
+    avg = jnp.sqrt(_sp.total(X) / (X.shape[0] * X.shape[1]) / k)
     Wt = jnp.full((k, m), avg, X.dtype)
     return _nmf_kernel(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
                        max_iter=max_iter, update_H=False)
