@@ -198,5 +198,12 @@ def as_linear_operator(X: SparseX) -> linop.LinearOperator:
 def total(X: Any) -> jax.Array:
     """sum(X) for dense or sparse X."""
     if isinstance(X, SparseX):
-        return jnp.sum(X.S.xv)
+        return jnp.sum(X.S.vals)
     return jnp.sum(X)
+
+
+def masked(X: Any, mask) -> Any:
+    """mask * X, dense or sparse (the sparse result keeps X's layout)."""
+    if isinstance(X, SparseX):
+        return SparseX(apply_mask(X.S, mask), apply_mask(X.St, mask.T))
+    return mask * X

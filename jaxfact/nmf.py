@@ -99,7 +99,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       rank: k, 1 <= k <= min(m, n).
       solver: "pg", "mu" or "hals".
       init: "nndsvda" (zeros of NNDSVD filled with mean(X)), "nndsvd", "nndsvdar" (zeros filled
-        with small random values) or "random"; ignored when ``W_init, H_init`` are given.
+        with small random values) or "random"; ignored when ``W_init, H_init`` are given. With a
+        mask, the initialization is computed from ``mask * X``.
       key: ``jax.random`` key, needed for "random" and "nndsvdar", and used by the randomized SVD
         of large or sparse X (``jax.random.key(0)`` when omitted).
       max_iter: cap on outer iterations (static: it fixes the length of ``history``).
@@ -160,7 +161,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
         W0 = _check_factor(fn, "W_init", W_init, (m, rank), X.dtype)
         H0 = _check_factor(fn, "H_init", H_init, (rank, n), X.dtype)
     else:
-        W0, H0 = _init(fn, X, rank, init, key)
+        # Missing entries (weight 0) must not steer the start either: initialize from mask * X.
+        W0, H0 = _init(fn, X if mask is None else _sp.masked(X, mask), rank, init, key)
     fit = _nmf_kernel(X, mask, W0.T, H0, jnp.asarray(tol, X.dtype), reg, solver=solver,
                       beta_loss=beta_loss, max_iter=max_iter, update_H=True)
     return NMFResult(fit.Wt.T, fit.H, fit.loss, fit.n_iter, fit.converged, fit.history)
