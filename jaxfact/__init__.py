@@ -8,6 +8,10 @@ approximation), and Flax modules that put those factors to work (:mod:`jaxfact.n
 from jaxfact import nn
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
+from jaxfact.nmf import NMFResult
+from jaxfact.nmf import nmf
+from jaxfact.nmf import nmf_init
+from jaxfact.nmf import nmf_transform
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold
@@ -31,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LinearOperator",
+    "NMFResult",
     "ObservedMatrix",
     "PCAResult",
     "SVDResult",
@@ -40,6 +45,9 @@ __all__ = [
     "encode_corpus",
     "energy_rank",
     "hard_threshold",
+    "nmf",
+    "nmf_init",
+    "nmf_transform",
     "nn",
     "optimal_hard_threshold",
     "pca",

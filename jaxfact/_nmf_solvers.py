@@ -11,9 +11,8 @@ half-step only needs the k x k Gram matrix ``G = O O^T`` and the cross product `
 iteration. With a mask the half-step works with ``O`` and the mask itself (O(m n k) per inner
 iteration).
 
-The data term is held as ``A = M * X`` (``X`` when there is no mask), dense or
-``jax.experimental.sparse.BCOO``; a sparse ``A`` is kept with its transpose (sorted copies of the
-same nnz entries) so that both ``O A^T`` products read a row-sorted matrix.
+The data term is held as ``A = M * X`` (``X`` when there is no mask), dense, or sparse by rows
+and by columns (:mod:`jaxfact._nmf_sparse`) so that both ``O A^T`` products read rows.
 """
 
 from __future__ import annotations
@@ -24,8 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import sparse as jsparse
-
+from jaxfact import _nmf_sparse as _sp
 from jaxfact import svd as _svd
 
 __all__ = []  # private module
@@ -47,17 +45,13 @@ _NNDSVD_EPS = 1e-6
 class Data(NamedTuple):
     """The matrix to factorize, in the forms the kernels read (a pytree)."""
 
-    A: Any        # (m, n) dense or BCOO, M * X (or X)
-    At: Any       # (n, m) BCOO with the same entries (row-sorted), or None for dense A
-    perm: Any     # (nnz,) int32, At.data == A.data[perm], or None
-    M: Any        # (m, n) dense weights or None
-    Mt: Any       # (n, m) = M.T or None
-    x_sq: Any     # sum(M * X**2)
-    a_sum: Any    # sum(M * X)
-    a_xlogx: Any  # sum(M * X * log X) over X > 0
-    X: Any        # (m, n) the dense X itself (None when sparse)
-    xval: Any     # (nnz,) X's values at A's entries (None when dense)
-    wval: Any     # (nnz,) the mask's values at A's entries (None when dense)
+    A: Any     # (m, n) dense M * X (X without a mask), or None when X is sparse
+    X: Any     # (m, n) dense X, or None
+    S: Any     # Sparse (m, n) by rows, values M * X, or None when X is dense
+    St: Any    # Sparse (n, m): the same entries by columns, or None
+    M: Any     # (m, n) dense weights, or None
+    Mt: Any    # (n, m) = M.T, or None
+    x_sq: Any  # sum(M * X**2)
 
 
 class Reg(NamedTuple):
@@ -74,37 +68,14 @@ class Reg(NamedTuple):
 
 
 def prepare(X, mask):
-    """Builds :class:`Data` from X and an optional dense mask (inside jit)."""
-    if isinstance(X, jsparse.BCOO):
-        rows, cols = X.indices[:, 0], X.indices[:, 1]
-        wval = jnp.ones_like(X.data) if mask is None else mask[rows, cols]
-        order = jnp.lexsort((cols, rows))
-        rows, cols, xval, wval = rows[order], cols[order], X.data[order], wval[order]
-        data = wval * xval
-        A = jsparse.BCOO((data, jnp.stack([rows, cols], 1)), shape=X.shape, indices_sorted=True,
-                         unique_indices=True)
-        perm = jnp.lexsort((rows, cols))
-        At = jsparse.BCOO((data[perm], jnp.stack([cols[perm], rows[perm]], 1)),
-                          shape=X.shape[::-1], indices_sorted=True, unique_indices=True)
-        w = data
-        x_sq = jnp.sum(w * xval)
-        xlogx = jnp.sum(w * _xlogy_safe(xval))
-        a_sum = jnp.sum(w)
-        Xd = None
-    else:
-        A = X if mask is None else mask * X
-        At, perm, xval, wval, Xd = None, None, None, None, X
-        x_sq = jnp.sum(A * X)
-        xlogx = jnp.sum(A * _xlogy_safe(X))
-        a_sum = jnp.sum(A)
+    """Builds :class:`Data` from dense or :class:`SparseX` X and an optional dense mask."""
     Mt = None if mask is None else mask.T
-    return Data(A, At, perm, mask, Mt, x_sq, a_sum, xlogx, Xd, xval, wval)
-
-
-def _xlogy_safe(x):
-    # log X only where X > 0; X = 0 contributes 0 (the limit of x log x).
-    pos = x > 0
-    return jnp.where(pos, jnp.log(jnp.where(pos, x, 1)), 0)
+    if isinstance(X, _sp.SparseX):
+        S = _sp.apply_mask(X.S, mask)
+        St = _sp.apply_mask(X.St, Mt)
+        return Data(None, None, S, St, mask, Mt, jnp.sum(S.vals * S.xv))
+    A = X if mask is None else mask * X
+    return Data(A, X, None, None, mask, Mt, jnp.sum(A * X))
 
 
 def _dot_t(a, b):
@@ -117,37 +88,18 @@ def _dot_tn(a, b):
     return lax.dot_general(a, b, (((0,), (0,)), ((), ())))
 
 
-def cross(A, O):
-    """``O @ A.T`` (k, p) for A (p, q) dense or BCOO and O (k, q)."""
-    if isinstance(A, jsparse.BCOO):
-        return (A @ O.T).T
-    return _dot_t(O, A)
-
-
 def cross_w(data, H):
     """``H A^T`` (k, m): the cross product of the W step."""
-    return cross(data.A, H)
+    if data.S is not None:
+        return _sp.matmul(data.S, H.T).T
+    return _dot_t(H, data.A)
 
 
 def cross_h(data, Wt):
     """``Wt A`` (k, n): the cross product of the H step."""
-    if data.At is not None:
-        return cross(data.At, Wt)
+    if data.St is not None:
+        return _sp.matmul(data.St, Wt.T).T
     return Wt @ data.A
-
-
-def sample(A, Y, O):
-    """``Y^T O`` at the stored entries of a BCOO ``A`` (nnz,), or densely (p, q)."""
-    if isinstance(A, jsparse.BCOO):
-        r, c = A.indices[:, 0], A.indices[:, 1]
-        return jnp.sum(Y.T[r] * O.T[c], axis=1)
-    return _dot_tn(Y, O)
-
-
-def with_data(A, values):
-    """A BCOO with A's sparsity and new ``values``."""
-    return jsparse.BCOO((values, A.indices), shape=A.shape, indices_sorted=A.indices_sorted,
-                        unique_indices=A.unique_indices)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,8 +108,7 @@ def with_data(A, values):
 
 def _mean(X):
     m, n = X.shape
-    total = jnp.sum(X.data) if isinstance(X, jsparse.BCOO) else jnp.sum(X)
-    return total / (m * n)
+    return _sp.total(X) / (m * n)
 
 
 @partial(jax.jit, static_argnames=("rank", "init"))
@@ -186,7 +137,9 @@ def initialize(X, key, *, rank, init):
 
 def _init_svd(X, key, rank):
     m, n = X.shape
-    if not isinstance(X, jsparse.BCOO) and min(m, n) <= 256:
+    if isinstance(X, _sp.SparseX):
+        X = _sp.as_linear_operator(X)
+    elif min(m, n) <= 256:
         U, S, Vt = _svd._svd_thin(X)
         return U[:, :rank], S[:rank], Vt[:rank]
     # scikit-learn's randomized_svd defaults: 10 oversamples, 7 power iterations for small ranks.
@@ -389,8 +342,9 @@ def inner_repetitions(data, k):
     2012, Section 3). Returns (for W, for H)."""
     if data.M is not None:
         return 1, 1  # with a mask a sweep costs as much as a product: nothing to amortize
-    m, n = data.A.shape
-    nnz = data.A.nse if isinstance(data.A, jsparse.BCOO) else m * n
+    m, n = data.M.shape if data.M is not None else (
+        data.A.shape if data.A is not None else data.S.shape)
+    nnz = data.S.nnz if data.S is not None else m * n
     rho_w = 1 + (nnz + n * k) // (m * (k + 1))
     rho_h = 1 + (nnz + m * k) // (n * (k + 1))
     return int(1 + _GG_ALPHA * rho_w), int(1 + _GG_ALPHA * rho_h)
@@ -510,36 +464,29 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
     return Fit(Wt, H, loss, it, done, hist)
 
 
+def _kl_terms(x, wh):
+    """x log(x / wh) - x + wh >= 0 entrywise (0 log 0 = 0); wh is clipped at eps."""
+    pos = x > 0
+    return jnp.where(pos, x * jnp.log(jnp.where(pos, x, 1) / wh), 0) - x + wh
+
+
 def _kl_loss(data, WHs, Wt, H, reg, update_H):
     """sum(M (X log(X / WH) - X + WH)) + penalties, summed as non-negative terms where possible
-    (the expanded form loses all digits in float32 near convergence). WH is clipped at eps."""
+    (the expanded form loses all digits in float32 near convergence). WH is clipped at eps, as
+    in scikit-learn."""
     eps = jnp.finfo(Wt.dtype).eps
     wh = jnp.maximum(WHs, eps)
-    if data.X is not None:  # dense: every entry's term is >= 0
-        X = data.X
-        pos = X > 0
-        term = jnp.where(pos, X * jnp.log(jnp.where(pos, X, 1) / wh), 0) - X + wh
+    if data.S is None:  # dense: every entry's term is >= 0
+        term = _kl_terms(data.X, wh)
         div = jnp.sum(term if data.M is None else data.M * term)
-    else:  # sparse: the stored entries' terms, plus WH summed over the entries that are not stored
-        x = data.xval
-        w = data.wval
-        pos = x > 0
-        term = jnp.where(pos, x * jnp.log(jnp.where(pos, x, 1) / wh), 0) - x + wh
+    else:  # sparse: the stored entries' terms, plus WH summed over the entries not stored
+        S = data.S
         if data.M is None:
             total = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
-            div = jnp.sum(term) + jnp.maximum(total - jnp.sum(wh), 0)
         else:
             total = jnp.sum(data.M * _dot_tn(Wt, H))
-            div = jnp.sum(w * term) + jnp.maximum(total - jnp.sum(w * wh), 0)
+        div = jnp.sum(S.wv * _kl_terms(S.xv, wh)) + jnp.maximum(total - jnp.sum(S.wv * wh), 0)
     return div + _penalty(Wt, H, reg, update_H)
-
-
-def _ratio(A, WHs):
-    """A / WH at A's entries, in A's format; WH is clipped at eps as scikit-learn does."""
-    eps = jnp.finfo(WHs.dtype).eps
-    if isinstance(A, jsparse.BCOO):
-        return with_data(A, A.data / jnp.maximum(WHs, eps))
-    return A / jnp.maximum(WHs, eps)
 
 
 def _mu_kl(Y, num, den, l1, l2):
@@ -549,31 +496,45 @@ def _mu_kl(Y, num, den, l1, l2):
     return jnp.where(ok, Y * num / jnp.where(ok, den, 1), 0)
 
 
+def _kl_num_w(data, Wt, H, WHs):
+    """``H (A / WH)^T`` (k, m) from WH at A's entries (WHs)."""
+    eps = jnp.finfo(Wt.dtype).eps
+    if data.S is not None:
+        R = data.S.with_vals(data.S.vals / jnp.maximum(WHs, eps))
+        return _sp.matmul(R, H.T).T
+    return _dot_t(H, data.A / jnp.maximum(WHs, eps))
+
+
+def _kl_num_h(data, Wt, H):
+    """``Wt (A / WH)`` (k, n) and WH at A's entries."""
+    eps = jnp.finfo(Wt.dtype).eps
+    if data.St is not None:
+        WHt = _sp.sample(data.St, H, Wt)
+        R = data.St.with_vals(data.St.vals / jnp.maximum(WHt, eps))
+        return _sp.matmul(R, Wt.T).T
+    return Wt @ (data.A / jnp.maximum(_dot_tn(Wt, H), eps))
+
+
+def _wh(data, Wt, H):
+    return _sp.sample(data.S, Wt, H) if data.S is not None else _dot_tn(Wt, H)
+
+
 @partial(jax.jit, static_argnames=("max_iter", "update_H"))
 def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H):
     """Multiplicative updates for the generalized Kullback-Leibler divergence D(X || WH)."""
     dtype = Wt.dtype
-    A = data.A
-    sparse = isinstance(A, jsparse.BCOO)
-    WHs = sample(A, Wt, H)
+    WHs = _wh(data, Wt, H)
     loss0 = _kl_loss(data, WHs, Wt, H, reg, update_H)
     history = jnp.full((max_iter,), jnp.nan, dtype)
 
     def body(s):
         Wt, H, WHs, it, hist, loss, _ = s
-        R = _ratio(A, WHs)
         den = jnp.sum(H, axis=1)[:, None] if data.M is None else _dot_t(H, data.M)
-        Wt = _mu_kl(Wt, cross(R, H), den, reg.l1W, reg.l2W)
+        Wt = _mu_kl(Wt, _kl_num_w(data, Wt, H, WHs), den, reg.l1W, reg.l2W)
         if update_H:
-            WHs = sample(A, Wt, H)
-            R = _ratio(A, WHs)
-            if sparse:
-                num = cross(with_data(data.At, R.data[data.perm]), Wt)
-            else:
-                num = Wt @ R
             den = jnp.sum(Wt, axis=1)[:, None] if data.M is None else _dot_t(Wt, data.Mt)
-            H = _mu_kl(H, num, den, reg.l1H, reg.l2H)
-        WHs = sample(A, Wt, H)
+            H = _mu_kl(H, _kl_num_h(data, Wt, H), den, reg.l1H, reg.l2H)
+        WHs = _wh(data, Wt, H)
         new_loss = _kl_loss(data, WHs, Wt, H, reg, update_H)
         done = loss - new_loss <= tol * loss0
         return Wt, H, WHs, it + 1, hist.at[it].set(new_loss), new_loss, done

@@ -28,6 +28,7 @@ from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
 from jaxfact import _nmf_solvers as _s
+from jaxfact import _nmf_sparse as _sp
 from jaxfact import linop
 
 __all__ = ["NMFResult", "nmf", "nmf_init", "nmf_transform"]
@@ -98,7 +99,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       rank: k, 1 <= k <= min(m, n).
       solver: "pg", "mu" or "hals".
       init: "nndsvda" (zeros of NNDSVD filled with mean(X)), "nndsvd", "nndsvdar" (zeros filled
-        with small random values) or "random"; ignored when ``W_init, H_init`` are given.
+        with small random values) or "random"; ignored when ``W_init, H_init`` are given. With a
+        mask, the initialization is computed from ``mask * X``.
       key: ``jax.random`` key, needed for "random" and "nndsvdar", and used by the randomized SVD
         of large or sparse X (``jax.random.key(0)`` when omitted).
       max_iter: cap on outer iterations (static: it fixes the length of ``history``).
@@ -159,7 +161,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
         W0 = _check_factor(fn, "W_init", W_init, (m, rank), X.dtype)
         H0 = _check_factor(fn, "H_init", H_init, (rank, n), X.dtype)
     else:
-        W0, H0 = _init(fn, X, rank, init, key)
+        # Missing entries (weight 0) must not steer the start either: initialize from mask * X.
+        W0, H0 = _init(fn, X if mask is None else _sp.masked(X, mask), rank, init, key)
     fit = _nmf_kernel(X, mask, W0.T, H0, jnp.asarray(tol, X.dtype), reg, solver=solver,
                       beta_loss=beta_loss, max_iter=max_iter, update_H=True)
     return NMFResult(fit.Wt.T, fit.H, fit.loss, fit.n_iter, fit.converged, fit.history)
@@ -272,8 +275,8 @@ def _check_X(fn, X):
         if _checks.is_concrete(X):
             _checks.check_finite(fn, "X", X.data)
             _checks.check_nonnegative(fn, "X", X.data)
-            X = X.sum_duplicates()  # one stored value per entry: KL needs X_ij, not its parts
-        return X
+            return _sp.from_bcoo_host(X)  # duplicates summed, laid out by rows and by columns
+        return _sp.from_bcoo_traced(X)
     if not isinstance(X, (jax.Array, jsparse.BCOO)):
         raise TypeError(f"{fn}: `X` must be a dense array or a BCOO matrix; got "
                         f"{type(X).__name__}")
@@ -338,8 +341,7 @@ def _nmf_kernel(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, update
 def _transform_kernel(X, mask, H, tol, reg, *, solver, beta_loss, max_iter):
     m = X.shape[0]
     k = H.shape[0]
-    total = jnp.sum(X.data) if isinstance(X, jsparse.BCOO) else jnp.sum(X)
-    avg = jnp.sqrt(total / (X.shape[0] * X.shape[1]) / k)
+    avg = jnp.sqrt(_sp.total(X) / (X.shape[0] * X.shape[1]) / k)
     Wt = jnp.full((k, m), avg, X.dtype)
     return _nmf_kernel(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
                        max_iter=max_iter, update_H=False)
