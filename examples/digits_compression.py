@@ -13,7 +13,7 @@ parameters (and the factorization's own), and the training time; the k chosen by
 ``energy_rank(S, 0.9)`` and by Gavish & Donoho's ``optimal_hard_threshold`` are marked. Figures:
 accuracy against k, and the SVD components beside the NMF parts.
 
-Run: ``python examples/digits_compression.py`` (about 30 s on 2 CPU cores). PNGs go to
+Run: ``python examples/digits_compression.py`` (under a minute on 2 CPU cores). PNGs go to
 ``examples/out/``.
 """
 
