@@ -5,8 +5,13 @@ factors (truncated and randomized SVD, PCA, NMF, matrix completion, weighted low
 approximation), and Flax modules that put those factors to work (:mod:`jaxfact.nn`).
 """
 
+from jaxfact import nn
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
+from jaxfact.nmf import NMFResult
+from jaxfact.nmf import nmf
+from jaxfact.nmf import nmf_init
+from jaxfact.nmf import nmf_transform
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold
@@ -19,22 +24,39 @@ from jaxfact.svd import reconstruct
 from jaxfact.svd import singular_value_shrink
 from jaxfact.svd import svd_flip
 from jaxfact.svd import truncated_svd
+from jaxfact.text import Vocabulary
+from jaxfact.text import build_vocab
+from jaxfact.text import cooccurrence
+from jaxfact.text import encode_corpus
+from jaxfact.text import ppmi
+from jaxfact.text import word_vectors
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LinearOperator",
+    "NMFResult",
     "ObservedMatrix",
     "PCAResult",
     "SVDResult",
+    "Vocabulary",
+    "build_vocab",
+    "cooccurrence",
+    "encode_corpus",
     "energy_rank",
     "hard_threshold",
+    "nmf",
+    "nmf_init",
+    "nmf_transform",
+    "nn",
     "optimal_hard_threshold",
     "pca",
     "pca_transform",
+    "ppmi",
     "randomized_svd",
     "reconstruct",
     "singular_value_shrink",
     "svd_flip",
     "truncated_svd",
+    "word_vectors",
 ]

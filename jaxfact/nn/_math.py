@@ -1,0 +1,217 @@
+"""The math of jaxfact's embedding layers, once, as pure functions of (parameters, ids).
+
+The NNX modules (:mod:`jaxfact.nn`) and their Linen twins (:mod:`jaxfact.nn.linen`) only hold
+parameters and call these functions, so both give the same outputs for the same parameters, and a
+user can call the functions directly on any pytree of arrays (inside ``jax.jit``, ``vmap``,
+``grad``).
+
+Factorized embedding (Lan et al. 2020, ALBERT, Section 3.1): the (V, F) table is ``A @ B (+ b)``
+with ``A`` (V, r) and ``B`` (r, F).
+
+Adaptive input (Baevski & Auli 2019, Section 3): the vocabulary is cut into bands
+``[c_{i-1}, c_i)``; band i has its own table ``E_i`` (c_i - c_{i-1}, d_i), ``d_i = F // factor**i``,
+and a bias-free projection ``P_i`` (d_i, F) to the model dimension.
+"""
+
+from __future__ import annotations
+
+import numbers
+from functools import partial
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfact import _checks
+
+__all__ = []  # private module; the modules in jaxfact.nn are the public face
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation shared by the NNX and Linen shells
+
+
+def check_ids(fn: str, ids: Any, num_embeddings: int) -> jax.Array:
+    """Integer ids of any shape; concrete ids must lie in [0, num_embeddings)."""
+    if not hasattr(ids, "dtype"):
+        ids = np.asarray(ids)
+    if ids.dtype == bool or not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"{fn}: `ids` must be an integer array of token ids; got dtype "
+                        f"{ids.dtype}. Cast it first, e.g. `ids.astype(jnp.int32)`.")
+    if _checks.is_concrete(ids) and np.size(ids):
+        host = np.asarray(ids)   # on the host: also right for a concrete array closed over by jit
+        lo, hi = int(host.min()), int(host.max())
+        if lo < 0 or hi >= num_embeddings:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{fn}: `ids` must be in [0, {num_embeddings}) (the vocabulary size); "
+                             f"got {bad}")
+    return jnp.asarray(ids)
+
+
+def check_query(fn: str, x: Any, features: int) -> jax.Array:
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    _checks.check_float_dtype(fn, "x", x.dtype)
+    if len(x.shape) == 0 or x.shape[-1] != features:
+        raise ValueError(f"{fn}: `x` must have a last axis of size features = {features}; got "
+                         f"shape {tuple(x.shape)}")
+    return jnp.asarray(x)
+
+
+def check_factorized_args(fn: str, num_embeddings: Any, features: Any, rank: Any) -> tuple:
+    num_embeddings = _checks.check_int(fn, "num_embeddings", num_embeddings, low=1)
+    features = _checks.check_int(fn, "features", features, low=1)
+    rank = _checks.check_int(fn, "rank", rank, low=1, high=min(num_embeddings, features))
+    return num_embeddings, features, rank
+
+
+def check_adaptive_args(fn: str, cutoffs: Any, features: Any, factor: Any,
+                        num_embeddings: Any = None) -> tuple[tuple[int, ...], int, float]:
+    """Validates AdaptiveEmbed's arguments; returns (cutoffs, features, factor)."""
+    features = _checks.check_int(fn, "features", features, low=1)
+    if isinstance(cutoffs, (str, bytes)) or not isinstance(cutoffs, Sequence) or not cutoffs:
+        raise ValueError(f"{fn}: `cutoffs` must be a non-empty sequence of increasing ints ending "
+                         f"at the vocabulary size, e.g. (20000, 60000, 267735); got {cutoffs!r}")
+    cut = []
+    for c in cutoffs:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+            raise ValueError(f"{fn}: `cutoffs` must hold Python ints; got {cutoffs!r}")
+        cut.append(int(c))
+    if cut[0] < 1 or any(b <= a for a, b in zip(cut, cut[1:])):
+        raise ValueError(f"{fn}: `cutoffs` must be strictly increasing positive ints (each band "
+                         f"non-empty); got {tuple(cut)}")
+    if num_embeddings is not None:
+        num_embeddings = _checks.check_int(fn, "num_embeddings", num_embeddings, low=1)
+        if cut[-1] != num_embeddings:
+            raise ValueError(f"{fn}: `cutoffs` must end at the vocabulary size num_embeddings = "
+                             f"{num_embeddings}; got {tuple(cut)}")
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or \
+            not np.isfinite(factor) or factor < 1:
+        raise ValueError(f"{fn}: `factor` must be a finite number >= 1 (each band's dimension is "
+                         f"features // factor**i); got {factor!r}")
+    dims = band_dims(tuple(cut), features, factor)
+    if min(dims) < 1:
+        raise ValueError(f"{fn}: `cutoffs` define {len(cut)} bands but features // factor**i is 0 "
+                         f"from band {dims.index(0)} on (features={features}, factor={factor}); "
+                         f"use fewer bands or a smaller factor")
+    return tuple(cut), features, float(factor)
+
+
+def band_dims(cutoffs: tuple[int, ...], features: int, factor: float) -> list[int]:
+    """Band i's dimension ``features // factor**i`` (fairseq's ``AdaptiveInput``)."""
+    return [int(features // (factor**i)) for i in range(len(cutoffs))]
+
+
+def band_has_projection(i: int, dim: int, features: int, head_projection: bool) -> bool:
+    # The head band keeps its own dimension == features, so its projection would be a full
+    # features x features matrix that adds nothing to the expressiveness of a trainable table.
+    return head_projection or i > 0 or dim != features
+
+
+def factorized_param_count(num_embeddings: int, features: int, rank: int, use_bias: bool) -> int:
+    """``V r + r F (+ F)``."""
+    return num_embeddings * rank + rank * features + (features if use_bias else 0)
+
+
+def adaptive_param_count(cutoffs: Sequence[int], features: int, factor: float = 4,
+                         head_projection: bool = False) -> int:
+    """``sum_i size_i d_i + sum_{i with projection} d_i F``."""
+    dims = band_dims(tuple(cutoffs), features, factor)
+    starts = (0,) + tuple(cutoffs[:-1])
+    total = 0
+    for i, (lo, hi, d) in enumerate(zip(starts, cutoffs, dims)):
+        total += (hi - lo) * d
+        if band_has_projection(i, d, features, head_projection):
+            total += d * features
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure math (assumes validated input; works under jit, vmap, grad). Each function is jitted so
+# that an eager call compiles once instead of dispatching op by op; under an outer jit it inlines.
+
+
+def _promote(*arrays, dtype=None):
+    dtype = jnp.result_type(*arrays) if dtype is None else dtype
+    return tuple(a.astype(dtype) for a in arrays)
+
+
+def _gather_rows(table, ids, n):
+    # Out-of-range ids (only possible under jit, where they cannot be checked) give NaN rows
+    # rather than a silently clamped or wrapped row, like flax's Embed; negative ids included.
+    valid = (ids >= 0) & (ids < n)
+    rows = jnp.take(table, jnp.where(valid, ids, 0), axis=0)
+    return rows, valid
+
+
+@partial(jax.jit, static_argnames=("dtype",))
+def factorized_lookup(ids, embedding, projection, bias=None, *, dtype=None):
+    """``A[ids] @ B (+ b)``: (..., F) from ids (...). O(|ids| r F), never forms A @ B."""
+    params = (embedding, projection) + (() if bias is None else (bias,))
+    params = _promote(*params, dtype=dtype)
+    A, B = params[0], params[1]
+    rows, valid = _gather_rows(A, ids, A.shape[0])
+    out = rows @ B
+    if bias is not None:
+        out = out + params[2]
+    return jnp.where(valid[..., None], out, jnp.nan)
+
+
+@partial(jax.jit, static_argnames=("dtype",))
+def factorized_attend(x, embedding, projection, bias=None, *, dtype=None):
+    """``x @ (A @ B + 1 b^T)^T = (x @ B^T) @ A^T + (x . b)``: (..., V) logits. O(|x| r (F + V))."""
+    params = (x, embedding, projection) + (() if bias is None else (bias,))
+    params = _promote(*params, dtype=dtype)
+    x, A, B = params[:3]
+    logits = (x @ B.T) @ A.T
+    if bias is not None:
+        # The bias row is added to every table row, so it adds x . b to every logit.
+        logits = logits + (x @ params[3])[..., None]
+    return logits
+
+
+def factorized_table(embedding, projection, bias=None):
+    """The dense (V, F) table ``A @ B (+ b)``; O(V r F) time and O(V F) memory."""
+    table = embedding @ projection
+    return table if bias is None else table + bias
+
+
+@partial(jax.jit, static_argnames=("cutoffs", "dtype"))
+def adaptive_lookup(ids, embeddings, projections, cutoffs, *, dtype=None):
+    """Adaptive input lookup: row ``ids - c_{i-1}`` of ``E_i``, projected by ``P_i``, for the band i
+    holding each id. ``projections[i]`` may be None (identity, the head band).
+
+    Every band is evaluated for every id with a mask (no data-dependent shapes, no Python loop
+    over tokens), so the cost is O(|ids| * sum_i d_i F); the mask zeroes the cotangent of ids
+    outside a band, so the gradient of a band's parameters comes from its own ids only.
+    """
+    leaves = list(embeddings) + [p for p in projections if p is not None]
+    dtype = jnp.result_type(*leaves) if dtype is None else dtype
+    features = next((p.shape[1] for p in projections if p is not None), embeddings[0].shape[1])
+    out = jnp.zeros(ids.shape + (features,), dtype)
+    lo = 0
+    for E, P, hi in zip(embeddings, projections, cutoffs):
+        in_band = (ids >= lo) & (ids < hi)
+        local = jnp.where(in_band, ids - lo, 0)
+        rows = jnp.take(E.astype(dtype), local, axis=0)
+        rows = jnp.where(in_band[..., None], rows, 0)
+        out = out + (rows if P is None else rows @ P.astype(dtype))
+        lo = hi
+    valid = (ids >= 0) & (ids < cutoffs[-1])
+    return jnp.where(valid[..., None], out, jnp.nan)
+
+
+@partial(jax.jit, static_argnames=("dtype",))
+def adaptive_attend(x, embeddings, projections, *, dtype=None):
+    """Full-vocabulary logits with the input bands' weights tied: band i's block is
+    ``(x @ P_i^T) @ E_i^T``; the blocks are concatenated in id order.
+    O(|x| sum_i d_i (F + size_i))."""
+    leaves = [x] + list(embeddings) + [p for p in projections if p is not None]
+    dtype = jnp.result_type(*leaves) if dtype is None else dtype
+    x = x.astype(dtype)
+    blocks = []
+    for E, P in zip(embeddings, projections):
+        h = x if P is None else x @ P.astype(dtype).T
+        blocks.append(h @ E.astype(dtype).T)
+    return jnp.concatenate(blocks, axis=-1)

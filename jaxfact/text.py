@@ -1,0 +1,379 @@
+"""Word vectors from co-occurrence counts: counts, (shifted) PPMI and SVD (Levy & Goldberg).
+
+The pipeline of Levy, Goldberg & Dagan (2015), all sparse, never forming a V x V dense matrix:
+
+1. :func:`build_vocab` and :func:`encode_corpus`: token strings to ids by frequency;
+2. :func:`cooccurrence`: the (V, V) word-context count matrix of a symmetric window, as a BCOO;
+3. :func:`ppmi`: positive PMI with context distribution smoothing (``alpha``, their "cds") and a
+   shift ``log k`` (their "neg"), on the stored entries only;
+4. :func:`word_vectors`: ``U_d S_d^eig`` from a randomized SVD of the sparse PPMI matrix.
+
+Example::
+
+  >>> vocab = build_vocab(docs, min_count=5)
+  >>> ids = encode_corpus(docs, vocab, gap=2)
+  >>> M = ppmi(cooccurrence(ids, len(vocab.words), window=2), alpha=0.75)
+  >>> W = word_vectors(M, 100, eig=0.5, key=jax.random.key(0))   # (V, 100)
+
+References:
+  O. Levy, Y. Goldberg, I. Dagan. Improving distributional similarity with lessons learned from word
+  embeddings. TACL 3, 2015 (Sections 2-3: PPMI, SVD, cds, eig, neg).
+  O. Levy, Y. Goldberg. Neural word embedding as implicit matrix factorization. NIPS 2014
+  (shifted PPMI, Section 3.1).
+"""
+
+from __future__ import annotations
+
+import collections
+from functools import partial
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse as jsparse
+
+from jaxfact import _checks
+from jaxfact import linop
+from jaxfact import svd as _svd
+
+__all__ = ["Vocabulary", "build_vocab", "encode_corpus", "cooccurrence", "ppmi", "word_vectors"]
+
+WEIGHTINGS = ("uniform", "linear", "harmonic")
+
+# Below this vocabulary size a (word, context) pair fits one uint32 sort key, w * V + c, with the
+# largest value left free as the sentinel of dropped pairs; above it the sort uses two int32 keys.
+_SINGLE_KEY_MAX_VOCAB = 65535
+
+
+class Vocabulary(NamedTuple):
+    """Words sorted by decreasing corpus frequency (ties alphabetically); id = position."""
+
+    words: tuple[str, ...]   # (V,)
+    counts: np.ndarray       # (V,) int64, corpus frequency of each word
+    index: dict[str, int]    # word -> id
+
+
+def build_vocab(documents: Iterable[Sequence[str]], *, min_count: int = 1,
+                max_size: int | None = None) -> Vocabulary:
+    """Vocabulary of the words occurring at least ``min_count`` times, most frequent first.
+
+    Id 0 is the most frequent word, the order adaptive embeddings
+    (:class:`jaxfact.nn.AdaptiveEmbed`) expect. ``max_size`` keeps only the most frequent words.
+    O(number of tokens).
+
+    Example::
+
+      >>> build_vocab([["a", "b", "a"], ["c", "a"]], min_count=1).words
+      ('a', 'b', 'c')
+    """
+    fn = "build_vocab"
+    min_count = _checks.check_int(fn, "min_count", min_count, low=1)
+    if max_size is not None:
+        max_size = _checks.check_int(fn, "max_size", max_size, low=1)
+    counter: collections.Counter = collections.Counter()
+    for doc in _documents(fn, documents):
+        counter.update(doc)
+    items = sorted((kv for kv in counter.items() if kv[1] >= min_count),
+                   key=lambda kv: (-kv[1], kv[0]))
+    if max_size is not None:
+        items = items[:max_size]
+    if not items:
+        raise ValueError(f"{fn}: no word occurs at least min_count = {min_count} times in "
+                         f"`documents` ({sum(counter.values())} tokens)")
+    words = tuple(w for w, _ in items)
+    counts = np.asarray([c for _, c in items], dtype=np.int64)
+    return Vocabulary(words, counts, {w: i for i, w in enumerate(words)})
+
+
+def encode_corpus(documents: Iterable[Sequence[str]], vocab: Vocabulary, *,
+                  gap: int = 0) -> np.ndarray:
+    """Token ids of a corpus as one int32 array for :func:`cooccurrence`.
+
+    Words outside the vocabulary become -1 and keep their position, so the window distance counts
+    them, as Levy et al.'s ``hyperwords`` does. ``gap`` copies of -1 are put between documents:
+    ``gap >= window`` keeps windows from crossing document boundaries.
+    """
+    fn = "encode_corpus"
+    gap = _checks.check_int(fn, "gap", gap, low=0)
+    if not isinstance(vocab, Vocabulary):
+        raise TypeError(f"{fn}: `vocab` must be a Vocabulary from build_vocab; got "
+                        f"{type(vocab).__name__}")
+    index = vocab.index
+    out: list[int] = []
+    for i, doc in enumerate(_documents(fn, documents)):
+        if i and gap:
+            out.extend([-1] * gap)
+        out.extend(index.get(t, -1) for t in doc)
+    return np.asarray(out, dtype=np.int32)
+
+
+def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
+                 weighting: str = "uniform") -> jsparse.BCOO:
+    """Symmetric-window co-occurrence counts ``#(w, c)`` as a sparse (V, V) BCOO matrix.
+
+    ``#(w, c) = sum over positions i, offsets 1 <= d <= window of weight(d) * ([t_i = w, t_{i+d} =
+    c] + [t_{i+d} = w, t_i = c])``, so the matrix is symmetric. Negative ids are padding: they
+    keep their position but pair with nothing (out-of-vocabulary words, document gaps).
+    Weightings: ``"uniform"`` (weight 1), ``"linear"`` (``(window - d + 1) / window``, what
+    word2vec's dynamic window gives in expectation, Levy et al.'s "dyn") and ``"harmonic"``
+    (``1 / d``, GloVe's).
+
+    The 2 n window pairs are sorted by (word, context) and equal neighbours summed, all in one
+    jitted kernel: O(n w log(n w)) time and O(n w) memory, independent of V^2; the result stores
+    only the non-zeros, with sorted unique indices.
+
+    Args:
+      token_ids: (n,) integer ids in [0, vocab_size), negative for padding.
+      vocab_size: V.
+      window: maximum distance w >= 1.
+      weighting: "uniform", "linear" or "harmonic".
+
+    Returns:
+      ``BCOO`` of shape (V, V), float (float32 unless x64 is on), with ``nse`` = number of
+      distinct pairs.
+
+    Example::
+
+      >>> C = cooccurrence(jnp.array([0, 1, 2, 1]), 3, window=1)
+      >>> C.todense()[1]
+      Array([1., 0., 2.], dtype=float32)
+    """
+    fn = "cooccurrence"
+    tokens = token_ids if hasattr(token_ids, "dtype") else np.asarray(token_ids)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.dtype == bool:
+        raise TypeError(f"{fn}: `token_ids` must be an integer array; got dtype {tokens.dtype}")
+    if len(tokens.shape) != 1:
+        raise ValueError(f"{fn}: `token_ids` must be 1-D (concatenate documents, with negative ids "
+                         f"between them); got shape {tuple(tokens.shape)}")
+    vocab_size = _checks.check_int(fn, "vocab_size", vocab_size, low=1, high=2**31 - 2)
+    window = _checks.check_int(fn, "window", window, low=1)
+    weighting = _checks.check_choice(fn, "weighting", weighting, WEIGHTINGS)
+    if _checks.is_concrete(tokens) and tokens.size:
+        top = int(np.max(np.asarray(tokens)))
+        if top >= vocab_size:
+            raise ValueError(f"{fn}: `token_ids` must be < vocab_size = {vocab_size}; got {top}")
+    tokens = jnp.asarray(tokens, jnp.int32)
+    dtype = jnp.result_type(float)
+    rows, cols, vals, nnz = _cooccurrence(tokens, vocab_size=vocab_size, window=window,
+                                          weighting=weighting, dtype=dtype)
+    if not _checks.is_concrete(nnz):
+        # Under an outer jit the number of distinct pairs is unknown: return the padded matrix
+        # (padding entries have index V, which BCOO treats as out of bounds and ignores).
+        indices = jnp.stack([rows, cols], axis=1)
+        return jsparse.BCOO((vals, indices), shape=(vocab_size, vocab_size))
+    nnz = int(nnz)
+    indices = jnp.stack([rows[:nnz], cols[:nnz]], axis=1)
+    return jsparse.BCOO((vals[:nnz], indices), shape=(vocab_size, vocab_size),
+                        indices_sorted=True, unique_indices=True)
+
+
+def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0) -> Any:
+    """Shifted positive PMI with context distribution smoothing (Levy, Goldberg & Dagan 2015).
+
+    ``SPPMI(w, c) = max(log(#(w,c) sum_c' #(c')^alpha / (#(w) #(c)^alpha)) - log(shift), 0)``
+    with ``#(w)`` the row sums and ``#(c)`` the column sums of ``counts``. ``alpha = 0.75`` is
+    their "cds" (it raises the probability of rare contexts and lowers their PMI), ``shift = k``
+    their "neg" (SGNS with k negative samples factorizes ``PMI - log k``, Levy & Goldberg 2014).
+
+    A BCOO input gives a BCOO with the same sparsity pattern (entries not above ``log k`` are
+    stored as explicit zeros; ``jax.experimental.sparse.bcoo_eliminate_zeros`` removes them);
+    a dense input gives a dense output. O(nnz + V). ``alpha`` and ``shift`` are traced.
+
+    Args:
+      counts: (V, C) non-negative counts, BCOO (duplicate indices are summed first when concrete)
+        or dense.
+      alpha: context smoothing exponent > 0 (0.75 recommended; 1 means no smoothing).
+      shift: k > 0; 1 gives plain PPMI.
+
+    Example::
+
+      >>> M = ppmi(cooccurrence(ids, V, window=2), alpha=0.75, shift=1.0)
+    """
+    fn = "ppmi"
+    alpha = _checks.check_real(fn, "alpha", alpha, low=0.0, low_open=True)
+    shift = _checks.check_real(fn, "shift", shift, low=0.0, low_open=True)
+    if isinstance(counts, jsparse.BCOO):
+        if len(counts.shape) != 2 or counts.n_batch or counts.n_dense:
+            raise ValueError(f"{fn}: `counts` must be a 2-D BCOO matrix without batch or dense "
+                             f"dimensions; got shape {counts.shape}, n_batch={counts.n_batch}, "
+                             f"n_dense={counts.n_dense}")
+        _checks.check_float_dtype(fn, "counts", counts.dtype)
+        _checks.check_finite(fn, "counts", counts)
+        _checks.check_nonnegative(fn, "counts", counts)
+        if not counts.unique_indices and _checks.is_concrete(counts):
+            counts = counts.sum_duplicates()
+        a = jnp.asarray(alpha, counts.dtype)
+        k = jnp.asarray(shift, counts.dtype)
+        data = _ppmi_sparse(counts.data, counts.indices, a, k, shape=tuple(counts.shape))
+        return jsparse.BCOO((data, counts.indices), shape=counts.shape,
+                            indices_sorted=counts.indices_sorted,
+                            unique_indices=counts.unique_indices)
+    counts = _checks.as_float_array(fn, "counts", counts)
+    _checks.check_finite(fn, "counts", counts)
+    _checks.check_nonnegative(fn, "counts", counts)
+    return _ppmi_dense(counts, jnp.asarray(alpha, counts.dtype), jnp.asarray(shift, counts.dtype))
+
+
+def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamples: int = 10,
+                 n_iter: int = 4) -> jax.Array:
+    """Word vectors ``W = U_d diag(S_d)^eig`` from the top-d SVD of a (PPMI) matrix.
+
+    ``eig = 0.5`` is Levy et al.'s recommended symmetric split (``W W^T`` approximates the
+    matrix's Gram structure with the singular values shared between words and contexts), ``eig =
+    0`` drops the singular values, ``eig = 1`` is the classic ``U S`` they advise against. The SVD
+    is :func:`jaxfact.randomized_svd`, which works on BCOO matrices without densifying them:
+    O(nnz d (n_iter + 1) + V d^2).
+
+    Args:
+      matrix: (V, C) BCOO or dense array (typically :func:`ppmi`'s output).
+      rank: d, 1 <= d <= min(V, C).
+      eig: exponent p >= 0 of the singular values (traced).
+      key: ``jax.random`` key of the randomized SVD.
+      n_oversamples, n_iter: as in :func:`jaxfact.randomized_svd`.
+
+    Returns:
+      (V, d) array; rows are word vectors (compare them by cosine).
+
+    Example::
+
+      >>> W = word_vectors(M, 100, eig=0.5, key=jax.random.key(0))
+    """
+    fn = "word_vectors"
+    matrix = linop.as_operator(matrix)
+    if len(matrix.shape) != 2:
+        raise ValueError(f"{fn}: `matrix` must be 2-D; got shape {tuple(matrix.shape)}")
+    _checks.check_float_dtype(fn, "matrix", matrix.dtype)
+    rank = _checks.check_rank(fn, rank, linop.shape_of(matrix))
+    eig = _checks.check_real(fn, "eig", eig, low=0.0)
+    _checks.check_key(fn, key, why="the SVD is randomized")
+    res = _svd.randomized_svd(matrix, rank, key=key, n_oversamples=n_oversamples, n_iter=n_iter)
+    return _scale(res.U, res.S, jnp.asarray(eig, res.S.dtype))
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels (assume valid input)
+
+
+def _documents(fn, documents):
+    if isinstance(documents, (str, bytes)):
+        raise TypeError(f"{fn}: `documents` must be an iterable of token lists; got a string")
+    docs = list(documents)
+    if docs and all(isinstance(t, str) for t in docs):
+        raise TypeError(f"{fn}: `documents` must be an iterable of token lists (one list per "
+                        f"document); got a flat list of strings. Wrap it: [tokens]")
+    for doc in docs:
+        if isinstance(doc, (str, bytes)):
+            raise TypeError(f"{fn}: each document must be a list of tokens; got a string "
+                            f"{doc[:30]!r}. Tokenize it first (jaxfact.datasets.tokenize)")
+    return docs
+
+
+def _offset_weight(d, window, weighting):
+    if weighting == "linear":
+        return (window - d + 1) / window
+    if weighting == "harmonic":
+        return 1.0 / d
+    return 1.0
+
+
+@partial(jax.jit, static_argnames=("vocab_size", "window", "weighting", "dtype"))
+def _cooccurrence(tokens, *, vocab_size, window, weighting, dtype):
+    n = tokens.shape[0]
+    left, right, weights = [], [], []
+    for d in range(1, min(window, max(n - 1, 0)) + 1):   # static: one slice pair per offset
+        a, b = tokens[:-d], tokens[d:]
+        w = jnp.full(a.shape, _offset_weight(d, window, weighting), dtype)
+        left += [a, b]
+        right += [b, a]
+        weights += [w, w]
+    if not left:  # fewer than 2 tokens: no pairs at all
+        empty = jnp.zeros((0,), jnp.int32)
+        return empty, empty, jnp.zeros((0,), dtype), jnp.int32(0)
+    w_ids = jnp.concatenate(left)
+    c_ids = jnp.concatenate(right)
+    weight = jnp.concatenate(weights)
+    valid = (w_ids >= 0) & (c_ids >= 0)
+    n_pairs = w_ids.shape[0]
+
+    if vocab_size <= _SINGLE_KEY_MAX_VOCAB:
+        V = jnp.uint32(vocab_size)
+        sentinel = jnp.uint32(0xFFFFFFFF)   # > (V-1) * V + V-1 for V <= 65535: sorts last
+        key = jnp.where(valid, w_ids.astype(jnp.uint32) * V + c_ids.astype(jnp.uint32), sentinel)
+        if weighting == "uniform":
+            key = jnp.sort(key)
+            weight_s = None
+        else:
+            key, weight_s = jax.lax.sort((key, weight), num_keys=1)
+        valid_s = key != sentinel
+        new = jnp.concatenate([jnp.ones((1,), bool), key[1:] != key[:-1]])
+        rows_s = (key // V).astype(jnp.int32)
+        cols_s = (key % V).astype(jnp.int32)
+    else:
+        big = jnp.int32(vocab_size)
+        r = jnp.where(valid, w_ids, big)     # dropped pairs sort last, on row V
+        c = jnp.where(valid, c_ids, big)
+        rows_s, cols_s, weight_s = jax.lax.sort((r, c, weight), num_keys=2)
+        valid_s = rows_s < big
+        new = jnp.concatenate([jnp.ones((1,), bool),
+                               (rows_s[1:] != rows_s[:-1]) | (cols_s[1:] != cols_s[:-1])])
+    new = new & valid_s
+    n_valid = jnp.sum(valid_s)
+    # Start of each run of equal (word, context) pairs; padding starts point past the valid pairs.
+    first = jnp.nonzero(new, size=n_pairs, fill_value=n_pairs)[0]
+    nnz = jnp.sum(new)
+    if weighting == "uniform":
+        # Unit weights: a run's count is its length, the distance to the next run's start.
+        ends = jnp.concatenate([first[1:], jnp.full((1,), n_pairs, first.dtype)])
+        vals = (jnp.minimum(ends, n_valid) - jnp.minimum(first, n_valid)).astype(dtype)
+    else:
+        seg = jnp.cumsum(new) - 1
+        # Dropped pairs sit after the last valid one and would join its segment: weight them 0.
+        vals = jax.ops.segment_sum(jnp.where(valid_s, weight_s, 0), jnp.maximum(seg, 0),
+                                   num_segments=n_pairs, indices_are_sorted=True)
+    pad = jnp.arange(n_pairs) >= nnz
+    safe = jnp.minimum(first, n_pairs - 1)
+    rows = jnp.where(pad, vocab_size, rows_s[safe])
+    cols = jnp.where(pad, vocab_size, cols_s[safe])
+    return rows, cols, vals, nnz.astype(jnp.int32)
+
+
+def _pmi_terms(count, row_sum, col_sum, total_alpha, alpha, shift):
+    # log(#(w,c)) - log(#(w)) - alpha log(#(c)) + log(sum_c #(c)^alpha) - log k. Zero counts
+    # (explicit zeros, padding) have no PMI: their log arguments are replaced by 1 and the output
+    # by 0 (double where, so no -inf or NaN reaches the value or the gradient).
+    ok = count > 0
+    one = jnp.ones_like(count)
+    pmi = (jnp.log(jnp.where(ok, count, one)) - jnp.log(jnp.where(ok, row_sum, one))
+           - alpha * jnp.log(jnp.where(ok, col_sum, one)) + jnp.log(total_alpha) - jnp.log(shift))
+    return jnp.where(ok, jnp.maximum(pmi, 0), 0)
+
+
+@partial(jax.jit, static_argnames=("shape",))
+def _ppmi_sparse(data, indices, alpha, shift, *, shape):
+    m, n = shape
+    r, c = indices[:, 0], indices[:, 1]
+    inside = (r < m) & (c < n)           # BCOO padding entries carry index == shape
+    data = jnp.where(inside, data, 0)
+    row_sum = jax.ops.segment_sum(data, r, num_segments=m)
+    col_sum = jax.ops.segment_sum(data, c, num_segments=n)
+    col_alpha = jnp.where(col_sum > 0, jnp.where(col_sum > 0, col_sum, 1) ** alpha, 0)
+    total_alpha = jnp.maximum(jnp.sum(col_alpha), jnp.finfo(data.dtype).tiny)
+    rs = row_sum[jnp.minimum(r, m - 1)]
+    cs = col_sum[jnp.minimum(c, n - 1)]
+    return _pmi_terms(data, rs, cs, total_alpha, alpha, shift)
+
+
+@jax.jit
+def _ppmi_dense(counts, alpha, shift):
+    row_sum = jnp.sum(counts, axis=1, keepdims=True)
+    col_sum = jnp.sum(counts, axis=0, keepdims=True)
+    col_alpha = jnp.where(col_sum > 0, jnp.where(col_sum > 0, col_sum, 1) ** alpha, 0)
+    total_alpha = jnp.maximum(jnp.sum(col_alpha), jnp.finfo(counts.dtype).tiny)
+    return _pmi_terms(counts, row_sum, col_sum, total_alpha, alpha, shift)
+
+
+@jax.jit
+def _scale(U, S, eig):
+    # S**0 is 1 even at S = 0 (power(0, 0) = 1); S**p for p > 0 is 0 there. No division occurs.
+    return U * jnp.power(S, eig)

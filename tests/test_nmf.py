@@ -1,0 +1,374 @@
+"""Tests for jaxfact.nmf: scikit-learn references, invariants, masks, sparse input, jit/vmap, errors.
+
+Most tests share one 30 x 20 problem of rank 4 (plus noise, half its entries zero) so that the
+kernels compile once per solver. Float64 tests compare trajectories with scikit-learn's updates
+to ~1e-10; float32 tests check what float32 can resolve.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from jax.experimental import sparse as jsparse
+
+from jaxfact import nmf, nmf_init, nmf_transform
+from jaxfact import _nmf_solvers as S
+
+sklearn_nmf = pytest.importorskip("sklearn.decomposition._nmf")
+from sklearn.decomposition import NMF  # noqa: E402
+
+M_, N_, K_ = 30, 20, 4
+
+
+def _problem(seed=0, zeros=0.5):
+    rng = np.random.default_rng(seed)
+    X = rng.random((M_, K_)) @ rng.random((K_, N_)) + 0.05 * rng.random((M_, N_))
+    X[rng.random(X.shape) < zeros] = 0
+    return X
+
+
+@pytest.fixture(scope="module")
+def X64():
+    return _problem()
+
+
+@pytest.fixture(scope="module")
+def init64(X64):
+    with jax.enable_x64(True):
+        W0, H0 = nmf_init(X64, K_, init="nndsvda")
+        return np.asarray(W0), np.asarray(H0)
+
+
+def _sk(X, W0, H0, **kw):
+    return NMF(K_, init="custom", **kw).fit(X, W=W0.copy(), H=H0.copy())
+
+
+def _objective(X, W, H):
+    return 0.5 * np.sum((X - W @ H) ** 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Against scikit-learn
+
+
+@pytest.mark.parametrize("beta_loss", ["frobenius", "kullback-leibler"])
+def test_mu_follows_sklearn_updates(x64, X64, init64, beta_loss):
+    # Same init, same Lee & Seung updates (W then H): identical trajectories up to rounding.
+    W0, H0 = init64
+    ref = _sk(X64, W0, H0, solver="mu", beta_loss=beta_loss, tol=0.0, max_iter=60)
+    res = nmf(X64, K_, solver="mu", beta_loss=beta_loss, W_init=W0, H_init=H0, tol=0.0,
+              max_iter=60)
+    np.testing.assert_allclose(res.H, ref.components_, rtol=1e-9, atol=1e-12)
+    beta = 2 if beta_loss == "frobenius" else 1
+    ref_loss = sklearn_nmf._beta_divergence(X64, np.asarray(res.W), np.asarray(res.H), beta)
+    np.testing.assert_allclose(res.loss, ref_loss, rtol=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["pg", "hals"])
+def test_reaches_sklearn_cd_error(x64, X64, init64, solver):
+    # From the same init, a converged run ends within 0.5% of scikit-learn cd's converged
+    # objective (different stationary points may differ slightly; pg lands on the same one).
+    W0, H0 = init64
+    ref = _sk(X64, W0, H0, solver="cd", tol=1e-10, max_iter=5000)
+    ref_loss = 0.5 * ref.reconstruction_err_**2
+    res = nmf(X64, K_, solver=solver, W_init=W0, H_init=H0, tol=1e-7, max_iter=2000)
+    assert bool(res.converged)
+    assert float(res.loss) <= ref_loss * 1.005
+    np.testing.assert_allclose(res.loss, _objective(X64, np.asarray(res.W), np.asarray(res.H)),
+                               rtol=1e-10)
+
+
+def test_regularized_objective_vs_sklearn(x64, X64, init64):
+    # scikit-learn's penalty scaling: l1_W = alpha_W * l1_ratio * n_features, and so on.
+    W0, H0 = init64
+    kw = dict(alpha_W=0.01, alpha_H=0.02, l1_ratio=0.3)
+    model = NMF(K_, init="custom", solver="cd", tol=1e-10, max_iter=5000, **kw)
+    W_ref = model.fit_transform(X64, W=W0.copy(), H=H0.copy())
+    res = nmf(X64, K_, solver="pg", W_init=W0, H_init=H0, tol=1e-7, max_iter=2000, **kw)
+    m, n = X64.shape
+    r = kw["l1_ratio"]
+
+    def objective(W, H):
+        return (_objective(X64, W, H)
+                + kw["alpha_W"] * n * (r * W.sum() + 0.5 * (1 - r) * (W**2).sum())
+                + kw["alpha_H"] * m * (r * H.sum() + 0.5 * (1 - r) * (H**2).sum()))
+
+    ours = objective(np.asarray(res.W), np.asarray(res.H))
+    np.testing.assert_allclose(res.loss, ours, rtol=1e-9)
+    assert ours <= objective(W_ref, model.components_) * 1.005
+
+
+@pytest.mark.parametrize("init", ["nndsvd", "nndsvda"])
+def test_nndsvd_matches_sklearn(x64, X64, init):
+    # scikit-learn uses a randomized SVD; on this small matrix it is accurate to ~1e-6.
+    W, H = nmf_init(X64, K_, init=init)
+    Ws, Hs = sklearn_nmf._initialize_nmf(X64, K_, init=init)
+    np.testing.assert_allclose(W, Ws, atol=1e-3)
+    np.testing.assert_allclose(H, Hs, atol=1e-3)
+    if init == "nndsvd":
+        assert np.mean(np.asarray(W) == 0) > 0.1  # sparse factors, as the paper intends
+
+
+def test_transform_vs_sklearn(x64, X64, init64):
+    W0, H0 = init64
+    ref = _sk(X64, W0, H0, solver="cd", tol=1e-10, max_iter=3000)
+    Wref = ref.transform(X64)
+    for solver in ("pg", "hals", "mu"):
+        W = nmf_transform(X64, ref.components_, solver=solver, tol=1e-9, max_iter=2000)
+        assert np.all(np.asarray(W) >= 0)
+        f_ours = _objective(X64, np.asarray(W), ref.components_)
+        f_ref = _objective(X64, Wref, ref.components_)
+        assert f_ours <= f_ref * (1.01 if solver == "mu" else 1 + 1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Invariants
+
+
+@pytest.mark.parametrize("beta_loss", ["frobenius", "kullback-leibler"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_mu_monotone(x64, X64, init64, beta_loss, masked):
+    W0, H0 = init64
+    mask = np.random.default_rng(1).random(X64.shape) < 0.7 if masked else None
+    res = nmf(X64, K_, solver="mu", beta_loss=beta_loss, W_init=W0, H_init=H0, tol=0.0,
+              max_iter=60, mask=mask, alpha_W=0.001, alpha_H=0.001, l1_ratio=0.5)
+    h = np.asarray(res.history)
+    assert int(res.n_iter) == 60 and np.all(np.isfinite(h))
+    assert np.all(np.diff(h) <= 1e-12 * h[0])
+    assert h[-1] < 0.9 * h[0]  # and it does decrease
+
+
+def test_mu_monotone_float32(X64):
+    # Lee & Seung's theorem 1 in float32: no increase beyond rounding (~eps * objective).
+    X = X64.astype(np.float32)
+    res = nmf(X, K_, solver="mu", tol=0.0, max_iter=30)
+    h = np.asarray(res.history)
+    assert np.all(np.diff(h) <= 1e-5 * h[:-1])
+
+
+@pytest.mark.parametrize("solver", ["pg", "hals"])
+def test_kkt_at_convergence(x64, X64, init64, solver):
+    # W >= 0, grad_W f >= 0, W * grad_W f = 0 (and the same for H), up to the tolerance.
+    W0, H0 = init64
+    res = nmf(X64, K_, solver=solver, W_init=W0, H_init=H0, tol=1e-9, max_iter=2000)
+    assert bool(res.converged)
+    W, H = np.asarray(res.W), np.asarray(res.H)
+    gW = (W @ H - X64) @ H.T
+    gH = W.T @ (W @ H - X64)
+    scale = np.abs(X64 @ H.T).max()
+    assert W.min() >= 0 and H.min() >= 0
+    assert gW.min() >= -1e-6 * scale and gH.min() >= -1e-6 * scale
+    assert np.abs(W * gW).max() <= 1e-6 * scale * W.max()
+    assert np.abs(H * gH).max() <= 1e-6 * scale * H.max()
+
+
+def test_pg_subproblem_solves_nnls(x64):
+    # One Lin subproblem min_{H >= 0} 1/2 ||V - W H||^2 against SciPy's active-set NNLS.
+    rng = np.random.default_rng(3)
+    W = rng.random((25, 4))
+    V = rng.random((25, 6))
+    h = S.Half(jnp.asarray(W.T @ V), jnp.asarray(W.T @ W), None, None, 0.0, 0.0)
+    Y, it = S.pg_subproblem(h, jnp.ones((4, 6)), 1e-12)
+    ref = np.stack([scipy.optimize.nnls(W, V[:, j])[0] for j in range(6)], 1)
+    assert int(it) > 1
+    np.testing.assert_allclose(Y, ref, atol=1e-8)
+
+
+def test_hals_sweep_matches_numpy(x64):
+    # One HALS sweep against a NumPy loop over the rows (Cichocki & Phan's update).
+    rng = np.random.default_rng(4)
+    O, A, Y = rng.random((4, 12)), rng.random((9, 12)), rng.random((4, 9))
+    G, C = O @ O.T, O @ A.T
+    h = S.Half(jnp.asarray(C), jnp.asarray(G), None, None, 0.1, 0.2)
+    ours, _ = S.hals_sweep(h, jnp.asarray(Y))
+    ref = Y.copy()
+    for j in range(4):
+        num = C[j] - G[j] @ ref + G[j, j] * ref[j] - 0.1
+        ref[j] = np.maximum(num / (G[j, j] + 0.2), 0)
+    np.testing.assert_allclose(ours, ref, rtol=1e-12)
+
+
+def test_zero_rows_and_columns_give_finite_factors(X64):
+    X = X64.astype(np.float32).copy()
+    X[3] = 0
+    X[:, 5] = 0
+    for solver in ("pg", "hals", "mu"):
+        for init in ("nndsvd",):  # nndsvd keeps zeros: the case where 0/0 could appear
+            res = nmf(X, K_, solver=solver, init=init, max_iter=30)
+            assert np.all(np.isfinite(res.W)) and np.all(np.isfinite(res.H))
+            assert np.isfinite(float(res.loss))
+    res = nmf(X, K_, solver="mu", beta_loss="kullback-leibler", max_iter=30)
+    assert np.all(np.isfinite(res.W)) and np.isfinite(float(res.loss))
+    zero = nmf(np.zeros((M_, N_), np.float32), K_, max_iter=5)
+    assert np.all(np.asarray(zero.W) == 0) and float(zero.loss) == 0
+
+
+def test_history_contract(X64):
+    res = nmf(X64.astype(np.float32), K_, solver="mu", max_iter=30, tol=1e-2)
+    n = int(res.n_iter)
+    assert res.history.shape == (30,) and 0 < n < 30 and bool(res.converged)
+    assert np.all(np.isfinite(res.history[:n])) and np.all(np.isnan(res.history[n:]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Masks, sparse input
+
+
+@pytest.mark.parametrize("solver", ["pg", "hals", "mu"])
+def test_mask_predicts_held_out_entries(x64, solver):
+    rng = np.random.default_rng(5)
+    X = rng.random((M_, 3)) @ rng.random((3, N_))           # exactly rank 3
+    mask = rng.random(X.shape) < 0.7
+    X_seen = np.where(mask, X, 0.0)
+    res = nmf(X_seen, 3, solver=solver, mask=mask, tol=1e-8, max_iter=2000, init="random",
+              key=jax.random.key(0))
+    pred = np.asarray(res.W) @ np.asarray(res.H)
+    err = np.linalg.norm((pred - X)[~mask]) / np.linalg.norm(X[~mask])
+    assert err < 0.05
+    # Entries with weight 0 cannot influence the fit.
+    X_noise = np.where(mask, X, 100 * rng.random(X.shape))
+    res2 = nmf(X_noise, 3, solver=solver, mask=mask, tol=1e-8, max_iter=2000, init="random",
+               key=jax.random.key(0))
+    np.testing.assert_allclose(res2.W, res.W, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver,beta_loss,masked", [
+    ("pg", "frobenius", False), ("hals", "frobenius", True), ("mu", "frobenius", False),
+    ("mu", "kullback-leibler", False), ("mu", "kullback-leibler", True)])
+def test_sparse_equals_dense(x64, X64, init64, solver, beta_loss, masked):
+    W0, H0 = init64
+    X = X64 + (solver == "hals") * 0.01  # no stored zeros: HALS repeats sweeps by nnz
+    mask = np.random.default_rng(6).random(X.shape) < 0.8 if masked else None
+    # max_iter as in the other float64 tests (it is static: the kernels are shared)
+    tol, max_iter = (0.0, 60) if solver == "mu" else (1e-4, 2000)
+    kw = dict(solver=solver, beta_loss=beta_loss, W_init=W0, H_init=H0, tol=tol,
+              max_iter=max_iter, mask=mask)
+    dense = nmf(X, K_, **kw)
+    sparse = nmf(jsparse.BCOO.fromdense(jnp.asarray(X)), K_, **kw)
+    np.testing.assert_allclose(sparse.W, dense.W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sparse.H, dense.H, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sparse.loss, dense.loss, rtol=1e-9)
+    assert int(sparse.n_iter) == int(dense.n_iter)
+
+
+def test_sparse_init_and_scipy_input(x64, X64):
+    import scipy.sparse as sp
+    Xs = sp.csr_matrix(X64)
+    W, H = nmf_init(Xs, K_, init="nndsvd")
+    Wd, Hd = nmf_init(X64, K_, init="nndsvd")  # exact SVD vs randomized: close on this matrix
+    np.testing.assert_allclose(W, Wd, atol=1e-3)
+    np.testing.assert_allclose(H, Hd, atol=1e-3)
+
+
+def test_sparse_with_duplicates_and_long_rows(x64):
+    # Duplicate entries are summed; a long row spills into the coordinate part.
+    rng = np.random.default_rng(7)
+    X = rng.random((M_, N_)) * (rng.random((M_, N_)) < 0.15)
+    X[0] = rng.random(N_) + 0.1
+    idx = np.argwhere(X > 0)
+    vals = X[X > 0]
+    dup = jsparse.BCOO((jnp.concatenate([vals / 2, vals / 2]),
+                        jnp.concatenate([idx, idx])), shape=X.shape)
+    W0, H0 = nmf_init(X, 3)
+    kw = dict(solver="mu", beta_loss="kullback-leibler", max_iter=10, tol=0.0, W_init=W0,
+              H_init=H0)
+    a = nmf(X, 3, **kw)
+    b = nmf(dup, 3, **kw)
+    np.testing.assert_allclose(b.W, a.W, rtol=1e-6, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# Transformations: jit, vmap, no recompilation
+
+
+def test_jit_and_vmap_over_a_batch(X64):
+    # vmap runs the nested while loops with per-problem trip counts; each problem must get the
+    # fit it gets alone (float32: same ops, batched, agree to rounding).
+    Xs = np.stack([_problem(s) for s in range(2)]).astype(np.float32)
+    fit = lambda X: nmf(X, K_, solver="hals", max_iter=30, tol=1e-3)  # noqa: E731
+    batched = jax.jit(jax.vmap(fit))(jnp.asarray(Xs))
+    for i in range(2):
+        single = fit(Xs[i])
+        assert int(batched.n_iter[i]) == int(single.n_iter)
+        np.testing.assert_allclose(batched.loss[i], single.loss, rtol=1e-4)
+        np.testing.assert_allclose(batched.W[i], single.W, rtol=1e-3, atol=1e-5)
+    sparse_jit = jax.jit(lambda X: nmf(X, K_, solver="mu", max_iter=30).loss)(
+        jsparse.BCOO.fromdense(jnp.asarray(Xs[0])))
+    np.testing.assert_allclose(sparse_jit, nmf(Xs[0], K_, solver="mu", max_iter=30).loss,
+                               rtol=1e-4)
+
+
+def test_no_recompile_when_tol_changes(X64):
+    import sys
+    mod = sys.modules["jaxfact.nmf"]  # the module (jaxfact.nmf is the function)
+    X = X64.astype(np.float32)
+    nmf(X, K_, solver="pg", tol=1e-3, max_iter=30)
+    before = mod._nmf_kernel._cache_size()
+    nmf(X, K_, solver="pg", tol=1e-5, max_iter=30, alpha_W=0.1)
+    assert mod._nmf_kernel._cache_size() == before
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(rank=0), ValueError, r"nmf: `rank` must be an integer in \[1, 20\]; got 0"),
+    (dict(rank=21), ValueError, r"`rank` must be an integer in \[1, 20\]; got 21"),
+    (dict(solver="als"), ValueError, r"`solver` must be one of 'pg', 'mu', 'hals'; got 'als'"),
+    (dict(init="svd"), ValueError, r"`init` must be one of 'nndsvda', 'nndsvd', 'nndsvdar', "
+                                   r"'random'; got 'svd'"),
+    (dict(beta_loss="itakura-saito"), ValueError,
+     r"`beta_loss` must be one of 'frobenius', 'kullback-leibler'"),
+    (dict(init="random"), ValueError, r"nmf: `key` is required \(init='random'"),
+    (dict(init="nndsvdar"), ValueError, r"nmf: `key` is required \(init='nndsvdar'"),
+    (dict(mask=np.ones((3, 3), bool)), ValueError,
+     r"nmf: `mask` must have the shape of `X`, \(30, 20\); got shape \(3, 3\)"),
+    (dict(beta_loss="kullback-leibler", solver="hals"), ValueError,
+     r"`beta_loss`='kullback-leibler' needs `solver`='mu'"),
+    (dict(tol=-1.0), ValueError, r"`tol` must be a finite number in \[0.0, inf\]"),
+    (dict(l1_ratio=2.0), ValueError, r"`l1_ratio` must be a finite number in \[0.0, 1.0\]"),
+    (dict(alpha_W=-1.0), ValueError, r"`alpha_W` must be a finite number"),
+    (dict(max_iter=0), ValueError, r"`max_iter` must be an integer in \[1, inf\]"),
+    (dict(W_init=np.ones((30, 4))), ValueError, r"give both `W_init` and `H_init`"),
+    (dict(W_init=np.ones((30, 3)), H_init=np.ones((4, 20))), ValueError,
+     r"`W_init` must have shape \(30, 4\); got shape \(30, 3\)"),
+    (dict(W_init=-np.ones((30, 4)), H_init=np.ones((4, 20))), ValueError,
+     r"`W_init` must be non-negative"),
+])
+def test_bad_arguments(X64, kwargs, exc, match):
+    kwargs = dict(kwargs)
+    rank = kwargs.pop("rank", K_)
+    with pytest.raises(exc, match=match):
+        nmf(X64.astype(np.float32), rank, **kwargs)
+
+
+def test_bad_X(X64):
+    X = X64.astype(np.float32)
+    with pytest.raises(ValueError, match="nmf: `X` must be non-negative; got minimum -1"):
+        nmf(X - 1 * (X == X.max()) * (X.max() + 1), K_)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    bad[1, 1] = np.inf
+    with pytest.raises(ValueError, match="nmf: `X` must be finite; got 1 NaN and 1 Inf"):
+        nmf(bad, K_)
+    with pytest.raises(ValueError, match="nmf: `X` must be non-negative"):
+        nmf(jsparse.BCOO.fromdense(jnp.asarray(-X)), K_)
+    with pytest.raises(TypeError, match="nmf: `X` must be floating point; got dtype int"):
+        nmf(np.ones((5, 4), np.int32), 2)
+    with pytest.raises(ValueError, match="nmf: `X` must be 2-D"):
+        nmf(np.ones(5, np.float32), 1)
+    with pytest.raises(ValueError, match="nmf: `mask` must be non-negative"):
+        nmf(X, K_, mask=-np.ones(X.shape, np.float32))
+
+
+def test_transform_errors(X64):
+    X = X64.astype(np.float32)
+    with pytest.raises(ValueError, match=r"nmf_transform: `H` must have 20 columns"):
+        nmf_transform(X, np.ones((4, 7), np.float32))
+    with pytest.raises(ValueError, match=r"nmf_transform: `H` must be non-negative"):
+        nmf_transform(X, -np.ones((4, 20), np.float32))
+    with pytest.raises(ValueError, match=r"nmf_transform: `beta_loss`='kullback-leibler' needs"):
+        nmf_transform(X, np.ones((4, 20), np.float32), solver="pg",
+                      beta_loss="kullback-leibler")
