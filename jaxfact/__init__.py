@@ -5,11 +5,24 @@ factors (truncated and randomized SVD, PCA, NMF, matrix completion, weighted low
 approximation), and Flax modules that put those factors to work (:mod:`jaxfact.nn`).
 """
 
+from jaxfact.evaluation import Ratings
+from jaxfact.evaluation import mae
+from jaxfact.evaluation import ndcg_at_k
+from jaxfact.evaluation import precision_at_k
+from jaxfact.evaluation import rmse
+from jaxfact.evaluation import synthetic_ratings
+from jaxfact.evaluation import train_test_split
+from jaxfact.implicit import ImplicitALSResult
+from jaxfact.implicit import implicit_als
+from jaxfact.implicit import implicit_loss
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold
+from jaxfact.ratings import BiasedMFResult
+from jaxfact.ratings import biased_mf
+from jaxfact.ratings import predict
 from jaxfact.svd import PCAResult
 from jaxfact.svd import SVDResult
 from jaxfact.svd import pca
@@ -23,18 +36,31 @@ from jaxfact.svd import truncated_svd
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiasedMFResult",
+    "ImplicitALSResult",
     "LinearOperator",
     "ObservedMatrix",
     "PCAResult",
+    "Ratings",
     "SVDResult",
+    "biased_mf",
     "energy_rank",
     "hard_threshold",
+    "implicit_als",
+    "implicit_loss",
+    "mae",
+    "ndcg_at_k",
     "optimal_hard_threshold",
     "pca",
     "pca_transform",
+    "precision_at_k",
+    "predict",
     "randomized_svd",
     "reconstruct",
+    "rmse",
     "singular_value_shrink",
     "svd_flip",
+    "synthetic_ratings",
+    "train_test_split",
     "truncated_svd",
 ]
