@@ -134,9 +134,10 @@ def synthetic_ratings(*, n_users: int = 6040, n_items: int = 3706, n_ratings: in
       items with Zipf weights ``rank^-0.9`` (a popular head and a long tail), independently,
       duplicates dropped, until ``n_ratings`` distinct pairs are drawn;
     * the rating: ``round(3.58 + b_u + b_i + p_u . q_i + e)`` clipped to [1, 5], with
-      ``b_u ~ N(0, 0.4^2)``, ``b_i ~ N(0, 0.45^2)``, ``p_u, q_i ~ N(0, s^2 I_rank)`` with
-      ``s = (0.25 / rank)^(1/4)`` (so the interaction term has variance 0.25) and
-      ``e ~ N(0, noise^2)``. 3.58 is MovieLens-1M's mean rating.
+      ``b_u ~ N(0, 0.4^2)``, ``b_i ~ N(0, 0.45^2)``, ``p_u, q_i ~ N(0, diag(s_j^2))`` with
+      ``s_j^4 = 0.36 w_j``, ``w_j = (1/j) / sum_l (1/l)`` (a decaying spectrum, as in real rating
+      matrices; the interaction term has variance 0.36) and ``e ~ N(0, noise^2)``. 3.58 is
+      MovieLens-1M's mean rating.
 
     Returns :class:`Ratings` with int32 indices and float32 values, in drawing order.
     """
@@ -160,7 +161,8 @@ def synthetic_ratings(*, n_users: int = 6040, n_items: int = 3706, n_ratings: in
         keys = keys[np.sort(first)]
     keys = keys[:n_ratings]
     u, i = (keys // n_items).astype(np.int32), (keys % n_items).astype(np.int32)
-    s = (0.25 / rank) ** 0.25
+    w = 1.0 / np.arange(1, rank + 1)
+    s = (0.36 * w / w.sum()) ** 0.25
     P = rng.normal(0.0, s, (n_users, rank))
     Q = rng.normal(0.0, s, (n_items, rank))
     bu = rng.normal(0.0, 0.4, n_users)
