@@ -17,6 +17,10 @@ from jaxfact.implicit import implicit_als
 from jaxfact.implicit import implicit_loss
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
+from jaxfact.nmf import NMFResult
+from jaxfact.nmf import nmf
+from jaxfact.nmf import nmf_init
+from jaxfact.nmf import nmf_transform
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold
@@ -39,6 +43,7 @@ __all__ = [
     "BiasedMFResult",
     "ImplicitALSResult",
     "LinearOperator",
+    "NMFResult",
     "ObservedMatrix",
     "PCAResult",
     "Ratings",
@@ -50,6 +55,9 @@ __all__ = [
     "implicit_loss",
     "mae",
     "ndcg_at_k",
+    "nmf",
+    "nmf_init",
+    "nmf_transform",
     "optimal_hard_threshold",
     "pca",
     "pca_transform",

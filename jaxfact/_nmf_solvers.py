@@ -1,0 +1,544 @@
+"""Kernels behind :func:`jaxfact.nmf`: initializations and the "pg", "mu" and "hals" solvers.
+
+Everything here assumes validated input. Factors are held as ``Wt = W.T`` (k, m) and ``H``
+(k, n), so that both half-steps of the alternating scheme are the same problem on rows:
+
+    min_{Y >= 0}  1/2 ||A_o - Y^T O||^2 (weighted by the mask)  + l1 sum(Y) + l2/2 ||Y||^2
+
+with ``Y = Wt, O = H`` for the W step and ``Y = H, O = Wt`` for the H step. Without a mask such a
+half-step only needs the k x k Gram matrix ``G = O O^T`` and the cross product ``C = O A_o^T``
+(Lin 2007; Gillis & Glineur 2012), which are formed once per half-step and reused by every inner
+iteration. With a mask the half-step works with ``O`` and the mask itself (O(m n k) per inner
+iteration).
+
+The data term is held as ``A = M * X`` (``X`` when there is no mask), dense, or sparse by rows
+and by columns (:mod:`jaxfact._nmf_sparse`) so that both ``O A^T`` products read rows.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxfact import _nmf_sparse as _sp
+from jaxfact import svd as _svd
+
+__all__ = []  # private module
+
+# Lin (2007), Section 4 and his nmf.m: step shrink/grow factor and sufficient-decrease constant.
+_BETA = 0.1
+_SIGMA = 0.01
+_MAX_TRIALS = 20        # step-size trials per projected-gradient iteration
+_MAX_SUBPROBLEM = 1000  # projected-gradient iterations per subproblem
+_SUB_TOL_FLOOR = 1e-3   # tol_W = tol_H = max(1e-3, tol) * ||grad f(W1, H1)||
+# Gillis & Glineur (2012), Section 3: inner repetitions floor(1 + alpha * rho), stopped once a
+# sweep changes the factor by less than delta times the first sweep's change.
+_GG_ALPHA = 0.5
+_GG_DELTA = 0.1
+# nndsvd zeroes entries below this (Boutsidis & Gallopoulos 2008; scikit-learn's eps).
+_NNDSVD_EPS = 1e-6
+
+
+class Data(NamedTuple):
+    """The matrix to factorize, in the forms the kernels read (a pytree)."""
+
+    A: Any     # (m, n) dense M * X (X without a mask), or None when X is sparse
+    X: Any     # (m, n) dense X, or None
+    S: Any     # Sparse (m, n) by rows, values M * X, or None when X is dense
+    St: Any    # Sparse (n, m): the same entries by columns, or None
+    M: Any     # (m, n) dense weights, or None
+    Mt: Any    # (n, m) = M.T, or None
+    x_sq: Any  # sum(M * X**2)
+
+
+class Reg(NamedTuple):
+    """Penalties ``l1 * sum(Y) + l2 / 2 * ||Y||^2`` of each factor (scikit-learn's scaling)."""
+
+    l1W: Any
+    l2W: Any
+    l1H: Any
+    l2H: Any
+
+
+# ------------------------------------------------------------------------------------------------
+# Data preparation and products
+
+
+def prepare(X, mask):
+    """Builds :class:`Data` from dense or :class:`SparseX` X and an optional dense mask."""
+    Mt = None if mask is None else mask.T
+    if isinstance(X, _sp.SparseX):
+        S = _sp.apply_mask(X.S, mask)
+        St = _sp.apply_mask(X.St, Mt)
+        return Data(None, None, S, St, mask, Mt, jnp.sum(S.vals * S.xv))
+    A = X if mask is None else mask * X
+    return Data(A, X, None, None, mask, Mt, jnp.sum(A * X))
+
+
+def _dot_t(a, b):
+    """``a @ b.T`` for dense a (k, q), b (p, q) -> (k, p), without forming the transpose."""
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+
+
+def _dot_tn(a, b):
+    """``a.T @ b`` for a (k, p), b (k, q) -> (p, q)."""
+    return lax.dot_general(a, b, (((0,), (0,)), ((), ())))
+
+
+def cross_w(data, H):
+    """``H A^T`` (k, m): the cross product of the W step."""
+    if data.S is not None:
+        return _sp.matmul(data.S, H.T).T
+    return _dot_t(H, data.A)
+
+
+def cross_h(data, Wt):
+    """``Wt A`` (k, n): the cross product of the H step."""
+    if data.St is not None:
+        return _sp.matmul(data.St, Wt.T).T
+    return Wt @ data.A
+
+
+# ------------------------------------------------------------------------------------------------
+# Initializations (Boutsidis & Gallopoulos 2008; scikit-learn's `_initialize_nmf`)
+
+
+def _mean(X):
+    m, n = X.shape
+    return _sp.total(X) / (m * n)
+
+
+@partial(jax.jit, static_argnames=("rank", "init"))
+def initialize(X, key, *, rank, init):
+    """(W (m, k), H (k, n)) for init in "random", "nndsvd", "nndsvda", "nndsvdar"."""
+    m, n = X.shape
+    dtype = X.dtype
+    mean = _mean(X)
+    if init == "random":
+        kw, kh = jax.random.split(key)
+        avg = jnp.sqrt(mean / rank)
+        W = avg * jnp.abs(jax.random.normal(kw, (m, rank), dtype))
+        H = avg * jnp.abs(jax.random.normal(kh, (rank, n), dtype))
+        return W, H
+    U, S, Vt = _init_svd(X, key, rank)
+    W, H = _nndsvd(U, S, Vt)
+    if init == "nndsvda":
+        W = jnp.where(W == 0, mean, W)
+        H = jnp.where(H == 0, mean, H)
+    elif init == "nndsvdar":
+        kw, kh = jax.random.split(key)
+        W = jnp.where(W == 0, jnp.abs(mean * jax.random.normal(kw, W.shape, dtype) / 100), W)
+        H = jnp.where(H == 0, jnp.abs(mean * jax.random.normal(kh, H.shape, dtype) / 100), H)
+    return W, H
+
+
+def _init_svd(X, key, rank):
+    m, n = X.shape
+    if isinstance(X, _sp.SparseX):
+        X = _sp.as_linear_operator(X)
+    elif min(m, n) <= 256:
+        U, S, Vt = _svd._svd_thin(X)
+        return U[:, :rank], S[:rank], Vt[:rank]
+    # scikit-learn's randomized_svd defaults: 10 oversamples, 7 power iterations for small ranks.
+    n_iter = 7 if rank < 0.1 * min(m, n) else 4
+    return _svd._randomized_svd(X, key, rank=rank, n_samples=min(rank + 10, m, n), n_iter=n_iter)
+
+
+def _nndsvd(U, S, Vt):
+    """Boutsidis & Gallopoulos (2008), Table 1: each singular pair split into its positive and
+    negative parts; the part with the larger norm product is kept. Vectorized over components."""
+    x, y = U, Vt.T                                   # (m, k), (n, k)
+    xp, xn = jnp.maximum(x, 0), jnp.maximum(-x, 0)
+    yp, yn = jnp.maximum(y, 0), jnp.maximum(-y, 0)
+    nxp, nxn = jnp.linalg.norm(xp, axis=0), jnp.linalg.norm(xn, axis=0)
+    nyp, nyn = jnp.linalg.norm(yp, axis=0), jnp.linalg.norm(yn, axis=0)
+    mp, mn = nxp * nyp, nxn * nyn
+    use_p = mp > mn
+    u_num = jnp.where(use_p, xp, xn)
+    v_num = jnp.where(use_p, yp, yn)
+    u_den = jnp.where(use_p, nxp, nxn)
+    v_den = jnp.where(use_p, nyp, nyn)
+    sigma = jnp.where(use_p, mp, mn)
+    # A zero part (norm 0) gives a zero column, not 0/0.
+    u = jnp.where(u_den > 0, u_num / jnp.where(u_den > 0, u_den, 1), 0)
+    v = jnp.where(v_den > 0, v_num / jnp.where(v_den > 0, v_den, 1), 0)
+    lbd = jnp.sqrt(S * sigma)
+    W = lbd * u
+    H = (lbd * v).T
+    # The leading pair of a non-negative matrix is one-signed (Perron-Frobenius): take |.|.
+    W = W.at[:, 0].set(jnp.sqrt(S[0]) * jnp.abs(U[:, 0]))
+    H = H.at[0].set(jnp.sqrt(S[0]) * jnp.abs(Vt[0]))
+    W = jnp.where(W < _NNDSVD_EPS, 0, W)
+    H = jnp.where(H < _NNDSVD_EPS, 0, H)
+    return W, H
+
+
+# ------------------------------------------------------------------------------------------------
+# One half-step problem: min_{Y >= 0} q(Y), Y (k, p)
+
+
+class Half(NamedTuple):
+    """A half-step least-squares problem in Y (k, p); G or (O, MT) describes its Hessian."""
+
+    C: Any   # (k, p) cross product O A_o^T
+    G: Any   # (k, k) Gram O O^T (unmasked) or None
+    O: Any   # (k, q) the other factor (masked) or None
+    MT: Any  # (p, q) the mask in this orientation (masked) or None
+    l1: Any
+    l2: Any
+
+
+def half_w(data, Wt, H, reg, C=None):
+    C = cross_w(data, H) if C is None else C
+    if data.M is None:
+        return Half(C, H @ H.T, None, None, reg.l1W, reg.l2W)
+    return Half(C, None, H, data.M, reg.l1W, reg.l2W)
+
+
+def half_h(data, Wt, H, reg):
+    C = cross_h(data, Wt)
+    if data.M is None:
+        return Half(C, Wt @ Wt.T, None, None, reg.l1H, reg.l2H)
+    return Half(C, None, Wt, data.Mt, reg.l1H, reg.l2H)
+
+
+def _hess_data(h, Y):
+    """The data part of the Hessian applied to Y: G Y, or O (MT * (Y^T O))^T with a mask."""
+    if h.G is not None:
+        return h.G @ Y
+    return _dot_t(h.O, h.MT * _dot_tn(Y, h.O))
+
+
+def data_grad(h, Y):
+    return _hess_data(h, Y) - h.C
+
+
+def full_grad(h, Y):
+    return data_grad(h, Y) + h.l1 + h.l2 * Y
+
+
+def quad(h, d):
+    """<d, Hessian d> of the half-step objective."""
+    if h.G is not None:
+        dq = jnp.sum(d * (h.G @ d))
+    else:
+        dq = jnp.sum(h.MT * _dot_tn(d, h.O) ** 2)
+    return dq + h.l2 * jnp.sum(d * d)
+
+
+def proj_norm_sq(g, Y):
+    """Squared norm of the projected gradient: components with g < 0 or Y > 0 (Lin 2007, eq. 6)."""
+    return jnp.sum(jnp.where((g < 0) | (Y > 0), g, 0) ** 2)
+
+
+# -- Lin (2007): projected gradient with the Armijo-type search of his Algorithm 4 (nlssubprob) --
+
+
+def pg_subproblem(h, Y, tol):
+    """Solves one half-step to ``||grad^P|| < tol`` by Lin's projected gradient.
+
+    Returns (Y, iterations); iterations == 1 means no step was needed.
+    """
+
+    def step(Y, g, alpha):
+        def trial(s):
+            t, alpha, Yp, Yout, decr, _ = s
+            Yn = jnp.maximum(Y - alpha * g, 0)
+            d = Yn - Y
+            suff = (1 - _SIGMA) * jnp.sum(g * d) + 0.5 * quad(h, d) < 0
+            decr = jnp.where(t == 0, ~suff, decr)
+            Yp = jnp.where(t == 0, Y, Yp)
+            # Decreasing: accept the first step that passes. Increasing: grow while it passes and
+            # the projected point still moves; then take the last passing point.
+            stop_inc = ~suff | jnp.all(Yp == Yn)
+            fin = jnp.where(decr, suff, stop_inc)
+            Yout = jnp.where(decr, jnp.where(suff, Yn, Yout), jnp.where(stop_inc, Yp, Yout))
+            new_alpha = jnp.where(decr, jnp.where(suff, alpha, alpha * _BETA),
+                                  jnp.where(stop_inc, alpha, alpha / _BETA))
+            Yp = jnp.where(decr | stop_inc, Yp, Yn)
+            return t + 1, new_alpha, Yp, Yout, decr, fin
+
+        s = (jnp.int32(0), alpha, Y, Y, jnp.bool_(True), jnp.bool_(False))
+        _, alpha, _, Yout, _, _ = lax.while_loop(
+            lambda s: (s[0] < _MAX_TRIALS) & ~s[5], trial, s)
+        return Yout, alpha
+
+    def body(s):
+        Y, alpha, it, _ = s
+        g = full_grad(h, Y)
+        done = proj_norm_sq(g, Y) < tol**2
+        Y, alpha = lax.cond(done, lambda: (Y, alpha), lambda: step(Y, g, alpha))
+        return Y, alpha, it + 1, done
+
+    s = (Y, jnp.ones((), Y.dtype), jnp.int32(0), jnp.bool_(False))
+    Y, _, it, _ = lax.while_loop(lambda s: (s[2] < _MAX_SUBPROBLEM) & ~s[3], body, s)
+    return Y, it
+
+
+# -- Cichocki & Phan (2009) HALS, with Gillis & Glineur (2012) inner repetitions --
+
+
+def _safe_div(num, den):
+    # den == 0 only when a component's other factor is all zero: leave the entry unchanged there.
+    ok = den > 0
+    return ok, num / jnp.where(ok, den, 1)
+
+
+def hals_sweep(h, Y):
+    """One pass of exact coordinate minimization over the k rows of Y. Returns (Y, ||dY||^2)."""
+    k = Y.shape[0]
+    if h.G is not None:
+        def body(j, s):
+            Y, dsq = s
+            g = h.G[j]
+            y = Y[j]
+            num = h.C[j] - g @ Y + g[j] * y - h.l1
+            ok, val = _safe_div(num, g[j] + h.l2)
+            ynew = jnp.where(ok, jnp.maximum(val, 0), y)
+            return Y.at[j].set(ynew), dsq + jnp.sum((ynew - y) ** 2)
+        return lax.fori_loop(0, k, body, (Y, jnp.zeros((), Y.dtype)))
+
+    # Masked: keep Q = MT * (Y^T O) (p, q) current as rows change; O(p q) per row.
+    Q = h.MT * _dot_tn(Y, h.O)
+
+    def body(j, s):
+        Y, Q, dsq = s
+        o = h.O[j]
+        y = Y[j]
+        wsq = h.MT @ (o * o)
+        num = h.C[j] - Q @ o + y * wsq - h.l1
+        ok, val = _safe_div(num, wsq + h.l2)
+        ynew = jnp.where(ok, jnp.maximum(val, 0), y)
+        Q = Q + h.MT * jnp.outer(ynew - y, o)
+        return Y.at[j].set(ynew), Q, dsq + jnp.sum((ynew - y) ** 2)
+
+    Y, _, dsq = lax.fori_loop(0, k, body, (Y, Q, jnp.zeros((), Y.dtype)))
+    return Y, dsq
+
+
+def hals_update(h, Y, max_inner):
+    """Up to ``max_inner`` sweeps on one half-step (Gillis & Glineur 2012, Algorithm 2), stopping
+    once a sweep moves Y by less than delta times the first sweep did."""
+    Y, d0 = hals_sweep(h, Y)
+
+    def body(s):
+        Y, _, l = s
+        Y, d = hals_sweep(h, Y)
+        return Y, d, l + 1
+
+    def cond(s):
+        return (s[2] < max_inner) & (s[1] > _GG_DELTA**2 * d0)
+
+    Y, _, _ = lax.while_loop(cond, body, (Y, d0, jnp.int32(1)))
+    return Y
+
+
+def inner_repetitions(data, k):
+    """Sweeps per half-step, floor(1 + alpha * rho), where rho = 1 + (K + q k) / (p (k + 1))
+    compares the cost of the products with A (K = nnz) to that of one sweep (Gillis & Glineur
+    2012, Section 3). Returns (for W, for H)."""
+    if data.M is not None:
+        return 1, 1  # with a mask a sweep costs as much as a product: nothing to amortize
+    m, n = data.M.shape if data.M is not None else (
+        data.A.shape if data.A is not None else data.S.shape)
+    nnz = data.S.nnz if data.S is not None else m * n
+    rho_w = 1 + (nnz + n * k) // (m * (k + 1))
+    rho_h = 1 + (nnz + m * k) // (n * (k + 1))
+    return int(1 + _GG_ALPHA * rho_w), int(1 + _GG_ALPHA * rho_h)
+
+
+def mu_update(h, Y):
+    """Lee & Seung (2001), Theorem 1, with penalties in the denominator (scikit-learn):
+    Y <- Y * C / (Hess Y + l1 + l2 Y); 0/0 (a zero row of the other factor) gives 0."""
+    den = _hess_data(h, Y) + h.l1 + h.l2 * Y
+    ok = den > 0
+    return jnp.where(ok, Y * h.C / jnp.where(ok, den, 1), 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Outer loops
+
+
+class Fit(NamedTuple):
+    Wt: Any        # (k, m)
+    H: Any         # (k, n)
+    loss: Any      # ()
+    n_iter: Any    # () int32
+    converged: Any  # () bool
+    history: Any   # (max_iter,), NaN after n_iter
+
+
+def _penalty(Wt, H, reg, update_H):
+    p = reg.l1W * jnp.sum(Wt) + 0.5 * reg.l2W * jnp.sum(Wt * Wt)
+    if update_H:
+        p = p + reg.l1H * jnp.sum(H) + 0.5 * reg.l2H * jnp.sum(H * H)
+    return p
+
+
+def _measure(data, hw, hh, Wt, H, reg, update_H):
+    """Objective and squared projected-gradient norm at (Wt, H), from the half-step products."""
+    gwd = data_grad(hw, Wt)
+    fit_term = 0.5 * data.x_sq - 0.5 * jnp.sum(Wt * hw.C) + 0.5 * jnp.sum(Wt * gwd)
+    # max(0, .): the expanded form can round below zero at an exact fit.
+    loss = jnp.maximum(fit_term, 0) + _penalty(Wt, H, reg, update_H)
+    gw = gwd + hw.l1 + hw.l2 * Wt
+    pg_sq = proj_norm_sq(gw, Wt)
+    full_sq = jnp.sum(gw * gw)
+    if update_H:
+        gh = full_grad(hh, H)
+        pg_sq = pg_sq + proj_norm_sq(gh, H)
+        full_sq = full_sq + jnp.sum(gh * gh)
+    return loss, pg_sq, full_sq
+
+
+def direct_frobenius(data, Wt, H, reg, update_H):
+    """1/2 sum(M (X - WH)^2) + penalties, summed entrywise for dense X (no cancellation)."""
+    R = data.X - _dot_tn(Wt, H)
+    sq = R * R if data.M is None else data.M * R * R
+    return 0.5 * jnp.sum(sq) + _penalty(Wt, H, reg, update_H)
+
+
+@partial(jax.jit, static_argnames=("solver", "max_iter", "update_H"))
+def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
+    """Alternating updates of Wt then H until the stopping rule or ``max_iter`` outer steps.
+
+    pg and hals stop when ||grad^P f|| <= tol * ||grad f(W0, H0)|| (Lin 2007, eq. 15);
+    mu stops when (f_prev - f) <= tol * f(W0, H0) (scikit-learn's rule, checked every step).
+    """
+    k = Wt.shape[0]
+    dtype = Wt.dtype
+    # mu's stopping rule compares consecutive objectives, which the expanded form
+    # 1/2 ||X||^2 - <W, X H^T> + 1/2 <W^T W, H H^T> resolves only to ~eps ||X||^2: for dense X,
+    # mu sums the residual instead (one more product per iteration).
+    direct = solver == "mu" and data.X is not None
+    rep_w, rep_h = inner_repetitions(data, k)
+    hw = half_w(data, Wt, H, reg)
+    hh = half_h(data, Wt, H, reg) if update_H else None
+    loss0, pg_sq, full_sq = _measure(data, hw, hh, Wt, H, reg, update_H)
+    if direct:
+        loss0 = direct_frobenius(data, Wt, H, reg, update_H)
+    init_grad = jnp.sqrt(full_sq)
+    sub_tol = jnp.maximum(_SUB_TOL_FLOOR, tol) * init_grad
+    history = jnp.full((max_iter,), jnp.nan, dtype)
+
+    def stop(loss_prev, loss, pg_sq):
+        if solver == "mu":
+            return loss_prev - loss <= tol * loss0
+        return pg_sq <= (tol * init_grad) ** 2
+
+    def body(s):
+        Wt, H, hw, it, hist, loss, _, tol_w, tol_h, _ = s
+        if solver == "pg":
+            Wt, it_w = pg_subproblem(hw, Wt, tol_w)
+            tol_w = jnp.where(it_w == 1, 0.1 * tol_w, tol_w)
+        elif solver == "hals":
+            Wt = hals_update(hw, Wt, rep_w)
+        else:
+            Wt = mu_update(hw, Wt)
+        hh = None
+        if update_H:
+            hh = half_h(data, Wt, H, reg)
+            if solver == "pg":
+                H, it_h = pg_subproblem(hh, H, tol_h)
+                tol_h = jnp.where(it_h == 1, 0.1 * tol_h, tol_h)
+            elif solver == "hals":
+                H = hals_update(hh, H, rep_h)
+            else:
+                H = mu_update(hh, H)
+        hw = half_w(data, Wt, H, reg)
+        new_loss, pg_sq, _ = _measure(data, hw, hh, Wt, H, reg, update_H)
+        if direct:
+            new_loss = direct_frobenius(data, Wt, H, reg, update_H)
+        done = stop(loss, new_loss, pg_sq)
+        return Wt, H, hw, it + 1, hist.at[it].set(new_loss), new_loss, pg_sq, tol_w, tol_h, done
+
+    done0 = jnp.bool_(False) if solver == "mu" else pg_sq <= (tol * init_grad) ** 2
+    s = (Wt, H, hw, jnp.int32(0), history, loss0, pg_sq, sub_tol, sub_tol, done0)
+    Wt, H, _, it, hist, loss, _, _, _, done = lax.while_loop(
+        lambda s: (s[3] < max_iter) & ~s[9], body, s)
+    if data.X is not None:
+        loss = direct_frobenius(data, Wt, H, reg, update_H)
+    return Fit(Wt, H, loss, it, done, hist)
+
+
+def _kl_terms(x, wh):
+    """x log(x / wh) - x + wh >= 0 entrywise (0 log 0 = 0); wh is clipped at eps."""
+    pos = x > 0
+    return jnp.where(pos, x * jnp.log(jnp.where(pos, x, 1) / wh), 0) - x + wh
+
+
+def _kl_loss(data, WHs, Wt, H, reg, update_H):
+    """sum(M (X log(X / WH) - X + WH)) + penalties, summed as non-negative terms where possible
+    (the expanded form loses all digits in float32 near convergence). WH is clipped at eps, as
+    in scikit-learn."""
+    eps = jnp.finfo(Wt.dtype).eps
+    wh = jnp.maximum(WHs, eps)
+    if data.S is None:  # dense: every entry's term is >= 0
+        term = _kl_terms(data.X, wh)
+        div = jnp.sum(term if data.M is None else data.M * term)
+    else:  # sparse: the stored entries' terms, plus WH summed over the entries not stored
+        S = data.S
+        if data.M is None:
+            total = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
+        else:
+            total = jnp.sum(data.M * _dot_tn(Wt, H))
+        div = jnp.sum(S.wv * _kl_terms(S.xv, wh)) + jnp.maximum(total - jnp.sum(S.wv * wh), 0)
+    return div + _penalty(Wt, H, reg, update_H)
+
+
+def _mu_kl(Y, num, den, l1, l2):
+    """Lee & Seung (2001), Theorem 2: Y <- Y * (O (A / WH)^T) / (O M^T), penalties added below."""
+    den = den + l1 + l2 * Y
+    ok = den > 0
+    return jnp.where(ok, Y * num / jnp.where(ok, den, 1), 0)
+
+
+def _kl_num_w(data, Wt, H, WHs):
+    """``H (A / WH)^T`` (k, m) from WH at A's entries (WHs)."""
+    eps = jnp.finfo(Wt.dtype).eps
+    if data.S is not None:
+        R = data.S.with_vals(data.S.vals / jnp.maximum(WHs, eps))
+        return _sp.matmul(R, H.T).T
+    return _dot_t(H, data.A / jnp.maximum(WHs, eps))
+
+
+def _kl_num_h(data, Wt, H):
+    """``Wt (A / WH)`` (k, n) and WH at A's entries."""
+    eps = jnp.finfo(Wt.dtype).eps
+    if data.St is not None:
+        WHt = _sp.sample(data.St, H, Wt)
+        R = data.St.with_vals(data.St.vals / jnp.maximum(WHt, eps))
+        return _sp.matmul(R, Wt.T).T
+    return Wt @ (data.A / jnp.maximum(_dot_tn(Wt, H), eps))
+
+
+def _wh(data, Wt, H):
+    return _sp.sample(data.S, Wt, H) if data.S is not None else _dot_tn(Wt, H)
+
+
+@partial(jax.jit, static_argnames=("max_iter", "update_H"))
+def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H):
+    """Multiplicative updates for the generalized Kullback-Leibler divergence D(X || WH)."""
+    dtype = Wt.dtype
+    WHs = _wh(data, Wt, H)
+    loss0 = _kl_loss(data, WHs, Wt, H, reg, update_H)
+    history = jnp.full((max_iter,), jnp.nan, dtype)
+
+    def body(s):
+        Wt, H, WHs, it, hist, loss, _ = s
+        den = jnp.sum(H, axis=1)[:, None] if data.M is None else _dot_t(H, data.M)
+        Wt = _mu_kl(Wt, _kl_num_w(data, Wt, H, WHs), den, reg.l1W, reg.l2W)
+        if update_H:
+            den = jnp.sum(Wt, axis=1)[:, None] if data.M is None else _dot_t(Wt, data.Mt)
+            H = _mu_kl(H, _kl_num_h(data, Wt, H), den, reg.l1H, reg.l2H)
+        WHs = _wh(data, Wt, H)
+        new_loss = _kl_loss(data, WHs, Wt, H, reg, update_H)
+        done = loss - new_loss <= tol * loss0
+        return Wt, H, WHs, it + 1, hist.at[it].set(new_loss), new_loss, done
+
+    s = (Wt, H, WHs, jnp.int32(0), history, loss0, jnp.bool_(False))
+    Wt, H, _, it, hist, loss, done = lax.while_loop(lambda s: (s[3] < max_iter) & ~s[6], body, s)
+    return Fit(Wt, H, loss, it, done, hist)
