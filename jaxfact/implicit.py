@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxfact import _checks
+from jaxfact.ratings import _layout
 
 __all__ = ["ImplicitALSResult", "implicit_als", "implicit_loss"]
 
@@ -140,21 +141,37 @@ def _loss(X, Y, rows, cols, counts, alpha, lam):
     return total / (float(X.shape[0]) * float(Y.shape[0]))
 
 
-def _cg_update(F, G, own, other, conf_m1, pref_c, lam, n_own, cg_steps):
+def _cg_update(F, G, layout, other, conf_m1, pref_c, lam, cg_steps):
     """cg_steps CG steps on (G^T G + lam I + G^T (C - I) G) f = G^T C p for every row of F at
-    once, warm-started at F. `own`/`other`: the per-observation indices, sorted by `own`."""
-    k = F.shape[1]
-    GtG = G.T @ G + lam * jnp.eye(k, dtype=F.dtype)
-    Gg = G[other]                                           # (nnz, k), gathered once per update
+    once, warm-started at F.
 
-    def seg(v):
-        return jax.ops.segment_sum(v, own, num_segments=n_own, indices_are_sorted=True)
+    The observations of each row are laid out in padded pieces (``layout``, see
+    :func:`jaxfact.ratings._layout`): the rows of G they touch are gathered once, and every
+    product with the system is two batched contractions over the pieces plus a sorted segment sum
+    over pieces, instead of a gather and a scatter of nnz rows. ``other``, ``conf_m1`` and
+    ``pref_c`` are per observation, padded with one trailing entry for empty slots (confidence 0).
+
+    Returns the new F and ``sum_obs [c (p - s)^2 - s^2]`` at the new F (s = f . g), the observed
+    part of the loss.
+    """
+    n_own, k = F.shape
+    GtG = G.T @ G + lam * jnp.eye(k, dtype=F.dtype)
+    Gp = G[other[layout.idx]]                    # (pieces, width, k), gathered once per update
+    cm1 = conf_m1[layout.idx]                    # (pieces, width), 0 in empty slots
+    pc = pref_c[layout.idx]
+    owner = jnp.minimum(layout.owner, n_own - 1)  # unused pieces: any row, all their weights are 0
+
+    def seg(V):
+        # Unused pieces carry owner == n_own and are dropped by segment_sum.
+        return jax.ops.segment_sum(V, layout.owner, num_segments=n_own, indices_are_sorted=True)
+
+    def dots(V):
+        return jnp.einsum("plk,pk->pl", Gp, V[owner])
 
     def apply(V):
-        w = conf_m1 * jnp.sum(Gg * V[own], axis=-1)
-        return V @ GtG + seg(w[:, None] * Gg)
+        return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm1 * dots(V), Gp))
 
-    b = seg(pref_c[:, None] * Gg)                          # G^T C^u p(u)
+    b = seg(jnp.einsum("pl,plk->pk", pc, Gp))    # G^T C^u p(u)
     r = b - apply(F)
     p = r
     rs = jnp.sum(r * r, axis=1)
@@ -173,7 +190,14 @@ def _cg_update(F, G, own, other, conf_m1, pref_c, lam, n_own, cg_steps):
         beta = jnp.where(pos, rs_new / jnp.where(pos, rs, 1), 0)
         return F, r, r + beta[:, None] * p, rs_new
 
-    return lax.fori_loop(0, cg_steps, step, (F, r, p, rs))[0]
+    F = lax.fori_loop(0, cg_steps, step, (F, r, p, rs))[0]
+    s_obs = dots(F)
+    # c (p - s)^2 - s^2 with c = 1 + cm1 and p = 1[count > 0] (pc = c p); 0 in empty slots.
+    valid = layout.idx < other.shape[0] - 1
+    c = jnp.where(valid, 1 + cm1, 0)
+    pref = jnp.where(pc > 0, 1, 0).astype(F.dtype)
+    observed = jnp.sum(c * (pref - s_obs) ** 2 - jnp.where(valid, s_obs**2, 0))
+    return F, observed
 
 
 @partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps"))
@@ -184,18 +208,13 @@ def _implicit_als(rows, cols, counts, hyper, key, *, shape, rank, max_iter, cg_s
     kx, ky = jax.random.split(key)
     X = init_std * jax.random.normal(kx, (m, rank), dtype)
     Y = init_std * jax.random.normal(ky, (n, rank), dtype)
-    # Two copies of the observations, sorted by user and by item, so both half-steps reduce with
-    # sorted segment sums.
-    by_u = jnp.argsort(rows, stable=True)
-    by_i = jnp.argsort(cols, stable=True)
-    obs_u = (rows[by_u], cols[by_u], counts[by_u])
-    obs_i = (cols[by_i], rows[by_i], counts[by_i])
-
-    def coeffs(c):
-        # c_ui - 1 = alpha r_ui on observed pairs; c_ui p_ui = (1 + alpha r_ui) 1[r_ui > 0].
-        return alpha * c, jnp.where(c > 0, 1 + alpha * c, 0)
-
-    cu, ci = coeffs(obs_u[2]), coeffs(obs_i[2])
+    # The observations grouped by user and by item in padded pieces; index nnz is an empty slot.
+    user_layout = _layout(rows, m, 1)
+    item_layout = _layout(cols, n, 1)
+    pad = lambda a: jnp.concatenate([a, jnp.zeros((1,), a.dtype)])
+    conf_m1 = pad(alpha * counts)                                 # c_ui - 1 on observed pairs
+    pref_c = pad(jnp.where(counts > 0, 1 + alpha * counts, 0))   # c_ui p_ui
+    rows_p, cols_p = pad(rows), pad(cols)
 
     def cond(state):
         it, _, _, done = state[:4]
@@ -203,9 +222,10 @@ def _implicit_als(rows, cols, counts, hyper, key, *, shape, rank, max_iter, cg_s
 
     def body(state):
         it, L_prev, history, _, X, Y = state
-        X = _cg_update(X, Y, obs_u[0], obs_u[1], *cu, lam, m, cg_steps)
-        Y = _cg_update(Y, X, obs_i[0], obs_i[1], *ci, lam, n, cg_steps)
-        L = _loss(X, Y, rows, cols, counts, alpha, lam)
+        X, _ = _cg_update(X, Y, user_layout, cols_p, conf_m1, pref_c, lam, cg_steps)
+        Y, observed = _cg_update(Y, X, item_layout, rows_p, conf_m1, pref_c, lam, cg_steps)
+        L = (jnp.sum((X.T @ X) * (Y.T @ Y)) + observed
+             + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
         done = (tol > 0) & ((L_prev - L) <= tol * L_prev)
         return it + 1, L, history.at[it].set(L), done, X, Y
 
