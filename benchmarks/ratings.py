@@ -127,19 +127,18 @@ def _implicit(quick):
         print("implicit is not installed (pip install 'jaxfact[bench]'); skipping it")
     else:
         Cui = sp.csr_matrix((1 + alpha * counts, (u, i)), shape=shape)
-        model = AlternatingLeastSquares(factors=k, regularization=lam, alpha=1.0, iterations=iters,
-                                        use_cg=True, random_state=0)  # 3 CG steps, its default
         try:  # implicit asks for a single-threaded BLAS (it parallelizes over users itself)
             from threadpoolctl import threadpool_limits
+            limits = threadpool_limits(1, "blas")
         except ImportError:
-            threadpool_limits = None
+            limits = None
+        model = AlternatingLeastSquares(factors=k, regularization=lam, alpha=1.0, iterations=iters,
+                                        use_cg=True, random_state=0)  # 3 CG steps, its default
         t0 = time.perf_counter()
-        if threadpool_limits is None:
-            model.fit(Cui, show_progress=False)
-        else:
-            with threadpool_limits(1, "blas"):
-                model.fit(Cui, show_progress=False)
+        model.fit(Cui, show_progress=False)
         t_imp = time.perf_counter() - t0
+        if limits is not None:
+            limits.restore_original_limits()
         loss_imp = float(implicit_loss(model.user_factors, model.item_factors, u, i, counts,
                                        alpha=alpha, lam=lam))
         rows.append(["implicit ALS (CG)", f"{t_imp:.2f}", "-", "1", loss_imp])

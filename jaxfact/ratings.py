@@ -77,8 +77,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       lam: L2 penalty, > 0 for ALS, >= 0 for SGD (traced).
       solver: ``"als"`` or ``"sgd"``.
       max_iter: ALS iterations or SGD epochs (Surprise: 20).
-      tol: stop when ``(J_prev - J) <= tol * J_prev``; default 1e-4 for ALS and 0 for SGD (run all
-        epochs, as Surprise does).
+      tol: stop when ``(J_prev - J) <= tol * J_prev``; 0 runs all ``max_iter`` iterations.
+        Default 1e-4 for ALS and 0 for SGD (all epochs, as Surprise does).
       key: ``jax.random`` key for the initial factors and the SGD order (required unless ``init``
         is given with ``solver="als"``).
       lr: SGD learning rate (traced).
