@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxfact import _checks
-from jaxfact.ratings import _layout
+from jaxfact.ratings import _batched_cg, _layout
 
 __all__ = ["ImplicitALSResult", "implicit_als", "implicit_loss"]
 
@@ -172,25 +172,7 @@ def _cg_update(F, G, layout, other, conf_m1, pref_c, lam, cg_steps):
         return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm1 * dots(V), Gp))
 
     b = seg(jnp.einsum("pl,plk->pk", pc, Gp))    # G^T C^u p(u)
-    r = b - apply(F)
-    p = r
-    rs = jnp.sum(r * r, axis=1)
-
-    def step(_, state):
-        F, r, p, rs = state
-        Ap = apply(p)
-        pAp = jnp.sum(p * Ap, axis=1)
-        # A converged row (rs = 0, hence p = 0) would give 0 / 0: keep it where it is.
-        ok = pAp > 0
-        a = jnp.where(ok, rs / jnp.where(ok, pAp, 1), 0)
-        F = F + a[:, None] * p
-        r = r - a[:, None] * Ap
-        rs_new = jnp.sum(r * r, axis=1)
-        pos = rs > 0
-        beta = jnp.where(pos, rs_new / jnp.where(pos, rs, 1), 0)
-        return F, r, r + beta[:, None] * p, rs_new
-
-    F = lax.fori_loop(0, cg_steps, step, (F, r, p, rs))[0]
+    F = _batched_cg(apply, b, F, cg_steps)
     s_obs = dots(F)
     # c (p - s)^2 - s^2 with c = 1 + cm1 and p = 1[count > 0] (pc = c p); 0 in empty slots.
     valid = layout.idx < other.shape[0] - 1

@@ -82,6 +82,23 @@ def test_als_objective_never_increases_and_stops_on_tol():
     assert np.all(np.isnan(np.asarray(res2.history)[n:]))
 
 
+def test_als_cg_exact_with_enough_steps_and_monotone(x64):
+    r, c, v = _small(seed=12)
+    init = _init(np.float64)
+    lam = 0.1
+    exact = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, init=init)
+    # CG on a (K+1)-dim SPD system is exact after K+1 steps (twice that for rounding slack).
+    cg = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, init=init,
+                   cg_steps=2 * (K + 1))
+    for a, b in zip(exact[1:5], cg[1:5]):
+        np.testing.assert_allclose(a, b, atol=1e-10)
+    # Two steps per half-iteration: inexact, but every half-step still lowers J.
+    few = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=20, tol=0.0, key=jax.random.key(0),
+                    cg_steps=2)
+    h = np.asarray(few.history)
+    assert np.all(np.diff(h) <= 1e-12 * h[:-1])
+
+
 def test_tol_and_lam_are_traced():
     r, c, v = _small(seed=3)
     v = v.astype(np.float32)
@@ -256,6 +273,8 @@ def test_errors():
         biased_mf(r, c, v, (M, N), K, solver="adam", key=key)
     with pytest.raises(ValueError, match=r"biased_mf: `lam` must be a finite number in \(0"):
         biased_mf(r, c, v, (M, N), K, lam=0.0, key=key)
+    with pytest.raises(ValueError, match=r"biased_mf: `cg_steps` must be an integer in \[1, inf\]"):
+        biased_mf(r, c, v, (M, N), K, cg_steps=0, key=key)
     with pytest.raises(ValueError, match=r"biased_mf: `key` is required"):
         biased_mf(r, c, v, (M, N), K)
     with pytest.raises(ValueError, match=r"biased_mf: `init.P` must have the shape"):
