@@ -87,7 +87,9 @@ def _explicit(quick):
 
     configs = [("jaxfact sgd (lam 0.02, 20 epochs)", dict(solver="sgd", lam=0.02, max_iter=20)),
                ("jaxfact als (lam 0.02, 5 iters)", dict(solver="als", lam=0.02, max_iter=5)),
-               ("jaxfact als (lam 0.1, 5 iters)", dict(solver="als", lam=0.1, max_iter=5))]
+               ("jaxfact als (lam 0.1, 5 iters)", dict(solver="als", lam=0.1, max_iter=5)),
+               ("jaxfact als-cg (lam 0.1, 5 iters, 3 CG)",
+                dict(solver="als", lam=0.1, max_iter=5, cg_steps=3))]
     for name, kw in configs:
         sec, comp, res = _ours(lambda: biased_mf(u[tr], i[tr], r[tr], shape, 100,
                                                  key=jax.random.key(0), **kw))
