@@ -295,3 +295,17 @@ def test_errors():
         train_test_split(r, c, v, test_fraction=1.0, key=key)
     with pytest.raises(ValueError, match=r"precision_at_k: `k` must be an integer in \[1, 20\]"):
         precision_at_k(np.ones((M, 2)), np.ones((N, 2)), (r, c), k=21)
+
+
+def test_under_jit_and_vmap():
+    r, c, v = _small(seed=13)
+    v = jnp.asarray(v, jnp.float32)
+    key = jax.random.key(0)
+    eager = biased_mf(r, c, v, (M, N), K, max_iter=3, key=key)
+    jitted = jax.jit(lambda v: biased_mf(r, c, v, (M, N), K, max_iter=3, key=key))(v)
+    np.testing.assert_allclose(jitted.P, eager.P, atol=tol(np.float32, 10))
+    keys = jax.random.split(key, 2)
+    hist = jax.vmap(lambda k: implicit_als(r, c, jnp.abs(v), (M, N), K, key=k, max_iter=3).history)(
+        keys)
+    one = implicit_als(r, c, jnp.abs(v), (M, N), K, key=keys[1], max_iter=3).history
+    np.testing.assert_allclose(hist[1], one, rtol=tol(np.float32, 10))
