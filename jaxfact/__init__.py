@@ -6,6 +6,16 @@ approximation), and Flax modules that put those factors to work (:mod:`jaxfact.n
 """
 
 from jaxfact import nn
+from jaxfact.evaluation import Ratings
+from jaxfact.evaluation import mae
+from jaxfact.evaluation import ndcg_at_k
+from jaxfact.evaluation import precision_at_k
+from jaxfact.evaluation import rmse
+from jaxfact.evaluation import synthetic_ratings
+from jaxfact.evaluation import train_test_split
+from jaxfact.implicit import ImplicitALSResult
+from jaxfact.implicit import implicit_als
+from jaxfact.implicit import implicit_loss
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
 from jaxfact.nmf import NMFResult
@@ -15,6 +25,9 @@ from jaxfact.nmf import nmf_transform
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold
+from jaxfact.ratings import BiasedMFResult
+from jaxfact.ratings import biased_mf
+from jaxfact.ratings import predict
 from jaxfact.svd import PCAResult
 from jaxfact.svd import SVDResult
 from jaxfact.svd import pca
@@ -34,17 +47,25 @@ from jaxfact.text import word_vectors
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiasedMFResult",
+    "ImplicitALSResult",
     "LinearOperator",
     "NMFResult",
     "ObservedMatrix",
     "PCAResult",
+    "Ratings",
     "SVDResult",
     "Vocabulary",
+    "biased_mf",
     "build_vocab",
     "cooccurrence",
     "encode_corpus",
     "energy_rank",
     "hard_threshold",
+    "implicit_als",
+    "implicit_loss",
+    "mae",
+    "ndcg_at_k",
     "nmf",
     "nmf_init",
     "nmf_transform",
@@ -53,10 +74,15 @@ __all__ = [
     "pca",
     "pca_transform",
     "ppmi",
+    "precision_at_k",
+    "predict",
     "randomized_svd",
     "reconstruct",
+    "rmse",
     "singular_value_shrink",
     "svd_flip",
+    "synthetic_ratings",
+    "train_test_split",
     "truncated_svd",
     "word_vectors",
 ]
