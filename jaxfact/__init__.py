@@ -5,6 +5,11 @@ factors (truncated and randomized SVD, PCA, NMF, matrix completion, weighted low
 approximation), and Flax modules that put those factors to work (:mod:`jaxfact.nn`).
 """
 
+from jaxfact.completion import CompletionResult
+from jaxfact.completion import predict
+from jaxfact.completion import soft_impute
+from jaxfact.completion import soft_impute_path
+from jaxfact.completion import svt
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
 from jaxfact.rank import energy_rank
@@ -19,10 +24,12 @@ from jaxfact.svd import reconstruct
 from jaxfact.svd import singular_value_shrink
 from jaxfact.svd import svd_flip
 from jaxfact.svd import truncated_svd
+from jaxfact.weighted import wlra
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompletionResult",
     "LinearOperator",
     "ObservedMatrix",
     "PCAResult",
@@ -32,9 +39,14 @@ __all__ = [
     "optimal_hard_threshold",
     "pca",
     "pca_transform",
+    "predict",
     "randomized_svd",
     "reconstruct",
     "singular_value_shrink",
+    "soft_impute",
+    "soft_impute_path",
     "svd_flip",
+    "svt",
     "truncated_svd",
+    "wlra",
 ]
