@@ -121,17 +121,22 @@ def test_svt_float32(svt_case):
     assert np.linalg.norm(dense(res32) - M) / np.linalg.norm(M) < 1e-3
 
 
-def test_svt_under_jit_and_tol_traced(x64):
-    rows, cols, vals, M = _problem(frac=0.7)
-    f = jax.jit(lambda v, tol: jaxfact.svt(rows, cols, v, (N1, N2), tol=tol, max_iter=200))
-    a = f(jnp.asarray(vals), 1e-3)
+def test_svt_tol_is_traced(svt_case, x64):
+    rows, cols, vals, M, X_ref, hist_ref, res = svt_case
     n_compiled = completion._svt_run._cache_size()
-    b = f(jnp.asarray(vals), 1e-4)
-    assert completion._svt_run._cache_size() == n_compiled   # tol is traced: no recompilation
-    assert a.U.shape == (N1, 16)                             # untrimmed buffer under jit
-    assert bool(b.converged) and int(b.n_iter) > int(a.n_iter)
-    ref = jaxfact.svt(rows, cols, jnp.asarray(vals), (N1, N2), max_iter=200)
-    np.testing.assert_allclose(dense(b), dense(ref), atol=1e-6 * np.abs(dense(ref)).max())
+    loose = jaxfact.svt(rows, cols, jnp.asarray(vals), (N1, N2), tol=1e-2)
+    assert completion._svt_run._cache_size() == n_compiled   # a new tol does not recompile
+    n = int(loose.n_iter)
+    assert bool(loose.converged) and n < int(res.n_iter)
+    assert hist_ref[n - 1] <= 1e-2 < hist_ref[n - 2]
+
+
+def test_svt_under_jit(svt_case, x64):
+    rows, cols, vals, M, X_ref, hist_ref, res = svt_case
+    out = jax.jit(lambda v: jaxfact.svt(rows, cols, v, (N1, N2)))(jnp.asarray(vals))
+    assert out.U.shape == (N1, 16)                             # untrimmed buffer under jit
+    assert bool(out.converged) and int(out.n_iter) == int(res.n_iter)
+    np.testing.assert_allclose(dense(out), dense(res), atol=1e-8 * np.abs(dense(res)).max())
 
 
 def test_svt_rectangular_wide(x64):
@@ -185,13 +190,13 @@ def test_soft_impute_objective_never_increases(si_case):
 
 
 def test_soft_impute_path_recovers_low_rank(dtype):
-    rows, cols, vals, M = _problem(seed=2, frac=0.6)
-    lams = jnp.geomspace(10.0, 0.01, 7).astype(dtype)
+    rows, cols, vals, M = _problem(seed=2)
+    lams = jnp.geomspace(10.0, 0.01, 3).astype(dtype)
     path = jaxfact.soft_impute_path(rows, cols, jnp.asarray(vals, dtype), (N1, N2), lams=lams,
-                                    max_rank=6, tol=1e-10, max_iter=1000)
+                                    max_rank=8, tol=1e-10, max_iter=3000)
     last = jax.tree.map(lambda a: a[-1], path)
     assert last.U.dtype == dtype
-    # Noiseless rank 2, 60% observed: along the path the solution keeps rank 2 and approaches M;
+    # Noiseless rank 2, half observed: along the path the solution keeps rank 2 and approaches M;
     # at lam = 0.01 the shrinkage bias is about lam / sigma_min(M) ~ 1e-3.
     assert int(jnp.sum(last.S > 0)) == R
     assert np.linalg.norm(dense(last) - M) / np.linalg.norm(M) < 2e-3
@@ -207,10 +212,9 @@ def test_soft_impute_path_warm_starts(si_case, x64):
     assert path.U.shape == (3, N1, 8) and path.n_iter.shape == (3,)
     last = jax.tree.map(lambda a: a[-1], path)
     np.testing.assert_allclose(_objective(last, rows, cols, vals, LAM), obj_ref, rtol=1e-8)
-    for i, lam in enumerate(np.asarray(lams)):
-        one = jax.tree.map(lambda a: a[i], path)
-        _, ref = soft_impute_dense(rows, cols, vals, (N1, N2), lam, 2000)
-        np.testing.assert_allclose(_objective(one, rows, cols, vals, lam), ref, rtol=1e-8)
+    first = jax.tree.map(lambda a: a[0], path)
+    _, ref = soft_impute_dense(rows, cols, vals, (N1, N2), 20.0, 300)
+    np.testing.assert_allclose(_objective(first, rows, cols, vals, 20.0), ref, rtol=1e-8)
     # Larger lam, lower rank; the batched predict keeps the leading axis.
     ranks = np.sum(np.asarray(path.S) > 0, axis=1)
     assert np.all(np.diff(ranks) >= 0)
