@@ -190,13 +190,13 @@ def test_soft_impute_objective_never_increases(si_case):
 
 
 def test_soft_impute_path_recovers_low_rank(dtype):
-    rows, cols, vals, M = _problem(seed=2)
-    lams = jnp.geomspace(10.0, 0.01, 3).astype(dtype)
+    rows, cols, vals, M = _problem(seed=2, frac=0.6)
+    lams = jnp.geomspace(10.0, 0.01, 7).astype(dtype)
     path = jaxfact.soft_impute_path(rows, cols, jnp.asarray(vals, dtype), (N1, N2), lams=lams,
                                     max_rank=8, tol=1e-10, max_iter=3000)
     last = jax.tree.map(lambda a: a[-1], path)
     assert last.U.dtype == dtype
-    # Noiseless rank 2, half observed: along the path the solution keeps rank 2 and approaches M;
+    # Noiseless rank 2, 60% observed: along the path the solution keeps rank 2 and approaches M;
     # at lam = 0.01 the shrinkage bias is about lam / sigma_min(M) ~ 1e-3.
     assert int(jnp.sum(last.S > 0)) == R
     assert np.linalg.norm(dense(last) - M) / np.linalg.norm(M) < 2e-3

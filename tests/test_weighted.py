@@ -46,7 +46,7 @@ def em_case():
     return L, X, W, Z_ref, objs, res
 
 
-def test_wlra_matches_numpy_em(em_case):
+def test_wlra_matches_numpy_em(em_case, x64):
     L, X, W, Z_ref, objs, res = em_case
     # Both converge to the same local optimum; EM's linear convergence leaves ~1e-5 in Z after
     # the relative-decrease rule (1e-13) stops it.
