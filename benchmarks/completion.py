@@ -1,5 +1,5 @@
-"""Matrix completion: jaxfact's ``svt`` against a SciPy/PROPACK implementation of the same algorithm,
-and ``soft_impute`` against a dense NumPy SoftImpute.
+"""Matrix completion: jaxfact's ``svt`` against a SciPy/PROPACK implementation of the same
+algorithm, and ``soft_impute`` against a dense NumPy SoftImpute.
 
 SVT problems are the paper's (Cai, Candès & Shen 2010, section 5.1.2): M = M_L M_R^T with n x r
 Gaussian factors, m = 6 d_r entries observed uniformly at random (d_r = r (2n - r)), tau = 5n,
@@ -21,7 +21,9 @@ from scipy.sparse.linalg import svds
 
 def random_problem(n: int, r: int, ratio: float, seed: int = 0, n2: int | None = None):
     """The paper's random completion problem: factors (n x r, n2 x r) and ``ratio * d_r`` entries
-    sampled uniformly without replacement, sorted row-major. Returns (rows, cols, values, ML, MR)."""
+    sampled uniformly without replacement, sorted row-major.
+
+    Returns (rows, cols, values, ML, MR)."""
     n2 = n if n2 is None else n2
     rng = np.random.default_rng(seed)
     ML = rng.standard_normal((n, r))

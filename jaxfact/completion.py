@@ -21,6 +21,8 @@ import numpy as np
 
 from jaxfact import _checks
 from jaxfact import linop
+from jaxfact._subspace import gather as _gather
+from jaxfact._subspace import subspace_svd as _subspace_svd
 from jaxfact.svd import _flip
 
 __all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path", "predict"]
@@ -213,7 +215,14 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
 
     This is the paper's Algorithm 1 path (Mazumder et al. 2010, section 3): the solution for one
     lambda is an excellent start for the next smaller one. The whole path runs in one compiled
-    ``lax.scan``.
+    ``lax.scan``. Cost: that of :func:`soft_impute` per lambda, usually far fewer iterations
+    each than from a cold start.
+
+    Args:
+      rows, cols, values, shape: the observed entries, as for :func:`svt`.
+      lams: (L,) non-negative lambdas, best in decreasing order.
+      max_rank, tol, max_iter, key, n_power: as for :func:`soft_impute` (per lambda).
+      warm_start: optional start for the first lambda.
 
     Returns:
       A ``CompletionResult`` whose fields have a leading axis of length ``len(lams)``; take one
@@ -222,8 +231,8 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     Example::
 
       >>> lam_max = randomized_svd(ObservedMatrix(rows, cols, values, shape), 1, key=key).S[0]
-      >>> path = soft_impute_path(rows, cols, values, shape, lams=lam_max * jnp.geomspace(1, 1e-2, 10),
-      ...                         max_rank=30)
+      >>> lams = lam_max * jnp.geomspace(1, 1e-2, 10)
+      >>> path = soft_impute_path(rows, cols, values, shape, lams=lams, max_rank=30)
     """
     fn = "soft_impute_path"
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape)
@@ -276,79 +285,6 @@ def predict(result: Any, rows: Any, cols: Any) -> jax.Array:
 
 # ------------------------------------------------------------------------------------------------
 # Kernels (assume valid input)
-
-
-@jax.jit
-def _gather(U, S, Vt, rows, cols):
-    # Gathering rows of V (not columns of Vt) keeps the reads contiguous.
-    V = jnp.swapaxes(Vt, -1, -2)
-    return jnp.einsum("...ek,...k,...ek->...e", U[..., rows, :], S, V[..., cols, :])
-
-
-def _householder_qr(A):
-    """Thin QR of a tall (n, K) matrix by Householder reflections written in XLA operations.
-
-    ``jnp.linalg.qr`` calls LAPACK, whose OpenBLAS threads contend with XLA's own thread pool on a
-    busy CPU (measured: 0.06 ms alone, up to 100 ms under load for n = 1000, K = 16); this loop of
-    K rank-one updates, O(n K^2), does not. Q has orthonormal columns even when A is rank
-    deficient (a zero column gets an identity reflector).
-    """
-    n, K = A.shape
-    idx = jnp.arange(n)
-    tiny = jnp.finfo(A.dtype).tiny
-
-    def reflect(j, carry):
-        A, Vs, taus = carry
-        x = jnp.where(idx >= j, A[:, j], 0)
-        alpha = x[j]
-        norm = jnp.linalg.norm(x)
-        beta = -jnp.where(alpha >= 0, 1, -1).astype(A.dtype) * norm
-        ok = norm > tiny   # a zero column needs no reflection
-        denom = jnp.where(ok, alpha - beta, 1)
-        v = jnp.where(ok, x / denom, 0).at[j].set(1)
-        tau = jnp.where(ok, (beta - alpha) / jnp.where(ok, beta, 1), 0)
-        A = A - tau * jnp.outer(v, v @ A)
-        return A, Vs.at[:, j].set(v), taus.at[j].set(tau)
-
-    A, Vs, taus = jax.lax.fori_loop(
-        0, K, reflect, (A, jnp.zeros_like(A), jnp.zeros((K,), A.dtype)))
-    R = jnp.triu(A[:K])
-
-    def apply(i, Q):
-        j = K - 1 - i
-        v = Vs[:, j]
-        return Q - taus[j] * jnp.outer(v, v @ Q)
-
-    Q = jax.lax.fori_loop(0, K, apply, jnp.eye(n, K, dtype=A.dtype))
-    return Q, R
-
-
-def _subspace_svd(mm, rmm, V, n_passes, shape):
-    """Top singular triplets of an operator Y (n1, n2) from a warm start V (n2, K).
-
-    ``n_passes`` block power iterations (Halko et al. 2011, Algorithm 4.4), each
-    ``Q = orth(Y V)``, ``Y^T Q = V R``; after the last one ``Y ~ Q Q^T Y = Q R^T V^T`` and the
-    K x K SVD ``R^T = Ur diag(s) Vr^T`` gives ``Y ~ (Q Ur) diag(s) (V Vr)^T`` (their Algorithm 5.1).
-    ``n_passes`` may be traced. The loop runs over half-steps that share one QR (of a block padded
-    to max(n1, n2) rows, which leaves Q zero-padded and R unchanged), so the QR is compiled once.
-    """
-    n1, n2 = shape
-    N, K = max(n1, n2), V.shape[1]
-
-    def pad(B):
-        return jnp.pad(B, ((0, N - B.shape[0]), (0, 0)))
-
-    def half(h, carry):
-        Qm, Qr, _ = carry
-        even = h % 2 == 0
-        B = jax.lax.cond(even, lambda: pad(mm(Qr[:n2])), lambda: pad(rmm(Qm[:n1])))
-        Q, R = _householder_qr(B)
-        return jnp.where(even, Q, Qm), jnp.where(even, Qr, Q), R
-
-    init = (jnp.zeros((N, K), V.dtype), pad(V), jnp.zeros((K, K), V.dtype))
-    Qm, Qr, R = jax.lax.fori_loop(0, 2 * n_passes, half, init)
-    Ur, s, Vrt = jnp.linalg.svd(R.T)
-    return Qm[:n1] @ Ur, s, Qr[:n2] @ Vrt.T
 
 
 class _SVTState(NamedTuple):

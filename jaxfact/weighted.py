@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfact import _checks
-from jaxfact.completion import CompletionResult, _subspace_svd
+from jaxfact._subspace import subspace_svd as _subspace_svd
+from jaxfact.completion import CompletionResult
 from jaxfact.svd import _flip, _truncated_svd
 
 __all__ = ["wlra"]

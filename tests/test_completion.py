@@ -42,7 +42,7 @@ def svt_dense(rows, cols, vals, shape, tau, delta, tol, max_iter):
 
 
 def soft_impute_dense(rows, cols, vals, shape, lam, iters):
-    """SoftImpute (Mazumder et al. 2010, Algorithm 1) with full SVDs; returns Z and its objective."""
+    """SoftImpute (Mazumder et al. 2010, Algorithm 1) with full SVDs; returns Z, its objective."""
     X = np.zeros(shape)
     X[rows, cols] = vals
     mask = np.zeros(shape, bool)
