@@ -21,7 +21,7 @@ from paper_repro._common import Report, figure_path, pyplot, table
 # (iterations, relative error), measured on different random instances.
 QUICK_ROWS = [(1000, 10, 6), (5000, 10, 6)]
 FULL_ROWS = [(1000, 10, 6), (1000, 50, 4), (1000, 100, 3), (5000, 10, 6), (5000, 50, 5),
-             (10000, 10, 6)]
+             (10000, 10, 6), (20000, 10, 6)]
 REFERENCE = {(1000, 10): (117, 1.66e-4), (5000, 10): (125, 1.79e-4), (10000, 10): (124, 1.73e-4),
              (1000, 50): (114, 1.64e-4), (1000, 100): (128, 1.69e-4)}
 
