@@ -27,11 +27,11 @@ mean_pred = jnp.full(test.values.shape, jnp.mean(train.values))
 print(f"  global mean             {float(jf.rmse(mean_pred, test.values)):.4f}")
 als = jf.biased_mf(*train, shape, 10, lam=0.1, solver="als", max_iter=15, key=key)
 print(f"  biased MF, ALS (k=10)   "
-      f"{float(jf.rmse(jf.predict(als, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
+      f"{float(jf.rmse(jf.predict_ratings(als, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
       f"   ({int(als.n_iter)} iterations)")
 sgd = jf.biased_mf(*train, shape, 10, solver="sgd", max_iter=20, key=key)  # Surprise's defaults
 print(f"  biased MF, SGD (k=10)   "
-      f"{float(jf.rmse(jf.predict(sgd, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
+      f"{float(jf.rmse(jf.predict_ratings(sgd, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
       f"   (20 epochs)")
 
 # --- 2. implicit feedback ----------------------------------------------------------------------

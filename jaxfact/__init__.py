@@ -6,6 +6,11 @@ approximation), and Flax modules that put those factors to work (:mod:`jaxfact.n
 """
 
 from jaxfact import nn
+from jaxfact.completion import CompletionResult
+from jaxfact.completion import predict
+from jaxfact.completion import soft_impute
+from jaxfact.completion import soft_impute_path
+from jaxfact.completion import svt
 from jaxfact.evaluation import Ratings
 from jaxfact.evaluation import mae
 from jaxfact.evaluation import ndcg_at_k
@@ -27,7 +32,7 @@ from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold
 from jaxfact.ratings import BiasedMFResult
 from jaxfact.ratings import biased_mf
-from jaxfact.ratings import predict
+from jaxfact.ratings import predict_ratings
 from jaxfact.svd import PCAResult
 from jaxfact.svd import SVDResult
 from jaxfact.svd import pca
@@ -43,11 +48,13 @@ from jaxfact.text import cooccurrence
 from jaxfact.text import encode_corpus
 from jaxfact.text import ppmi
 from jaxfact.text import word_vectors
+from jaxfact.weighted import wlra
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BiasedMFResult",
+    "CompletionResult",
     "ImplicitALSResult",
     "LinearOperator",
     "NMFResult",
@@ -76,13 +83,18 @@ __all__ = [
     "ppmi",
     "precision_at_k",
     "predict",
+    "predict_ratings",
     "randomized_svd",
     "reconstruct",
     "rmse",
     "singular_value_shrink",
+    "soft_impute",
+    "soft_impute_path",
     "svd_flip",
+    "svt",
     "synthetic_ratings",
     "train_test_split",
     "truncated_svd",
+    "wlra",
     "word_vectors",
 ]

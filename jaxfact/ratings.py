@@ -21,7 +21,7 @@ from jax import lax
 
 from jaxfact import _checks
 
-__all__ = ["BiasedMFResult", "biased_mf", "predict"]
+__all__ = ["BiasedMFResult", "biased_mf", "predict_ratings"]
 
 
 class BiasedMFResult(NamedTuple):
@@ -98,7 +98,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     Example::
 
       >>> res = biased_mf(rows, cols, ratings, (n_users, n_items), 20, key=jax.random.key(0))
-      >>> r_hat = predict(res, test_rows, test_cols, clip=(1, 5))
+      >>> r_hat = predict_ratings(res, test_rows, test_cols, clip=(1, 5))
       >>> float(jnp.sqrt(jnp.mean((r_hat - test_ratings) ** 2)))  # held-out RMSE
 
     References:
@@ -147,7 +147,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     return _biased_sgd(rows, cols, values, start, hyper, key, shape=(m, n), max_iter=max_iter)
 
 
-def predict(result: BiasedMFResult, rows: Any, cols: Any, *, clip: tuple[float, float] | None = None
+def predict_ratings(result: BiasedMFResult, rows: Any, cols: Any, *, clip: tuple[float, float] | None = None
             ) -> jax.Array:
     """Predicted ratings ``mu + b_u + b_i + p_u . q_i`` at (rows[j], cols[j]), O(len(rows) k).
 
@@ -158,9 +158,9 @@ def predict(result: BiasedMFResult, rows: Any, cols: Any, *, clip: tuple[float, 
 
     Example::
 
-      >>> predict(res, jnp.array([0, 1]), jnp.array([5, 7]), clip=(1, 5))
+      >>> predict_ratings(res, jnp.array([0, 1]), jnp.array([5, 7]), clip=(1, 5))
     """
-    fn = "predict"
+    fn = "predict_ratings"
     if not isinstance(result, BiasedMFResult):
         raise TypeError(f"{fn}: `result` must be a BiasedMFResult; got {type(result).__name__}")
     m, n = result.P.shape[0], result.Q.shape[0]

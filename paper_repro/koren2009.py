@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfact import BiasedMFResult, biased_mf, predict, rmse, synthetic_ratings
+from jaxfact import BiasedMFResult, biased_mf, predict_ratings, rmse, synthetic_ratings
 from paper_repro._common import Report, figure_path, pyplot, table
 
 LAM = 0.1  # ALS penalty (per rating, eq. 5), chosen once on the quick data; not tuned per rank
@@ -30,7 +30,7 @@ LAM = 0.1  # ALS penalty (per rating, eq. 5), chosen once on the quick data; not
 
 def _fit_eval(train, test, shape, rank, **kw):
     res = biased_mf(*train, shape, rank, key=jax.random.key(0), **kw)
-    err = float(rmse(predict(res, test[0], test[1], clip=(1, 5)), test[2]))
+    err = float(rmse(predict_ratings(res, test[0], test[1], clip=(1, 5)), test[2]))
     return err, int(res.n_iter)
 
 
@@ -52,7 +52,7 @@ def run(quick: bool = False) -> Report:
                            np.zeros((m, 1), np.float32), np.zeros((n, 1), np.float32), 0, False,
                            None)
     base = biased_mf(*train, shape, 1, lam=LAM, init=zeros, max_iter=20)
-    base_rmse = float(rmse(predict(base, test[0], test[1], clip=(1, 5)), test[2]))
+    base_rmse = float(rmse(predict_ratings(base, test[0], test[1], clip=(1, 5)), test[2]))
     curve = []
     for k in ranks:
         err, it = _fit_eval(train, test, shape, k, lam=LAM, solver="als", max_iter=10 if quick else 15)

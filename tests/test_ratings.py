@@ -11,7 +11,7 @@ import pytest
 
 from conftest import tol
 from jaxfact import (BiasedMFResult, biased_mf, implicit_als, implicit_loss, mae, ndcg_at_k,
-                     precision_at_k, predict, rmse, synthetic_ratings, train_test_split)
+                     precision_at_k, predict_ratings, rmse, synthetic_ratings, train_test_split)
 from jaxfact.ratings import _biased_als
 
 M, N, K = 30, 20, 3
@@ -155,23 +155,23 @@ def planted():
 def test_planted_model_rmse_recovered(planted, solver, kwargs):
     shape, train, test, noise = planted
     res = biased_mf(*train, shape, 3, lam=0.02, solver=solver, key=jax.random.key(1), **kwargs)
-    err = float(rmse(predict(res, test.rows, test.cols), test.values))
+    err = float(rmse(predict_ratings(res, test.rows, test.cols), test.values))
     base = float(rmse(jnp.full(test.values.shape, jnp.mean(train.values)), test.values))
     # Held-out error near the noise floor (the signal has std ~1.4): within 50% of sigma.
     assert err < 1.5 * noise, (err, base)
-    assert float(mae(predict(res, test.rows, test.cols), test.values)) < err
+    assert float(mae(predict_ratings(res, test.rows, test.cols), test.values)) < err
 
 
 def test_predict_clip_and_matches_formula():
     r, c, v = _small(seed=6)
     res = biased_mf(r, c, v.astype(np.float32), (M, N), K, max_iter=3, key=jax.random.key(0))
-    p = predict(res, r, c)
+    p = predict_ratings(res, r, c)
     ref = (res.mu + res.user_bias[r] + res.item_bias[c] + np.sum(res.P[r] * res.Q[c], 1))
     np.testing.assert_allclose(p, ref, rtol=tol(np.float32))
-    pc = predict(res, r, c, clip=(2.5, 3.5))
+    pc = predict_ratings(res, r, c, clip=(2.5, 3.5))
     assert float(pc.min()) >= 2.5 and float(pc.max()) <= 3.5
     # Works under jit (the indices are tracers there).
-    np.testing.assert_allclose(jax.jit(predict)(res, r, c), p, rtol=tol(np.float32))
+    np.testing.assert_allclose(jax.jit(predict_ratings)(res, r, c), p, rtol=tol(np.float32))
 
 
 def _hu_update(F_other, C, Pref, lam):
@@ -285,10 +285,10 @@ def test_errors():
         implicit_als(r, c, np.abs(v), (M, N), 0, key=key)
     with pytest.raises(ValueError, match=r"implicit_als: `cols` must be < 20"):
         implicit_als(r, np.r_[c[:-1], 20], np.abs(v), (M, N), K, key=key)
-    with pytest.raises(ValueError, match=r"predict: `cols` must be in \[0, 4\)"):
-        predict(_init(np.float32)._replace(Q=np.zeros((4, K), np.float32)), r, c)
-    with pytest.raises(ValueError, match=r"predict: `clip` must be a pair"):
-        predict(_init(np.float32), r, c, clip=(5, 1))
+    with pytest.raises(ValueError, match=r"predict_ratings: `cols` must be in \[0, 4\)"):
+        predict_ratings(_init(np.float32)._replace(Q=np.zeros((4, K), np.float32)), r, c)
+    with pytest.raises(ValueError, match=r"predict_ratings: `clip` must be a pair"):
+        predict_ratings(_init(np.float32), r, c, clip=(5, 1))
     with pytest.raises(ValueError, match=r"rmse: `predictions` and `targets` must have the same"):
         rmse(v, v[:-1])
     with pytest.raises(ValueError, match=r"train_test_split: `test_fraction` must be a finite"):
