@@ -93,6 +93,10 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     ``mask * loss_ij``: entries with weight 0 are missing values and do not influence the fit.
     The masked solvers work with dense (m, n) arrays: O(m n k) per inner iteration.
 
+    A sparse X is laid out once per call, on the host, by rows and by columns in padded blocks
+    (duplicate entries summed), so that every product with it is a gather loop, O(nnz k); under
+    an outer ``jit`` it stays in coordinate form (segment sums; entries must then be unique).
+
     Args:
       X: (m, n) non-negative, finite, floating array or ``jax.experimental.sparse.BCOO`` (a SciPy
         sparse matrix is converted to BCOO).
