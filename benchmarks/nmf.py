@@ -1,7 +1,8 @@
 """NMF: time to reach scikit-learn's coordinate-descent error, jaxfact's solvers against sklearn.
 
 Two problems, rank k = 20: a dense 2000 x 1000 matrix ``W H + U(0, 1) noise`` and a sparse
-20000 x 5000 matrix with 1% of its entries (uniformly placed) taken from a rank-20 ``W H``.
+20000 x 5000 matrix ``W H`` of sparse non-negative factors (about 1% of entries stored, many
+rows and most columns empty, as in text), each stored entry scaled by U(0.8, 1.2) noise.
 
 The target is the final relative error ``||X - W H||_F / ||X||_F`` of scikit-learn's
 ``NMF(solver="cd", init="nndsvda", tol=1e-5, max_iter=1000)``; a solver "reaches" it when its
@@ -35,16 +36,16 @@ def _problems(quick):
     m, n = (600, 300) if quick else (2000, 1000)
     dense = (rng.random((m, K)) @ rng.random((K, n)) + rng.random((m, n))).astype(np.float32)
     import scipy.sparse as sp
+    # Sparse, exactly rank 20 before noise: W (2 topics per row on average) times a sparse H,
+    # each stored entry then scaled by U(0.8, 1.2); about 1% of the entries are stored.
     m, n = (4000, 1000) if quick else (20000, 5000)
-    W = rng.random((m, K)).astype(np.float32)
-    H = rng.random((K, n)).astype(np.float32)
-    nnz = int(0.01 * m * n)
-    flat = rng.choice(m * n, nnz, replace=False)
-    r, c = flat // n, flat % n
-    vals = np.sum(W[r] * H[:, c].T, axis=1)
-    sparse = sp.csr_matrix((vals, (r, c)), shape=(m, n), dtype=np.float32)
+    W = sp.random(m, K, density=0.1, random_state=1, dtype=np.float32, format="csr")
+    H = sp.random(K, n, density=0.005 * (5000 / n), random_state=2, dtype=np.float32,
+                  format="csr")
+    sparse = (W @ H).tocsr()
+    sparse.data *= rng.uniform(0.8, 1.2, sparse.nnz).astype(np.float32)
     return [(f"dense {dense.shape[0]}x{dense.shape[1]}", dense),
-            (f"sparse {m}x{n} 1%", sparse)]
+            (f"sparse {m}x{n}, {100 * sparse.nnz / (m * n):.2f}% stored", sparse)]
 
 
 def _norm(X):
@@ -74,9 +75,14 @@ def _sk_time_to(X, solver, target, nrm, cap):
 
 
 def _ours_time_to(Xj, solver, target, nrm, cap):
-    res = nmf(Xj, K, solver=solver, tol=0.0, max_iter=cap)
-    err = np.sqrt(2 * np.maximum(np.asarray(res.history, np.float64), 0)) / nrm
-    hit = np.nonzero(err <= BAND * target)[0]
+    # Growing caps: a tol=0 run of "pg" tightens its subproblem tolerances without end, so
+    # running far past the target would cost more than the benchmark itself.
+    for c in [c for c in (25, 100) if c < cap] + [cap]:
+        res = nmf(Xj, K, solver=solver, tol=0.0, max_iter=c)
+        err = np.sqrt(2 * np.maximum(np.asarray(res.history, np.float64), 0)) / nrm
+        hit = np.nonzero(err <= BAND * target)[0]
+        if len(hit):
+            break
     if not len(hit):
         return None, cap
     it = int(hit[0]) + 1

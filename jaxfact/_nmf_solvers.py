@@ -406,7 +406,7 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
     """Alternating updates of Wt then H until the stopping rule or ``max_iter`` outer steps.
 
     pg and hals stop when ||grad^P f|| <= tol * ||grad f(W0, H0)|| (Lin 2007, eq. 15);
-    mu stops when (f_prev - f) <= tol * f(W0, H0) (scikit-learn's rule, checked every step).
+    mu stops when one iteration decreases the objective by at most tol * f_prev.
     """
     k = Wt.shape[0]
     dtype = Wt.dtype
@@ -426,7 +426,7 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
 
     def stop(loss_prev, loss, pg_sq):
         if solver == "mu":
-            return loss_prev - loss <= tol * loss0
+            return loss_prev - loss <= tol * loss_prev
         return pg_sq <= (tol * init_grad) ** 2
 
     def body(s):
@@ -536,7 +536,7 @@ def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H):
             H = _mu_kl(H, _kl_num_h(data, Wt, H), den, reg.l1H, reg.l2H)
         WHs = _wh(data, Wt, H)
         new_loss = _kl_loss(data, WHs, Wt, H, reg, update_H)
-        done = loss - new_loss <= tol * loss0
+        done = loss - new_loss <= tol * loss
         return Wt, H, WHs, it + 1, hist.at[it].set(new_loss), new_loss, done
 
     s = (Wt, H, WHs, jnp.int32(0), history, loss0, jnp.bool_(False))

@@ -1,12 +1,12 @@
 """Sparse X for the NMF kernels: its stored entries by rows and by columns.
 
 NMF reads a sparse X through ``X @ B``, ``X.T @ B`` and the values of ``W H`` at X's stored
-entries. On CPU, XLA's scatter-based BCOO products are several times slower than a gather-only
-loop over a padded row layout (ELLPACK): row i keeps its entries in column i of (L, p) arrays,
-L the largest row count, padding has weight 0. A concrete BCOO is converted to that layout once,
-on the host, by rows and by columns (so both products read rows); rows much longer than the
-rest spill into a coordinate part (the HYB format). Under an outer ``jit`` the row lengths are
-unknown, and the entries stay in coordinate form, multiplied by segment sums.
+entries. On CPU, XLA's scatter-based BCOO products are several times slower than gather-only
+loops over padded rows (ELLPACK). A concrete BCOO is converted once, on the host, by rows and by
+columns (so both products read rows), with rows grouped into buckets of similar length
+(counts in (2^(b-1), 2^b]): each bucket is an (L_b, p_b) ELL block, so padding stays below 2x
+even when a few rows (or columns: text is Zipfian) are very long. Under an outer ``jit`` the
+row lengths are unknown, and the entries stay in coordinate form, multiplied by segment sums.
 """
 
 from __future__ import annotations
@@ -25,38 +25,51 @@ __all__ = []  # private module
 
 
 class Sparse:
-    """Stored entries of a (p, q) matrix, by rows, in a hybrid ELL + COO layout.
+    """Stored entries of a (p, q) matrix, by rows.
 
-    The first ``L * p`` positions of the 1-D arrays ``cols``, ``vals``, ``xv``, ``wv`` are an
-    (L, p) ELL block (entry l of row i at ``l * p + i``); the remaining ones are coordinate
-    entries whose rows are ``rows``. Rows longer than L spill into the coordinate part, so a few
-    long rows (or columns: text is Zipfian) do not blow up the padding. ``vals = wv * xv`` is the
-    data term's matrix (mask times X), ``xv`` holds X's values and ``wv`` the weights (1 or the
-    mask, and 0 on padding). ``L = 0`` is plain COO (used under an outer jit).
+    ``cols``, ``vals``, ``xv``, ``wv`` are 1-D. Coordinate form (``buckets == ()``): ``rows``
+    gives each entry's row. Bucketed ELL form: bucket b (static ``(L_b, p_b)``) occupies the next
+    ``L_b * p_b`` positions, entry l of its i-th row at ``l * p_b + i``; ``rows`` lists the rows
+    of all buckets in order, and ``inv`` (p,) maps each row to its place in that list (empty rows
+    to one past the end). ``vals = wv * xv`` is the data term's matrix (mask times X), ``xv``
+    holds X's values and ``wv`` the weights (1 or the mask, and 0 on padding).
     """
 
-    def __init__(self, rows, cols, vals, xv, wv, shape, nnz, L):
-        self.rows, self.cols, self.vals, self.xv, self.wv = rows, cols, vals, xv, wv
+    def __init__(self, rows, inv, cols, vals, xv, wv, shape, nnz, buckets):
+        self.rows, self.inv, self.cols, self.vals, self.xv, self.wv = rows, inv, cols, vals, xv, wv
         self.shape = (int(shape[0]), int(shape[1]))
         self.nnz = int(nnz)
-        self.L = int(L)
+        self.buckets = tuple(buckets)
 
     @property
     def dtype(self):
         return self.vals.dtype
 
     def with_vals(self, vals):
-        return Sparse(self.rows, self.cols, vals, self.xv, self.wv, self.shape, self.nnz, self.L)
+        return Sparse(self.rows, self.inv, self.cols, vals, self.xv, self.wv, self.shape,
+                      self.nnz, self.buckets)
 
     def row_index(self):
-        p = self.shape[0]
-        ell = jnp.broadcast_to(jnp.arange(p, dtype=self.cols.dtype), (self.L, p)).reshape(-1)
-        return jnp.concatenate([ell, self.rows.astype(self.cols.dtype)])
+        if not self.buckets:
+            return self.rows
+        parts, start = [], 0
+        for L, pb in self.buckets:
+            parts.append(jnp.broadcast_to(self.rows[start:start + pb], (L, pb)).reshape(-1))
+            start += pb
+        return jnp.concatenate(parts)
+
+    def blocks(self, arr):
+        """Splits a 1-D value array into the buckets' (L_b, p_b) blocks."""
+        out, start = [], 0
+        for L, pb in self.buckets:
+            out.append(arr[start:start + L * pb].reshape(L, pb))
+            start += L * pb
+        return out
 
 
 jax.tree_util.register_pytree_node(
     Sparse,
-    lambda s: ((s.rows, s.cols, s.vals, s.xv, s.wv), (s.shape, s.nnz, s.L)),
+    lambda s: ((s.rows, s.inv, s.cols, s.vals, s.xv, s.wv), (s.shape, s.nnz, s.buckets)),
     lambda aux, ch: Sparse(*ch, *aux),
 )
 
@@ -77,79 +90,117 @@ class SparseX(NamedTuple):
 
 
 def matmul(S: Sparse, B: jax.Array) -> jax.Array:
-    """``S @ B`` (p, k) for B (q, k): O(nnz k); the ELL block is a gather-only loop."""
-    p, Lp = S.shape[0], S.L * S.shape[0]
-    out = jax.ops.segment_sum(S.vals[Lp:, None] * B[S.cols[Lp:]], S.rows, num_segments=p)
-    if S.L == 0:
-        return out
+    """``S @ B`` (p, k) for B (q, k): O(nnz k); bucketed ELL blocks use gathers only."""
+    p = S.shape[0]
+    if not S.buckets:
+        return jax.ops.segment_sum(S.vals[:, None] * B[S.cols], S.rows, num_segments=p)
 
     def body(acc, cv):
         c, v = cv
         return acc + v[:, None] * B.at[c].get(mode="promise_in_bounds"), None
 
-    ell = (S.cols[:Lp].reshape(S.L, p), S.vals[:Lp].reshape(S.L, p))
-    return lax.scan(body, out, ell, unroll=4)[0]
+    outs = []
+    for (L, pb), c, v in zip(S.buckets, S.blocks(S.cols), S.blocks(S.vals)):
+        acc = jnp.zeros((pb, B.shape[1]), B.dtype)
+        outs.append(lax.scan(body, acc, (c, v), unroll=min(L, 4))[0])
+    outs.append(jnp.zeros((1, B.shape[1]), B.dtype))  # the empty rows' result
+    return jnp.concatenate(outs).at[S.inv].get(mode="promise_in_bounds")
 
 
 def sample(S: Sparse, Y: jax.Array, O: jax.Array) -> jax.Array:
     """``(Y^T O)`` at S's entries, in S's layout, for Y (k, p) and O (k, q). O(nnz k)."""
-    p, Lp = S.shape[0], S.L * S.shape[0]
     Yt, Ot = Y.T, O.T
-    coo = jnp.sum(Yt[S.rows] * Ot[S.cols[Lp:]], axis=1)
-    if S.L == 0:
-        return coo
+    if not S.buckets:
+        return jnp.sum(Yt[S.rows] * Ot[S.cols], axis=1)
+    outs, start = [], 0
+    for (L, pb), c in zip(S.buckets, S.blocks(S.cols)):
+        Yb = Yt[S.rows[start:start + pb]]
+        start += pb
 
-    def body(_, c):
-        return None, jnp.sum(Yt * Ot.at[c].get(mode="promise_in_bounds"), axis=1)
+        def body(_, c, Yb=Yb):
+            return None, jnp.sum(Yb * Ot.at[c].get(mode="promise_in_bounds"), axis=1)
 
-    ell = lax.scan(body, None, S.cols[:Lp].reshape(S.L, p), unroll=4)[1]
-    return jnp.concatenate([ell.reshape(-1), coo])
+        outs.append(lax.scan(body, None, c, unroll=min(L, 4))[1].reshape(-1))
+    return jnp.concatenate(outs)
 
 
 def apply_mask(S: Sparse, M) -> Sparse:
     """Weights ``wv * M[i, j]`` and values ``wv * xv`` for a dense mask M in S's orientation."""
     wv = S.wv if M is None else S.wv * M[S.row_index(), S.cols]
-    return Sparse(S.rows, S.cols, wv * S.xv, S.xv, wv, S.shape, S.nnz, S.L)
+    return Sparse(S.rows, S.inv, S.cols, wv * S.xv, S.xv, wv, S.shape, S.nnz, S.buckets)
 
 
 # ------------------------------------------------------------------------------------------------
 # Conversion
 
 
-# Relative cost of a coordinate (scatter) entry to an ELL slot, measured on CPU.
-_COO_COST = 4
+# Buckets are merged while the padding grows by less than this factor: fewer, larger blocks
+# compile faster and loop less; tiny matrices get a single block.
+_MERGE_SLACK = 1.25
+_SMALL_NNZ = 1 << 14
 
 
-def _hybrid(r, c, v, p, nnz):
-    """Hybrid layout of entries sorted by row: L minimizes L p + cost * (entries beyond L)."""
+def _merge_buckets(counts):
+    """Bucket id per row (-1 for empty rows): lengths in (2^(b-1), 2^b], adjacent buckets merged
+    while that costs little padding."""
+    b = np.where(counts > 0, np.ceil(np.log2(np.maximum(counts, 1))), -1).astype(int)
+    if counts.sum() <= _SMALL_NNZ:
+        return np.where(counts > 0, 0, -1)
+    ids = list(np.unique(b[b >= 0]))
+    size = {i: int((b == i).sum()) for i in ids}
+    top = {i: int(counts[b == i].max()) for i in ids}
+    merged = dict(zip(ids, ids))
+    i = 0
+    while i + 1 < len(ids):
+        lo, hi = ids[i], ids[i + 1]
+        separate = top[lo] * size[lo] + top[hi] * size[hi]
+        if top[hi] * (size[lo] + size[hi]) <= _MERGE_SLACK * separate:
+            size[hi] += size[lo]
+            for k, v in merged.items():
+                if v == lo:
+                    merged[k] = hi
+            ids.pop(i)
+        else:
+            i += 1
+    return np.array([merged[x] if x >= 0 else -1 for x in b])
+
+
+def _bucketed(r, c, v, p, q, nnz):
+    """Bucketed ELL layout of entries sorted by row (r ascending)."""
     counts = np.bincount(r, minlength=p)
-    hist = np.bincount(counts)
-    vals_ = np.arange(hist.size)
-    # over(L) = sum_{v > L} (v - L) hist[v], for every L in 0..max count
-    s0 = np.concatenate([np.cumsum(hist[::-1])[::-1][1:], [0]])
-    s1 = np.concatenate([np.cumsum((vals_ * hist)[::-1])[::-1][1:], [0]])
-    over = s1 - vals_ * s0
-    L = int(np.argmin(vals_ * p + _COO_COST * over))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(r.size) - starts[r]
-    in_ell = pos < L
-    cols = np.zeros((L, p), np.int32)
-    vals = np.zeros((L, p), v.dtype)
-    valid = np.zeros((L, p), v.dtype)
-    cols[pos[in_ell], r[in_ell]] = c[in_ell]
-    vals[pos[in_ell], r[in_ell]] = v[in_ell]
-    valid[pos[in_ell], r[in_ell]] = 1
-    spill = ~in_ell
-    cols = np.concatenate([cols.reshape(-1), c[spill].astype(np.int32)])
-    vals = np.concatenate([vals.reshape(-1), v[spill]])
-    valid = np.concatenate([valid.reshape(-1), np.ones(int(spill.sum()), v.dtype)])
-    vals, valid = jnp.asarray(vals), jnp.asarray(valid)
-    return Sparse(jnp.asarray(r[spill].astype(np.int32)), jnp.asarray(cols), vals, vals, valid,
-                  (p, 0), nnz, L)
+    bucket_of_row = _merge_buckets(counts)
+    buckets, rows_all, cols_all, vals_all, valid_all = [], [], [], [], []
+    for b in np.unique(bucket_of_row[bucket_of_row >= 0]).astype(int):
+        rows_b = np.nonzero(bucket_of_row == b)[0]
+        L, pb = int(counts[rows_b].max()), rows_b.size
+        local = np.full(p, -1)
+        local[rows_b] = np.arange(pb)
+        sel = local[r] >= 0
+        li, lp = pos[sel], local[r[sel]]
+        cols = np.zeros((L, pb), np.int32)
+        vals = np.zeros((L, pb), v.dtype)
+        valid = np.zeros((L, pb), v.dtype)
+        cols[li, lp] = c[sel]
+        vals[li, lp] = v[sel]
+        valid[li, lp] = 1
+        buckets.append((L, pb))
+        rows_all.append(rows_b)
+        cols_all.append(cols.reshape(-1))
+        vals_all.append(vals.reshape(-1))
+        valid_all.append(valid.reshape(-1))
+    rows = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
+    inv = np.full(p, rows.size, np.int32)
+    inv[rows] = np.arange(rows.size)
+    cat = lambda xs, dt: jnp.asarray(np.concatenate(xs) if xs else np.zeros(0, dt))  # noqa: E731
+    vals = cat(vals_all, v.dtype)
+    return Sparse(jnp.asarray(rows.astype(np.int32)), jnp.asarray(inv), cat(cols_all, np.int32),
+                  vals, vals, cat(valid_all, v.dtype), (p, q), nnz, buckets)
 
 
 def from_bcoo_host(X: jsparse.BCOO) -> SparseX:
-    """Hybrid copies by rows and by columns of a concrete BCOO; duplicate entries are summed."""
+    """Bucketed ELL copies by rows and by columns of a concrete BCOO; duplicates are summed."""
     m, n = X.shape
     idx = np.asarray(X.indices).astype(np.int64)
     data = np.asarray(X.data)
@@ -162,14 +213,10 @@ def from_bcoo_host(X: jsparse.BCOO) -> SparseX:
         data = np.bincount(inv, weights=data, minlength=flat.size).astype(data.dtype)
     r, c = flat // n, flat % n
     nnz = int(flat.size)
-    S = _hybrid(r, c, data, m, nnz)
+    S = _bucketed(r, c, data, m, n, nnz)
     order = np.argsort(c, kind="stable")
-    St = _hybrid(c[order], r[order], data[order], n, nnz)
-    return SparseX(_shape(S, (m, n)), _shape(St, (n, m)))
-
-
-def _shape(S, shape):
-    return Sparse(S.rows, S.cols, S.vals, S.xv, S.wv, shape, S.nnz, S.L)
+    St = _bucketed(c[order], r[order], data[order], n, m, nnz)
+    return SparseX(S, St)
 
 
 def from_bcoo_traced(X: jsparse.BCOO) -> SparseX:
@@ -177,8 +224,8 @@ def from_bcoo_traced(X: jsparse.BCOO) -> SparseX:
     m, n = X.shape
     r, c = X.indices[:, 0], X.indices[:, 1]
     ones = jnp.ones_like(X.data)
-    S = Sparse(r, c, X.data, X.data, ones, (m, n), X.nse, 0)
-    St = Sparse(c, r, X.data, X.data, ones, (n, m), X.nse, 0)
+    S = Sparse(r, None, c, X.data, X.data, ones, (m, n), X.nse, ())
+    St = Sparse(c, None, r, X.data, X.data, ones, (n, m), X.nse, ())
     return SparseX(S, St)
 
 

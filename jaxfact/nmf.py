@@ -77,8 +77,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       with X (O(nnz k)) and O((m + n) k^2) per inner iteration.
     * ``"mu"`` (Lee & Seung 2001, Theorems 1 and 2): ``H <- H * (W^T X) / (W^T W H)`` for the
       Frobenius loss and ``H <- H * (W^T (X / WH)) / (W^T 1)`` for KL; the objective never
-      increases. Stops when one iteration decreases the objective by less than
-      ``tol * f(W0, H0)`` (scikit-learn's rule, checked every iteration). O(nnz k) per iteration.
+      increases. Stops when one iteration decreases the objective by at most ``tol`` times its
+      value. O(nnz k) per iteration.
     * ``"hals"`` (Cichocki & Phan 2009; Gillis & Glineur 2012, Algorithm 2): exact coordinate
       minimization over one column of W (row of H) at a time, with the products ``X H^T`` and
       ``H H^T`` formed once per half-step and up to ``floor(1 + 0.5 rho)`` sweeps over them,
@@ -92,6 +92,10 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     With a ``mask`` (boolean, or non-negative weights of X's shape) the loss is summed over
     ``mask * loss_ij``: entries with weight 0 are missing values and do not influence the fit.
     The masked solvers work with dense (m, n) arrays: O(m n k) per inner iteration.
+
+    A sparse X is laid out once per call, on the host, by rows and by columns in padded blocks
+    (duplicate entries summed), so that every product with it is a gather loop, O(nnz k); under
+    an outer ``jit`` it stays in coordinate form (segment sums; entries must then be unique).
 
     Args:
       X: (m, n) non-negative, finite, floating array or ``jax.experimental.sparse.BCOO`` (a SciPy
@@ -136,7 +140,9 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       E. Gallopoulos. SVD based initialization: a head start for nonnegative matrix
       factorization. Pattern Recognition 41, 2008.
 
-    Deviations: Lin's run also stops on a time limit (not here: use ``max_iter``); his outer
+    Deviations: scikit-learn's mu compares the decrease over 10 iterations with the error at the
+    start, which an "nndsvda" start (whose zeros are filled with mean(X)) can make very large;
+    here the decrease of one iteration is compared with the current objective. Lin's run also stops on a time limit (not here: use ``max_iter``); his outer
     stopping test uses the gradient of W from before the H update, here both gradients are taken
     at the current (W, H). HALS keeps a column at 0 once it is 0 (scikit-learn's cd does the same)
     rather than flooring it at a small positive value as Gillis & Glineur do.
