@@ -272,7 +272,8 @@ def _init(fn, X, rank, init, key):
 
 
 def _check_X(fn, X):
-    X = linop.as_operator(X)
+    if hasattr(X, "tocoo") and hasattr(X, "nnz"):  # a SciPy sparse matrix or array
+        X = jsparse.BCOO.from_scipy_sparse(X)
     if isinstance(X, jsparse.BCOO):
         if len(X.shape) != 2 or X.n_batch or X.n_dense:
             raise ValueError(f"{fn}: `X` must be a 2-D BCOO matrix without batch or dense "
@@ -283,7 +284,7 @@ def _check_X(fn, X):
             _checks.check_nonnegative(fn, "X", X.data)
             return _sp.from_bcoo_host(X)  # duplicates summed, laid out by rows and by columns
         return _sp.from_bcoo_traced(X)
-    if not isinstance(X, (jax.Array, jsparse.BCOO)):
+    if isinstance(X, (linop.ObservedMatrix, linop.LinearOperator, linop.SparseCSR)):
         raise TypeError(f"{fn}: `X` must be a dense array or a BCOO matrix; got "
                         f"{type(X).__name__}")
     X = _checks.as_float_array(fn, "X", X)
