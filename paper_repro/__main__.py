@@ -9,6 +9,7 @@ import sys
 import time
 
 import paper_repro
+from paper_repro import _common
 
 
 def available() -> dict[str, str]:
@@ -25,6 +26,7 @@ def available() -> dict[str, str]:
 
 def run_one(name: str, quick: bool) -> bool:
     mod = importlib.import_module(f"paper_repro.{name}")
+    _common.set_quick(quick)
     print(f"=== {name}{' (quick)' if quick else ''}", flush=True)
     t0 = time.perf_counter()
     report = mod.run(quick=quick)

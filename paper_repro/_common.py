@@ -8,6 +8,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
+_output = RESULTS
+
+
+def set_quick(quick: bool) -> None:
+    """Quick runs write under ``results/quick/`` so they never overwrite the full-run results."""
+    global _output
+    _output = RESULTS / "quick" if quick else RESULTS
+
+
+def output_dir() -> Path:
+    """Where tables and figures of the current run go (created on first use)."""
+    _output.mkdir(parents=True, exist_ok=True)
+    return _output
 
 
 @dataclasses.dataclass
@@ -29,8 +42,7 @@ class Report:
         return "\n".join(lines)
 
     def write(self) -> Path:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{self.name}.md"
+        path = output_dir() / f"{self.name}.md"
         figs = "".join(f"\n![{p.stem}]({p.name})\n" for p in self.figures)
         path.write_text(f"# {self.title}\n\n{self.markdown}\n\n## Verdict\n\n{self.verdict()}\n"
                         f"{figs}", encoding="utf8")
@@ -49,8 +61,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def figure_path(name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    return RESULTS / f"{name}.png"
+    return output_dir() / f"{name}.png"
 
 
 def pyplot():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from paper_repro._common import RESULTS, Report, table
+from paper_repro._common import Report, output_dir, table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import digits_compression as dc  # noqa: E402
@@ -51,7 +51,8 @@ def run(quick: bool = False) -> Report:
 
     detail = [[r["method"], r["k"], r["test"], r["train"], f"{r['gap']:+.4f}", r["params"],
                r["fact_params"], r["seconds"], r["mark"]] for r in rows]
-    acc_path, parts_path = dc.figures(rows, bases, out=RESULTS, prefix="embedding_factorization")
+    acc_path, parts_path = dc.figures(rows, bases, out=output_dir(),
+                                      prefix="embedding_factorization")
     figs = [p for p in (acc_path, parts_path) if p is not None]
 
     small = [r for r in rows if r["method"] in ("SVD", "PCA") and r["k"] <= 4]
