@@ -38,3 +38,16 @@ def x64():
 def tol(dtype, scale=1.0):
     """A relative tolerance for results computed in ``dtype``: ~100 ulps times a condition scale."""
     return float(scale * 100 * np.finfo(dtype).eps)
+
+
+def max_intermediate(jaxpr):
+    """Largest output of any equation of a jaxpr, looking inside nested (jit, scan) jaxprs."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        best = max([best] + [int(np.prod(v.aval.shape)) for v in eqn.outvars])
+        for p in eqn.params.values():
+            for sub in (p if isinstance(p, (tuple, list)) else (p,)):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    best = max(best, max_intermediate(inner))
+    return best

@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from conftest import tol
+from conftest import max_intermediate, tol
 from jaxfact import nn as jnn
 from jaxfact.nn import _math
 from jaxfact.nn import linen as jln
@@ -111,19 +111,6 @@ def test_attend_never_forms_the_table():
     jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s).attend(x))(
         state, jax.ShapeDtypeStruct((1, 256), jnp.float32))
     assert max_intermediate(jaxpr.jaxpr) == 20000 * 8 < 20000 * 256
-
-
-def max_intermediate(jaxpr):
-    """Largest output of any equation of a jaxpr, looking inside nested (jit, scan) jaxprs."""
-    best = 0
-    for eqn in jaxpr.eqns:
-        best = max([best] + [int(np.prod(v.aval.shape)) for v in eqn.outvars])
-        for p in eqn.params.values():
-            for sub in (p if isinstance(p, (tuple, list)) else (p,)):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    best = max(best, max_intermediate(inner))
-    return best
 
 
 # ------------------------------------------------------------------------------------------------

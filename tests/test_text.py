@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.experimental import sparse as jsparse
 
-from conftest import tol
+from conftest import max_intermediate, tol
 from jaxfact import text
 
 WEIGHT = {"uniform": lambda d, w: 1.0, "linear": lambda d, w: (w - d + 1) / w,
@@ -170,18 +170,6 @@ def test_fifty_thousand_word_vocabulary_is_never_densified():
     ]
     for jaxpr in jaxprs:
         assert max_intermediate(jaxpr.jaxpr) < limit
-
-
-def max_intermediate(jaxpr):
-    best = 0
-    for eqn in jaxpr.eqns:
-        best = max([best] + [int(np.prod(v.aval.shape)) for v in eqn.outvars])
-        for p in eqn.params.values():
-            for sub in (p if isinstance(p, (tuple, list)) else (p,)):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    best = max(best, max_intermediate(inner))
-    return best
 
 
 # ------------------------------------------------------------------------------------------------
