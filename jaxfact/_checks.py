@@ -230,3 +230,22 @@ def check_observed(fn: str, rows: Any, cols: Any, values: Any, shape: Any, *,
     rows_j = jnp.asarray(arrays["rows"], dtype=jnp.int32)
     cols_j = jnp.asarray(arrays["cols"], dtype=jnp.int32)
     return rows_j, cols_j, values, (m, n)
+
+
+def check_factors(fn: str, name: str, factors: Any, shape: tuple[int, int], dtype: Any,
+                  expected: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Validates a (U, S, Vt) triple (e.g. a result) of an (n1, n2) matrix and returns it in
+    ``dtype``; ``expected`` says in the message what ``name`` may be."""
+    n1, n2 = shape
+    try:
+        U, S, Vt = factors[0], factors[1], factors[2]
+    except (TypeError, IndexError) as e:
+        raise TypeError(f"{fn}: `{name}` must be {expected}; got {type(factors).__name__}") from e
+    U = as_float_array(fn, f"{name}.U", U).astype(dtype)
+    S = as_float_array(fn, f"{name}.S", S, ndim=1).astype(dtype)
+    Vt = as_float_array(fn, f"{name}.Vt", Vt).astype(dtype)
+    j = S.shape[0]
+    if U.shape != (n1, j) or Vt.shape != (j, n2):
+        raise ValueError(f"{fn}: `{name}` factors must have shapes ({n1}, k), (k,), (k, {n2}); "
+                         f"got {U.shape}, {S.shape}, {Vt.shape}")
+    return U, S, Vt

@@ -370,18 +370,9 @@ def _start(fn, warm_start, shape, k, dtype):
     n1, n2 = shape
     if warm_start is None:
         return (jnp.zeros((n1, k), dtype), jnp.zeros((k,), dtype), jnp.zeros((n2, k), dtype))
-    try:
-        U, S, Vt = warm_start[0], warm_start[1], warm_start[2]
-    except (TypeError, IndexError) as e:
-        raise TypeError(f"{fn}: `warm_start` must be a CompletionResult or a (U, S, Vt) triple; "
-                        f"got {type(warm_start).__name__}") from e
-    U = _checks.as_float_array(fn, "warm_start.U", U).astype(dtype)
-    S = _checks.as_float_array(fn, "warm_start.S", S, ndim=1).astype(dtype)
-    Vt = _checks.as_float_array(fn, "warm_start.Vt", Vt).astype(dtype)
+    U, S, Vt = _checks.check_factors(fn, "warm_start", warm_start, shape, dtype,
+                                     "a CompletionResult or a (U, S, Vt) triple")
     j = S.shape[0]
-    if U.shape != (n1, j) or Vt.shape != (j, n2):
-        raise ValueError(f"{fn}: `warm_start` factors must have shapes ({n1}, k), (k,), (k, {n2});"
-                         f" got {U.shape}, {S.shape}, {Vt.shape}")
     if j >= k:
         return U[:, :k], S[:k], Vt[:k].T
     return _pad_factors(U, S, Vt.T, k=k)

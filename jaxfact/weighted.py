@@ -125,18 +125,9 @@ def _init(fn, init, shape, k, dtype):
         _checks.check_finite(fn, "init", Z)
         U, S, Vt = _truncated_svd(Z, k)
         return U, S, Vt.T, False
-    try:
-        U, S, Vt = init[0], init[1], init[2]
-    except (TypeError, IndexError) as e:
-        raise TypeError(f"{fn}: `init` must be an (n1, n2) array or a (U, S, Vt) triple such as a "
-                        f"CompletionResult; got {type(init).__name__}") from e
-    U = _checks.as_float_array(fn, "init.U", U).astype(dtype)
-    S = _checks.as_float_array(fn, "init.S", S, ndim=1).astype(dtype)
-    Vt = _checks.as_float_array(fn, "init.Vt", Vt).astype(dtype)
+    U, S, Vt = _checks.check_factors(fn, "init", init, shape, dtype, "an (n1, n2) array or a "
+                                     "(U, S, Vt) triple such as a CompletionResult")
     j = S.shape[0]
-    if U.shape != (n1, j) or Vt.shape != (j, n2):
-        raise ValueError(f"{fn}: `init` factors must have shapes ({n1}, j), (j,), (j, {n2}); got "
-                         f"{U.shape}, {S.shape}, {Vt.shape}")
     if j >= k:
         return U[:, :k], S[:k], Vt[:k].T, False
     pad = k - j

@@ -143,6 +143,11 @@ def test_errors():
         jaxfact.wlra(X, W, 4)
     with pytest.raises(ValueError, match=r"wlra: `weights` must have a positive entry"):
         jaxfact.wlra(X, 0 * W, 1)
+    with pytest.raises(ValueError, match=r"wlra: `init` factors must have shapes \(4, k\), \(k,\), "
+                                         r"\(k, 3\); got \(3, 1\)"):
+        jaxfact.wlra(X, W, 1, init=(np.ones((3, 1)), np.ones(1), np.ones((1, 3))))
+    with pytest.raises(TypeError, match=r"wlra: `init` must be an \(n1, n2\) array or a \(U, S, Vt\)"):
+        jaxfact.wlra(X, W, 1, init=5)
     with pytest.raises(ValueError, match=r"wlra: `X` must be finite where `weights` > 0"):
         jaxfact.wlra(np.full((4, 3), np.nan, np.float32), W, 1)
     with pytest.raises(ValueError, match=r"wlra: `weights` must be finite; got 0 NaN and 1 Inf"):
