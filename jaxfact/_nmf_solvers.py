@@ -429,25 +429,23 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
             return loss_prev - loss <= tol * loss_prev
         return pg_sq <= (tol * init_grad) ** 2
 
+    def update(half, F, tol_f, rep):
+        # One half-step of the chosen solver on factor F; Lin's rule tightens a subproblem's
+        # tolerance tenfold when it needed no step.
+        if solver == "pg":
+            F, it_f = pg_subproblem(half, F, tol_f)
+            return F, jnp.where(it_f == 1, 0.1 * tol_f, tol_f)
+        if solver == "hals":
+            return hals_update(half, F, rep), tol_f
+        return mu_update(half, F), tol_f
+
     def body(s):
         Wt, H, hw, it, hist, loss, _, tol_w, tol_h, _ = s
-        if solver == "pg":
-            Wt, it_w = pg_subproblem(hw, Wt, tol_w)
-            tol_w = jnp.where(it_w == 1, 0.1 * tol_w, tol_w)
-        elif solver == "hals":
-            Wt = hals_update(hw, Wt, rep_w)
-        else:
-            Wt = mu_update(hw, Wt)
+        Wt, tol_w = update(hw, Wt, tol_w, rep_w)
         hh = None
         if update_H:
             hh = half_h(data, Wt, H, reg)
-            if solver == "pg":
-                H, it_h = pg_subproblem(hh, H, tol_h)
-                tol_h = jnp.where(it_h == 1, 0.1 * tol_h, tol_h)
-            elif solver == "hals":
-                H = hals_update(hh, H, rep_h)
-            else:
-                H = mu_update(hh, H)
+            H, tol_h = update(hh, H, tol_h, rep_h)
         hw = half_w(data, Wt, H, reg)
         new_loss, pg_sq, _ = _measure(data, hw, hh, Wt, H, reg, update_H)
         if direct:

@@ -151,13 +151,7 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     X = _check_X(fn, X)
     m, n = X.shape
     rank = _checks.check_rank(fn, rank, (m, n))
-    solver = _checks.check_choice(fn, "solver", solver, SOLVERS)
-    beta_loss = _checks.check_choice(fn, "beta_loss", beta_loss, BETA_LOSSES)
-    if beta_loss == "kullback-leibler" and solver != "mu":
-        raise ValueError(f"{fn}: `beta_loss`='kullback-leibler' needs `solver`='mu' (pg and hals "
-                         f"solve least-squares subproblems); got `solver`={solver!r}")
-    max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
-    tol = _checks.check_real(fn, "tol", tol, low=0.0)
+    solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
     reg = _regularization(fn, (m, n), alpha_W, alpha_H, l1_ratio, X.dtype)
     mask = _check_mask(fn, mask, (m, n), X.dtype)
     if (W_init is None) != (H_init is None):
@@ -207,13 +201,7 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     _checks.check_nonnegative(fn, "H", H)
     H = H.astype(X.dtype)
     rank = H.shape[0]
-    solver = _checks.check_choice(fn, "solver", solver, SOLVERS)
-    beta_loss = _checks.check_choice(fn, "beta_loss", beta_loss, BETA_LOSSES)
-    if beta_loss == "kullback-leibler" and solver != "mu":
-        raise ValueError(f"{fn}: `beta_loss`='kullback-leibler' needs `solver`='mu'; got "
-                         f"`solver`={solver!r}")
-    max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
-    tol = _checks.check_real(fn, "tol", tol, low=0.0)
+    solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
     reg = _regularization(fn, (m, n), alpha_W, 0.0, l1_ratio, X.dtype)
     mask = _check_mask(fn, mask, (m, n), X.dtype)
     fit = _transform_kernel(X, mask, H, jnp.asarray(tol, X.dtype), reg, solver=solver,
@@ -269,6 +257,17 @@ def _init(fn, X, rank, init, key):
 
 # ------------------------------------------------------------------------------------------------
 # Validation helpers
+
+
+def _check_solver(fn, solver, beta_loss, max_iter, tol):
+    solver = _checks.check_choice(fn, "solver", solver, SOLVERS)
+    beta_loss = _checks.check_choice(fn, "beta_loss", beta_loss, BETA_LOSSES)
+    if beta_loss == "kullback-leibler" and solver != "mu":
+        raise ValueError(f"{fn}: `beta_loss`='kullback-leibler' needs `solver`='mu' (pg and hals "
+                         f"solve least-squares subproblems); got `solver`={solver!r}")
+    max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
+    tol = _checks.check_real(fn, "tol", tol, low=0.0)
+    return solver, beta_loss, max_iter, tol
 
 
 def _check_X(fn, X):

@@ -51,3 +51,9 @@ def max_intermediate(jaxpr):
                 if hasattr(inner, "eqns"):
                     best = max(best, max_intermediate(inner))
     return best
+
+
+def dense(res):
+    """U diag(S) Vt of a result, in float64 NumPy (for comparing against references)."""
+    return (np.asarray(res.U, np.float64) * np.asarray(res.S, np.float64)) @ np.asarray(
+        res.Vt, np.float64)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxfact
+from conftest import dense
 from jaxfact import completion
 
 N1, N2, R = 40, 30, 2
@@ -53,11 +54,6 @@ def soft_impute_dense(rows, cols, vals, shape, lam, iters):
         s = np.maximum(s - lam, 0)
         Z = (U * s) @ Vt
     return Z, 0.5 * np.sum((Z[rows, cols] - vals) ** 2) + lam * np.sum(s)
-
-
-def dense(res):
-    return (np.asarray(res.U, np.float64) * np.asarray(res.S, np.float64)) @ np.asarray(res.Vt,
-                                                                                     np.float64)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxfact
+from conftest import dense
 from jaxfact import weighted
 
 N1, N2, K = 30, 20, 3
@@ -29,11 +30,6 @@ def em_reference(X, W, k, iters, lam=0.0):
         Z = (U[:, :k] * s) @ Vt[:k]
         objs.append(0.5 * np.sum(W * (X - Z) ** 2) + lam * np.sum(s))
     return Z, np.array(objs)
-
-
-def dense(res):
-    return (np.asarray(res.U, np.float64) * np.asarray(res.S, np.float64)) @ np.asarray(res.Vt,
-                                                                                     np.float64)
 
 
 @pytest.fixture(scope="module")
