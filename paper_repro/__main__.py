@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     summary = {name: run_one(name, args.quick) for name in names}
     print("=== summary")
     for name, ok in summary.items():
-        print(f"{name:<28} {'all claims hold' if ok else 'some claims do not hold'}")
+        status = "all claims hold" if ok else "some claims do not hold or are inconclusive"
+        print(f"{name:<28} {status}")
     return 0
 
 
