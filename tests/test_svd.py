@@ -230,6 +230,27 @@ def test_grad_at_an_exact_tie_across_the_cut_is_finite_and_keeps_u_orthonormal(x
     np.testing.assert_allclose(tangent, np.diag([1.0, 2.0, 0.0, 0.0]), atol=1e-14)
 
 
+def test_pca_grad_of_the_components_projector_at_tied_variances(x64):
+    # Centred data with singular values 3, 3 | 1, 0.5: the top-2 principal subspace is defined.
+    rng = np.random.default_rng(4)
+    n, d = 10, 5
+    centring = np.eye(n) - 1.0 / n
+    U, _ = np.linalg.qr(centring @ rng.standard_normal((n, 4)))
+    V, _ = np.linalg.qr(rng.standard_normal((d, 4)))
+    X = (U * [3.0, 3.0, 1.0, 0.5]) @ V.T + rng.standard_normal(d)
+    C = rng.standard_normal((d, d))
+    D = rng.standard_normal(X.shape)
+
+    def numpy_projector(X):
+        Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:2]
+        return np.sum(Vt.T @ Vt * C)
+
+    g = jax.grad(lambda X: jnp.sum(jf.pca(X, 2).components.T @ jf.pca(X, 2).components * C))(X)
+    h = 1e-6
+    fd = (numpy_projector(X + h * D) - numpy_projector(X - h * D)) / (2 * h)
+    assert abs(float(np.sum(np.asarray(g) * D)) - fd) < 1e-8 * max(abs(fd), 1.0)
+
+
 def test_grad_matches_jax_away_from_ties(x64):
     X = CASES["tall"](np.float64)
     G = np.random.default_rng(1).standard_normal(X.shape)
