@@ -5,6 +5,7 @@ factors (truncated and randomized SVD, PCA, NMF, matrix completion, weighted low
 approximation), and Flax modules that put those factors to work (:mod:`jaxfact.nn`).
 """
 
+from jaxfact import datasets
 from jaxfact import nn
 from jaxfact.completion import CompletionResult
 from jaxfact.completion import predict
@@ -66,6 +67,7 @@ __all__ = [
     "biased_mf",
     "build_vocab",
     "cooccurrence",
+    "datasets",
     "encode_corpus",
     "energy_rank",
     "hard_threshold",

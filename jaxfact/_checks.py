@@ -35,22 +35,49 @@ def is_concrete(x: Any) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
 
 
+def eager():
+    """Context in which jnp operations on concrete arrays run now, even inside a ``jit`` trace.
+
+    Value checks run on concrete inputs only, but a concrete array closed over by a jitted function
+    is still concrete inside its trace, where plain ``jnp`` operations would be staged into the
+    trace (and ``bool()`` of their result fails). Under this context they are evaluated on the
+    array's device and only the small answer comes to the host.
+    """
+    return jax.ensure_compile_time_eval()
+
+
+def value_range(x: Any) -> tuple[Any, Any]:
+    """(min, max) of a concrete, non-empty array as Python scalars, also inside a trace."""
+    with eager():
+        return jnp.min(x).item(), jnp.max(x).item()
+
+
 def _describe(x: Any) -> str:
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return f"an array of shape {tuple(x.shape)} and dtype {x.dtype}"
     return f"{type(x).__name__} {x!r}"
 
 
-def as_float_array(fn: str, name: str, x: Any, *, ndim: int | None = 2) -> jax.Array:
+def is_scipy_sparse(x: Any) -> bool:
+    """True for a SciPy sparse matrix or array (without importing SciPy)."""
+    return hasattr(x, "tocoo") and hasattr(x, "nnz") and not isinstance(x, jsparse.JAXSparse)
+
+
+def as_float_array(fn: str, name: str, x: Any, *, ndim: int | None = 2,
+                   sparse_hint: str = "a function that accepts sparse input") -> jax.Array:
     """Converts ``x`` to a real floating JAX array of the given ndim, or raises.
 
     Integer, boolean and complex inputs raise ``TypeError`` (cast them yourself, so that the
-    precision is your choice). The input is never modified: JAX arrays are immutable and NumPy
-    arrays are copied to the device.
+    precision is your choice), and so do sparse matrices, with ``sparse_hint`` saying what to use
+    instead. The input is never modified: JAX arrays are immutable and NumPy arrays are copied to
+    the device.
     """
-    if isinstance(x, jsparse.BCOO):
-        raise TypeError(f"{fn}: `{name}` must be a dense array here; got a sparse BCOO matrix. "
-                        f"Use `{name}.todense()` or a function that accepts sparse input.")
+    if isinstance(x, jsparse.JAXSparse) or is_scipy_sparse(x):
+        kind = (f"a sparse {type(x).__name__} matrix" if isinstance(x, jsparse.JAXSparse)
+                else f"a SciPy sparse {type(x).__name__}")
+        densify = "todense()" if isinstance(x, jsparse.JAXSparse) else "toarray()"
+        raise TypeError(f"{fn}: `{name}` must be a dense array here; got {kind}. Use "
+                        f"{sparse_hint}, or densify it with `{name}.{densify}`.")
     if not hasattr(x, "dtype"):
         try:
             x = np.asarray(x)
@@ -60,6 +87,43 @@ def as_float_array(fn: str, name: str, x: Any, *, ndim: int | None = 2) -> jax.A
     if ndim is not None and len(x.shape) != ndim:
         raise ValueError(f"{fn}: `{name}` must be {ndim}-D; got {_describe(x)}")
     return jnp.asarray(x)
+
+
+def check_nonempty(fn: str, name: str, x: Any) -> None:
+    """Raises ``ValueError`` if an array has a zero-length axis."""
+    if 0 in tuple(x.shape):
+        raise ValueError(f"{fn}: `{name}` is empty (shape {tuple(x.shape)}); it needs at least "
+                         f"one row and one column")
+
+
+def check_svd_result(fn: str, name: str, result: Any, *, batched: bool = False
+                     ) -> tuple[Any, Any, Any]:
+    """Validates a factored matrix given as a result whose first three fields are (U, S, Vt)
+    (``SVDResult``, ``CompletionResult``, or a plain tuple): U (m, k), S (k,), Vt (k, n), floating
+    point; with ``batched``, leading batch axes shared by all three are allowed. Returns them."""
+    what = "a (U, S, Vt) triple such as an SVDResult"
+    if hasattr(result, "shape") or not isinstance(result, (tuple, list)):
+        raise TypeError(f"{fn}: `{name}` must be {what}; got {_describe(result)}")
+    if len(result) < 3:
+        raise TypeError(f"{fn}: `{name}` must be {what}; got a {type(result).__name__} of "
+                        f"{len(result)} element(s)")
+    factors = []
+    for field, x, nd in (("U", result[0], 2), ("S", result[1], 1), ("Vt", result[2], 2)):
+        if not hasattr(x, "dtype"):
+            x = np.asarray(x)
+        check_float_dtype(fn, f"{name}.{field}", x.dtype)
+        if len(x.shape) != nd and not (batched and len(x.shape) > nd):
+            raise ValueError(f"{fn}: `{name}.{field}` must be {nd}-D"
+                             f"{' (after batch axes)' if batched else ''}; got {_describe(x)}")
+        factors.append(x)
+    U, S, Vt = factors
+    batch = U.shape[:-2]
+    if U.shape[-1] != S.shape[-1] or Vt.shape[-2] != S.shape[-1] or \
+            S.shape[:-1] != batch or Vt.shape[:-2] != batch:
+        raise ValueError(f"{fn}: `{name}` factors must have shapes (m, k), (k,), (k, n)"
+                         f"{' after common batch axes' if batched else ''}; got "
+                         f"{tuple(U.shape)}, {tuple(S.shape)}, {tuple(Vt.shape)}")
+    return U, S, Vt
 
 
 def check_float_dtype(fn: str, name: str, dtype: Any) -> None:
@@ -78,10 +142,12 @@ def check_finite(fn: str, name: str, x: Any, checks: bool = False) -> None:
         if checks:
             checkify.check(jnp.all(jnp.isfinite(data)), f"{fn}: `{name}` must be finite")
         return
-    if not bool(jnp.all(jnp.isfinite(data))):
+    with eager():
+        if bool(jnp.all(jnp.isfinite(data))):
+            return
         n_nan = int(jnp.sum(jnp.isnan(data)))
         n_inf = int(jnp.sum(jnp.isinf(data)))
-        raise ValueError(f"{fn}: `{name}` must be finite; got {n_nan} NaN and {n_inf} Inf entries")
+    raise ValueError(f"{fn}: `{name}` must be finite; got {n_nan} NaN and {n_inf} Inf entries")
 
 
 def check_nonnegative(fn: str, name: str, x: Any, checks: bool = False) -> None:
@@ -92,8 +158,11 @@ def check_nonnegative(fn: str, name: str, x: Any, checks: bool = False) -> None:
         if checks:
             checkify.check(jnp.all(data >= 0), f"{fn}: `{name}` must be non-negative")
         return
-    if data.size and bool(jnp.any(data < 0)):
-        raise ValueError(f"{fn}: `{name}` must be non-negative; got minimum {float(jnp.min(data))}")
+    with eager():
+        if not data.size or bool(jnp.all(data >= 0)):
+            return
+        low = float(jnp.min(data))
+    raise ValueError(f"{fn}: `{name}` must be non-negative; got minimum {low}")
 
 
 def check_int(fn: str, name: str, value: Any, *, low: int | None = None,

@@ -134,9 +134,11 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     tau, delta, tol = (jnp.asarray(v, dtype) for v in (tau, delta, tol))
 
     K = min(buffer_size, nmin)
-    concrete = _checks.is_concrete((rows, cols, values, tau, delta, tol))
     state, result = _svt_run(None, key, rows, cols, values, tau, delta, tol, shape=(n1, n2),
                              K=K, max_iter=max_iter, n_power=n_power)
+    # Traced under an outer jit, also when every input is concrete (closed over by the jitted
+    # function): then the buffer cannot grow.
+    concrete = _checks.is_concrete(state.status)
     while concrete and int(state.status) == _FULL and K < nmin:
         # The buffer filled: double it (new random directions next to the computed subspace) and
         # redo the step that filled it. One compilation per buffer size.
@@ -263,7 +265,7 @@ def predict(result: Any, rows: Any, cols: Any) -> jax.Array:
       >>> pred = predict(res, jnp.array([0, 3]), jnp.array([2, 2]))   # X[0, 2], X[3, 2]
     """
     fn = "predict"
-    U, S, Vt = result[0], result[1], result[2]
+    U, S, Vt = _checks.check_svd_result(fn, "result", result, batched=True)
     n1, n2 = U.shape[-2], Vt.shape[-1]
     idx = []
     for name, a, size in (("rows", rows, n1), ("cols", cols, n2)):
@@ -272,7 +274,7 @@ def predict(result: Any, rows: Any, cols: Any) -> jax.Array:
         if not jnp.issubdtype(a.dtype, jnp.integer):
             raise TypeError(f"{fn}: `{name}` must hold integer indices; got dtype {a.dtype}")
         if _checks.is_concrete(a) and a.size:
-            lo, hi = int(jnp.min(a)), int(jnp.max(a))
+            lo, hi = _checks.value_range(a)
             if lo < 0 or hi >= size:
                 raise ValueError(f"{fn}: `{name}` must be in [0, {size - 1}]; got values in "
                                  f"[{lo}, {hi}]")

@@ -199,9 +199,11 @@ def _index_pair(fn, name, pairs, m, n):
     for what, a, size in (("rows", r, m), ("cols", c, n)):
         if not jnp.issubdtype(a.dtype, jnp.integer):
             raise TypeError(f"{fn}: `{name}` {what} must be integers; got dtype {a.dtype}")
-        if _checks.is_concrete(a) and a.size and (int(a.min()) < 0 or int(a.max()) >= size):
-            raise ValueError(f"{fn}: `{name}` {what} must be in [0, {size}); got values in "
-                             f"[{int(a.min())}, {int(a.max())}]")
+        if _checks.is_concrete(a) and a.size:
+            lo, hi = _checks.value_range(a)
+            if lo < 0 or hi >= size:
+                raise ValueError(f"{fn}: `{name}` {what} must be in [0, {size}); got values in "
+                                 f"[{lo}, {hi}]")
     return r.astype(jnp.int32), c.astype(jnp.int32)
 
 

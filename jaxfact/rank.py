@@ -29,11 +29,14 @@ def energy_rank(S: Any, energy: float) -> int:
     """Smallest k with ``sum(S[:k]**2) >= energy * sum(S**2)``.
 
     ``S`` holds singular values in descending order (all of them, for the share to mean the share
-    of the whole matrix). For PCA pass the singular values of the centred data, or equivalently use
-    ``explained_variance`` (the ratio is the same).
+    of the whole matrix); an increasing pair raises ``ValueError`` (when S is concrete). The rule
+    squares its input, so pass singular values, not variances: for PCA pass
+    ``singular_values`` (of the centred data), or ``jnp.sqrt(explained_variance)``, which is
+    proportional to them. Passing ``explained_variance`` itself would square the variances and
+    keep too few components.
 
     Args:
-      S: (r,) non-negative singular values, descending.
+      S: (r,) non-negative singular values, non-increasing.
       energy: share to keep, in (0, 1].
 
     Returns:
@@ -51,6 +54,14 @@ def energy_rank(S: Any, energy: float) -> int:
     energy = _checks.check_real(fn, "energy", energy, low=0.0, high=1.0, low_open=True)
     _checks.check_finite(fn, "S", S)
     _checks.check_nonnegative(fn, "S", S)
+    if _checks.is_concrete(S) and S.shape[0] > 1:
+        with _checks.eager():
+            rises = jnp.nonzero(S[1:] > S[:-1], size=1, fill_value=-1)[0]
+            i = int(rises[0])
+            if i >= 0:
+                raise ValueError(f"{fn}: `S` must be non-increasing (singular values in "
+                                 f"descending order); got S[{i + 1}] = {float(S[i + 1])} > "
+                                 f"S[{i}] = {float(S[i])}. Sort it: `jnp.sort(S)[::-1]`")
     k = _energy_rank(S, jnp.asarray(energy, S.dtype))
     return int(k) if _checks.is_concrete(k) else k
 

@@ -169,9 +169,11 @@ def predict_ratings(result: BiasedMFResult, rows: Any, cols: Any, *, clip: tuple
         a = jnp.asarray(a)
         if not jnp.issubdtype(a.dtype, jnp.integer):
             raise TypeError(f"{fn}: `{name}` must hold integer indices; got dtype {a.dtype}")
-        if _checks.is_concrete(a) and a.size and (int(a.min()) < 0 or int(a.max()) >= size):
-            raise ValueError(f"{fn}: `{name}` must be in [0, {size}); got values in "
-                             f"[{int(a.min())}, {int(a.max())}]")
+        if _checks.is_concrete(a) and a.size:
+            lo, hi = _checks.value_range(a)
+            if lo < 0 or hi >= size:
+                raise ValueError(f"{fn}: `{name}` must be in [0, {size}); got values in "
+                                 f"[{lo}, {hi}]")
         idx.append(a)
     if idx[0].shape != idx[1].shape:
         raise ValueError(f"{fn}: `rows` and `cols` must have the same shape; got "

@@ -49,21 +49,37 @@ def truncated_svd(X: Any, rank: int, *, checks: bool = False) -> SVDResult:
     Frobenius and spectral norms over rank-k matrices (Eckart & Young 1936). Signs follow
     :func:`svd_flip`. Cost: O(m n min(m, n)) time, O(m n) memory.
 
-    Gradients stay finite and correct when kept singular values are equal or nearly equal
-    (JAX's own SVD derivative divides by ``s_i**2 - s_j**2`` there and returns NaN): within such a
-    block the derivative returned keeps ``U @ diag(S) @ Vt`` exact, which is all that is defined
-    there (individual singular vectors of a repeated singular value are not differentiable). A tie
-    *across* the cut (``S[k-1] == S_full[k]``) makes the rank-k approximation itself
-    non-differentiable; the derivative is then finite but arbitrary.
+    Derivatives (``jax.grad``, ``jax.jvp``) are finite everywhere (JAX's own SVD derivative
+    divides by ``s_i**2 - s_j**2`` and returns NaN at ties). They are exact for U, S and Vt
+    themselves wherever the singular values are distinct. Kept singular values that tie, or nearly
+    tie (``|s_i - s_j| <= sqrt(eps) * S[0]``), leave their singular vectors and the individual tied
+    values undefined or ill-conditioned; with the kept block separated from the rest
+    (``S[k-1] > s_{k+1}``), the derivative returned is exact there for
+
+    * ``U @ diag(S) @ Vt`` (:func:`reconstruct`),
+    * functions of U that do not depend on the basis of a tied block: the projector ``U @ U.T``,
+      and ``U.T @ U`` (its derivative is zero: U's tangent stays orthonormal),
+    * symmetric functions of the tied values, e.g. ``sum(S)`` or ``sum(S**2)``,
+
+    but not for ``Vt.T @ Vt`` or ``Vt @ Vt.T`` on that block: no linear derivative makes
+    ``U diag(S) Vt``, ``U U^T`` and ``V V^T`` exact at once there (the symmetric part of
+    ``U^T dX V`` on a tied block cannot be carried by orthonormal tangents of U and V and a
+    diagonal dS), and V's tangent carries it. For an exact ``V V^T`` at ties, differentiate
+    ``truncated_svd(X.T, k)`` and use its U (:func:`pca` does this for its components).
+    A tie *across* the cut (``S[k-1] == s_{k+1}``) makes the rank-k truncation and its projectors
+    discontinuous: no derivative exists. The derivative returned is then finite, keeps
+    ``U.T @ U`` constant, and is exact along directions that do not mix the tied vectors (the
+    symmetric part of ``u_i^T dX v_j`` zero for the tied pair).
 
     Args:
-      X: (m, n) real floating array.
+      X: (m, n) dense real floating array (float16 and bfloat16 are computed in float32 and the
+        factors returned in X's dtype). For sparse X use :func:`randomized_svd`.
       rank: number of components k, 1 <= k <= min(m, n).
       checks: under an outer ``jit``, also check that X is finite, with
         ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
-      ``SVDResult(U (m, k), S (k,), Vt (k, n))``.
+      ``SVDResult(U (m, k), S (k,), Vt (k, n))`` in X's dtype.
 
     Example::
 
@@ -73,10 +89,11 @@ def truncated_svd(X: Any, rank: int, *, checks: bool = False) -> SVDResult:
       ((100, 5), (5,), (5, 40))
     """
     fn = "truncated_svd"
-    X = _checks.as_float_array(fn, "X", X)
+    X = _checks.as_float_array(fn, "X", X, sparse_hint=_SPARSE_HINT)
+    _checks.check_nonempty(fn, "X", X)
     rank = _checks.check_rank(fn, rank, X.shape)
     _checks.check_finite(fn, "X", X, checks)
-    return _truncated_svd(X, rank)
+    return _in_dtype(_truncated_svd(_compute(X), rank), X.dtype)
 
 
 def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
@@ -99,7 +116,9 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
 
     Args:
       X: (m, n) dense array, ``jax.experimental.sparse.BCOO``, SciPy sparse matrix,
-        :class:`jaxfact.linop.ObservedMatrix` or :class:`jaxfact.linop.LinearOperator`.
+        :class:`jaxfact.linop.ObservedMatrix` or :class:`jaxfact.linop.LinearOperator`. float16
+        and bfloat16 data are computed in float32 and the factors returned in X's dtype (a
+        ``LinearOperator`` must compute in float32 or float64).
       rank: number of components k, 1 <= k <= min(m, n).
       key: a ``jax.random`` key; the same key gives the same factors.
       n_oversamples: extra random directions p (Halko et al. recommend 5 or 10).
@@ -130,6 +149,11 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
         if len(X.shape) != 2:
             raise ValueError(f"{fn}: `X` must be 2-D; got shape {tuple(X.shape)}")
         _checks.check_float_dtype(fn, "X", X.dtype)
+        if isinstance(X, linop.LinearOperator) and X.dtype in _HALF:
+            raise TypeError(f"{fn}: a LinearOperator `X` must compute in float32 or float64 (its "
+                            f"products feed QR and SVD); got dtype {X.dtype}. Build it with "
+                            f"dtype=jnp.float32 and products in float32.")
+    _checks.check_nonempty(fn, "X", X)
     m, n = linop.shape_of(X)
     rank = _checks.check_rank(fn, rank, (m, n))
     n_oversamples = _checks.check_int(fn, "n_oversamples", n_oversamples, low=0)
@@ -144,7 +168,9 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
     elif isinstance(X, linop.ObservedMatrix):
         _checks.check_finite(fn, "X", X.values, checks)
     n_samples = min(rank + n_oversamples, m, n)
-    return _randomized_svd(X, key, rank=rank, n_samples=n_samples, n_iter=n_iter)
+    dtype = linop.dtype_of(X)
+    return _in_dtype(_randomized_svd(_compute(X), key, rank=rank, n_samples=n_samples,
+                                     n_iter=n_iter), dtype)
 
 
 def svd_flip(result: SVDResult, *, u_based: bool = True) -> SVDResult:
@@ -153,14 +179,22 @@ def svd_flip(result: SVDResult, *, u_based: bool = True) -> SVDResult:
     Each pair (u_i, v_i) is multiplied by +-1 so that the entry of largest absolute value in u_i
     (``u_based=True``, scikit-learn's ``svd_flip`` default) or in v_i (``u_based=False``, what
     scikit-learn's ``PCA`` uses) is positive. ``U @ diag(S) @ Vt`` is unchanged.
+
+    Args:
+      result: an ``SVDResult`` (or any result whose first fields are U (m, k), S (k,),
+        Vt (k, n)); use ``jax.vmap`` for a batch.
     """
-    U, S, Vt = result
-    return SVDResult(*_flip(U, S, Vt, u_based))
+    U, S, Vt = _checks.check_svd_result("svd_flip", "result", result)
+    return SVDResult(*_flip(jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt), u_based))
 
 
 def reconstruct(result: SVDResult) -> jax.Array:
-    """``U @ diag(S) @ Vt``, the (m, n) matrix a truncated SVD represents. O(m n k)."""
-    U, S, Vt = result
+    """``U @ diag(S) @ Vt``, the (m, n) matrix a truncated SVD represents. O(m n k).
+
+    ``result`` is an ``SVDResult`` or any result whose first fields are U (m, k), S (k,),
+    Vt (k, n), e.g. a ``CompletionResult``; use ``jax.vmap`` for a batch.
+    """
+    U, S, Vt = _checks.check_svd_result("reconstruct", "result", result)
     return (U * S) @ Vt
 
 
@@ -177,10 +211,12 @@ def singular_value_shrink(X: Any, tau: Any) -> SVDResult:
       >>> Z = reconstruct(singular_value_shrink(X, 1.0))
     """
     fn = "singular_value_shrink"
-    X = _checks.as_float_array(fn, "X", X)
+    X = _checks.as_float_array(fn, "X", X, sparse_hint=_SPARSE_HINT)
+    _checks.check_nonempty(fn, "X", X)
     tau = _checks.check_real(fn, "tau", tau, low=0.0)
     _checks.check_finite(fn, "X", X)
-    return _shrink(X, jnp.asarray(tau, X.dtype))
+    Xc = _compute(X)
+    return _in_dtype(_shrink(Xc, jnp.asarray(tau, Xc.dtype)), X.dtype)
 
 
 def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
@@ -196,8 +232,18 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
     PCA and SVD differ by the centring: the rank-k SVD approximates X itself, PCA approximates
     ``X - mean`` and adds the mean back, so PCA spends no component on the mean row.
 
+    Columns whose entries are all equal are centred to exact zeros, so they carry no variance;
+    when every column is constant (zero total variance) ``explained_variance``,
+    ``explained_variance_ratio`` and ``singular_values`` are exactly 0 (scikit-learn's ratio is
+    NaN there, 0 / 0). The ratio is formed as ``(S / ||X - mean||_F)**2`` and so does not depend
+    on the scale of X. Derivatives (exact SVD, ``key=None``): exact for the components' projector
+    ``components.T @ components``, the rank-k reconstruction and ``sum(explained_variance)``, also
+    at tied variances; see :func:`truncated_svd`.
+
     Args:
-      X: (n_samples, n_features) with n_samples >= 2.
+      X: (n_samples, n_features) dense array with n_samples >= 2 (float16 and bfloat16 are computed
+        in float32, results returned in X's dtype). Sparse X is not centred implicitly: densify
+        it, or use :func:`randomized_svd` for an uncentred truncated SVD.
       rank: number of components, 1 <= rank <= min(n_samples, n_features).
       key: ``None`` for the exact SVD, or a key for the randomized one.
       n_oversamples, n_iter: as in :func:`randomized_svd` (used when a key is given).
@@ -214,18 +260,20 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
       >>> Z = pca_transform(res, X)   # (n_samples, 2)
     """
     fn = "pca"
-    X = _checks.as_float_array(fn, "X", X)
+    X = _checks.as_float_array(fn, "X", X, sparse_hint=_PCA_SPARSE_HINT)
+    _checks.check_nonempty(fn, "X", X)
     if X.shape[0] < 2:
         raise ValueError(f"{fn}: `X` needs at least 2 rows (samples); got shape {X.shape}")
     rank = _checks.check_rank(fn, rank, X.shape)
     _checks.check_finite(fn, "X", X, checks)
     if key is None:
-        return _pca_exact(X, rank)
+        return _in_dtype(_pca_exact(_compute(X), rank), X.dtype)
     key = _checks.check_key(fn, key)
     n_oversamples = _checks.check_int(fn, "n_oversamples", n_oversamples, low=0)
     n_iter = _checks.check_int(fn, "n_iter", n_iter, low=0)
     n_samples = min(rank + n_oversamples, *X.shape)
-    return _pca_randomized(X, key, rank=rank, n_samples=n_samples, n_iter=n_iter)
+    return _in_dtype(_pca_randomized(_compute(X), key, rank=rank, n_samples=n_samples,
+                                     n_iter=n_iter), X.dtype)
 
 
 def pca_transform(result: PCAResult, X: Any) -> jax.Array:
@@ -239,6 +287,38 @@ def pca_transform(result: PCAResult, X: Any) -> jax.Array:
 
 # ------------------------------------------------------------------------------------------------
 # Kernels (assume valid input)
+
+_SPARSE_HINT = ("jaxfact.randomized_svd, which takes SciPy sparse and "
+                "jax.experimental.sparse.BCOO matrices as they are")
+_PCA_SPARSE_HINT = ("jaxfact.randomized_svd for an uncentred truncated SVD of the sparse matrix "
+                    "(it takes SciPy sparse and jax.experimental.sparse.BCOO matrices)")
+# LAPACK has no half-precision SVD or QR: these dtypes are computed in float32.
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def _compute(X):
+    """X in the dtype the kernels compute in: float32 for half-precision input, else unchanged."""
+    if linop.dtype_of(X) not in _HALF:
+        return X
+    if isinstance(X, jax.Array):
+        return X.astype(jnp.float32)
+    if isinstance(X, jsparse.BCOO):
+        return jsparse.BCOO((X.data.astype(jnp.float32), X.indices), shape=X.shape,
+                            indices_sorted=X.indices_sorted, unique_indices=X.unique_indices)
+    if isinstance(X, linop.SparseCSR):
+        cast = lambda M: jsparse.BCSR((M.data.astype(jnp.float32), M.indices, M.indptr),
+                                      shape=M.shape)
+        return linop.SparseCSR(cast(X.X), cast(X.Xt))
+    if isinstance(X, linop.ObservedMatrix):
+        return X._replace(values=X.values.astype(jnp.float32))
+    return X
+
+
+def _in_dtype(result, dtype):
+    """A result (NamedTuple of arrays) cast back to the input's dtype."""
+    if jnp.dtype(dtype) not in _HALF:
+        return result
+    return type(result)(*(a.astype(dtype) for a in result))
 
 
 def _flip(U, S, Vt, u_based=True):
@@ -256,50 +336,72 @@ def _tie_tolerance(s):
     return jnp.sqrt(eps) * jnp.maximum(s[0], jnp.finfo(s.dtype).tiny)
 
 
-@jax.custom_jvp
-def _svd_thin(X):
-    """Thin SVD with flipped signs and a derivative that stays finite at repeated values."""
+def _svd_thin(X, n_kept=None):
+    """Thin SVD with flipped signs and a derivative that stays finite at repeated values.
+
+    ``n_kept`` (static; default all) is the number of leading components the caller keeps: it
+    decides which pairs of tied singular values lie inside the kept block (see the JVP below).
+    """
+    return _svd_kept(X, min(X.shape[-2:]) if n_kept is None else n_kept)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _svd_kept(X, n_kept):
     U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
     return _flip(U, s, Vt)
 
 
-@_svd_thin.defjvp
-def _svd_thin_jvp(primals, tangents):
+@_svd_kept.defjvp
+def _svd_kept_jvp(n_kept, primals, tangents):
     # Derivative of the thin SVD (e.g. Townsend 2016, "Differentiating the singular value
-    # decomposition"), with dP = U^T dX V, A / Sy its antisymmetric / symmetric parts:
-    #   dS = diag(dP)
-    #   dU = U Om_U + (I - U U^T) dX V / S,   Om_U[i,j] = A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
-    #   dV = V Om_V + (I - V V^T) dX^T U / S, Om_V[i,j] = -A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
-    # For a (near-)tie s_i ~ s_j the Sy term diverges: the two vectors rotate together by an
-    # undefined amount. We keep the finite antisymmetric part and replace the Sy term by
-    # Sy_ij / (s_i + s_j) in both: Om_U = dP / (s_i + s_j), Om_V = dP^T / (s_i + s_j). Then
-    # (Om_U S + S Om_V^T)_ij = dP_ij, so U diag(S) V^T gets exactly its true derivative on that
-    # block; no orthonormal tangent can do this, as the vectors themselves are not differentiable.
+    # decomposition"). With dP = U^T dX V, A and Sy its antisymmetric and symmetric parts,
+    # Om_U = U^T dU and Om_V = V^T dV:
+    #   dP = Om_U S + dS + S Om_V^T;  with Om_U, Om_V antisymmetric, dS = diag(dP) and
+    #   Om_U[i,j] =  A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
+    #   Om_V[i,j] = -A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
+    #   dU = U Om_U + (I - U U^T) dX V / S,  dV = V Om_V + (I - V V^T) dX^T U / S.
+    # At a tie s_i = s_j the Sy term is 1/0: the tied vectors rotate by an amount that depends on
+    # the direction dX (no derivative exists). No choice of antisymmetric Om_U, Om_V and diagonal
+    # dS then reproduces the symmetric part of dP on the tied block, so U S V^T, U U^T and V V^T
+    # cannot all be exact; we keep U's tangent exact and let V's absorb that part:
+    # * ties inside the kept block (i, j < n_kept): Om_U[i,j] = A_ij / (s_i + s_j), i.e. no
+    #   rotation of U within the block, so U stays orthonormal (Om_U antisymmetric) and U_k U_k^T
+    #   gets its exact derivative; Om_V[i,j] = -A_ij / (s_i + s_j) + Sy_ij / s_j solves both the
+    #   (i, j) and the (j, i) entry of dP = Om_U S + dS + S Om_V^T exactly (also for s_i != s_j),
+    #   so U_k S_k V_k^T gets its exact derivative. V's tangent leaves the orthogonal group there.
+    # * ties across the cut (or among discarded values): the Sy term is dropped from both, the
+    #   derivative along directions that do not mix the tied vectors; the truncation is not
+    #   differentiable there.
+    # "Tie" means |s_i - s_j| <= sqrt(eps) s_max: the exact formula's rounding error grows like
+    # eps s_max / |s_i - s_j|, and inside the kept block the tie formula is exact for U_k U_k^T
+    # and U_k S_k V_k^T whatever the gap.
     (X,), (dX,) = primals, tangents
-    U, s, Vt = _svd_thin(X)
+    U, s, Vt = _svd_kept(X, n_kept)
     V = Vt.T
     dP = U.T @ dX @ V
     dS = jnp.diagonal(dP)
 
+    idx = jnp.arange(s.shape[0])
     si, sj = s[:, None], s[None, :]
     A = 0.5 * (dP - dP.T)
     Sy = 0.5 * (dP + dP.T)
     ssum = si + sj
     sdiff = sj - si
-    tied = jnp.abs(sdiff) <= _tie_tolerance(s)
-    off = ~jnp.eye(s.shape[0], dtype=bool)
+    off = idx[:, None] != idx[None, :]
+    tied = off & (jnp.abs(sdiff) <= _tie_tolerance(s))
+    distinct = off & ~tied
+    kept = idx < n_kept
+    inside = tied & kept[:, None] & kept[None, :]
     # Double `where`: guard the divisions themselves, not only their results, so no NaN leaks into
     # the tangent (0 / 0 at zero singular values, 1 / 0 at ties).
-    safe_sum = jnp.where(ssum > 0, ssum, 1)
-    safe_diff = jnp.where(tied, 1, sdiff)
-    inv_sum = jnp.where(ssum > 0, 1 / safe_sum, 0)
-    om_u = jnp.where(tied, dP * inv_sum, A * inv_sum + Sy / safe_diff)
-    om_v = jnp.where(tied, dP.T * inv_sum, -A * inv_sum + Sy / safe_diff)
-    om_u = jnp.where(off, om_u, 0)
-    om_v = jnp.where(off, om_v, 0)
-
+    inv_sum = jnp.where(ssum > 0, 1 / jnp.where(ssum > 0, ssum, 1), 0)
+    inv_diff = jnp.where(distinct, 1 / jnp.where(distinct, sdiff, 1), 0)
     safe_s = jnp.where(s > 0, s, 1)
     inv_s = jnp.where(s > 0, 1 / safe_s, 0)
+    rotation = Sy * inv_diff          # zero on ties and on the diagonal (A is zero there too)
+    om_u = A * inv_sum + rotation
+    om_v = -A * inv_sum + rotation + jnp.where(inside, Sy * inv_s[None, :], 0)
+
     dXV = dX @ V
     dXtU = dX.T @ U
     dU = U @ om_u + (dXV - U @ (U.T @ dXV)) * inv_s
@@ -309,7 +411,7 @@ def _svd_thin_jvp(primals, tangents):
 
 @partial(jax.jit, static_argnames=("rank",))
 def _truncated_svd(X, rank):
-    U, s, Vt = _svd_thin(X)
+    U, s, Vt = _svd_thin(X, rank)
     return SVDResult(U[:, :rank], s[:rank], Vt[:rank])
 
 
@@ -335,6 +437,11 @@ def _normalize_rows(Yt):
     the final basis of the range finder still comes from :func:`_orthonormalize`."""
     l, m = Yt.shape
     eps = jnp.finfo(Yt.dtype).eps
+    # The Gram matrix squares the entries: rows of max-abs 1e19 overflow it in float32 and rows of
+    # 1e-20 underflow it. Scaling each row to max-abs 1 spans the same space, so the result does
+    # not depend on the scale of X.
+    peak = jnp.max(jnp.abs(Yt), axis=1, keepdims=True)
+    Yt = Yt / jnp.where(peak > 0, peak, 1)
     Qt = _cholesky_qr_rows(Yt, 11 * (m * l + l * (l + 1)) * eps)
     Qt = _cholesky_qr_rows(Qt, l * eps)
     return _cholesky_qr_rows(Qt, l * eps)
@@ -395,7 +502,7 @@ def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
 
     Q = _orthonormalize(jax.lax.fori_loop(0, n_iter, power, Qt).T)  # (m, l)
     B = _rmm_rows(X, Q.T)                # (l, n) = Q^T X
-    Ub, s, Vbt = _svd_thin(B)
+    Ub, s, Vbt = _svd_thin(B, rank)
     U = Q @ Ub
     return U[:, :rank], s[:rank], Vbt[:rank]
 
@@ -406,26 +513,41 @@ def _shrink(X, tau):
     return SVDResult(U, jnp.maximum(s - tau, 0), Vt)
 
 
+def _centre(X):
+    # A column whose entries are all equal is centred to exact zeros: the rounded mean would leave
+    # residues of order eps |x|, which the SVD reports as variance (a constant X would "explain" a
+    # ratio of 1). The correction carries no gradient, so d Xc = (I - 11^T / n) dX everywhere.
+    mean = jnp.mean(X, axis=0)
+    Xc = X - mean
+    constant = jnp.all(X == X[:1], axis=0)
+    return Xc - jax.lax.stop_gradient(jnp.where(constant, Xc, 0)), mean
+
+
 def _pca_from_svd(Xc, U, s, Vt, mean):
     n_samples = Xc.shape[0]
     U, s, Vt = _flip(U, s, Vt, u_based=False)
     var = s**2 / (n_samples - 1)
-    total = jnp.sum(Xc**2) / (n_samples - 1)
-    ratio = var / jnp.where(total > 0, total, 1)  # a constant X has zero total variance
+    # ratio = s_i^2 / ||Xc||_F^2, formed from s_i / ||Xc||_F so that it neither overflows nor
+    # underflows where the variances themselves would (|x| ~ 1e19 or 1e-19 in float32).
+    big = jnp.max(jnp.abs(Xc))
+    safe_big = jnp.where(big > 0, big, 1)
+    norm = safe_big * jnp.sqrt(jnp.sum((Xc / safe_big) ** 2))
+    # Zero total variance (every row equal): no component explains any of it; ratio 0, not 0/0.
+    ratio = jnp.where(norm > 0, s / jnp.where(norm > 0, norm, 1), 0) ** 2
     return PCAResult(Vt, var, ratio, mean, s)
 
 
 @partial(jax.jit, static_argnames=("rank",))
 def _pca_exact(X, rank):
-    mean = jnp.mean(X, axis=0)
-    Xc = X - mean
-    U, s, Vt = _svd_thin(Xc)
-    return _pca_from_svd(Xc, U[:, :rank], s[:rank], Vt[:rank], mean)
+    Xc, mean = _centre(X)
+    # The SVD of Xc^T: its U is PCA's V, whose tangent stays exact at tied variances (the
+    # derivative of the components' projector V_k V_k^T), see _svd_kept_jvp.
+    V, s, Ut = _svd_thin(Xc.T, rank)
+    return _pca_from_svd(Xc, Ut.T[:, :rank], s[:rank], V.T[:rank], mean)
 
 
 @partial(jax.jit, static_argnames=("rank", "n_samples", "n_iter"))
 def _pca_randomized(X, key, *, rank, n_samples, n_iter):
-    mean = jnp.mean(X, axis=0)
-    Xc = X - mean
+    Xc, mean = _centre(X)
     U, s, Vt = _randomized_svd(Xc, key, rank=rank, n_samples=n_samples, n_iter=n_iter)
     return _pca_from_svd(Xc, U, s, Vt, mean)

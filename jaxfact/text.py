@@ -74,6 +74,11 @@ def build_vocab(documents: Iterable[Sequence[str]], *, min_count: int = 1,
     counter: collections.Counter = collections.Counter()
     for doc in _documents(fn, documents):
         counter.update(doc)
+    bad = next((t for t in counter if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"{fn}: every token in `documents` must be a string; got "
+                        f"{type(bad).__name__} {bad!r}. Convert the tokens first, e.g. "
+                        f"`[[str(t) for t in doc] for doc in documents]`")
     items = sorted((kv for kv in counter.items() if kv[1] >= min_count),
                    key=lambda kv: (-kv[1], kv[0]))
     if max_size is not None:
@@ -202,7 +207,8 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0) -> Any:
         _checks.check_finite(fn, "counts", counts)
         _checks.check_nonnegative(fn, "counts", counts)
         if not counts.unique_indices and _checks.is_concrete(counts):
-            counts = counts.sum_duplicates()
+            with _checks.eager():   # the number of distinct entries must be known
+                counts = counts.sum_duplicates()
         a = jnp.asarray(alpha, counts.dtype)
         k = jnp.asarray(shift, counts.dtype)
         data = _ppmi_sparse(counts.data, counts.indices, a, k, shape=tuple(counts.shape))

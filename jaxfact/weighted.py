@@ -93,16 +93,17 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     n_power = _checks.check_int(fn, "n_power", n_power, low=0)
     if _checks.is_concrete(W):
-        if bool(jnp.any(jnp.isnan(W))):
-            raise ValueError(f"{fn}: `weights` must not contain NaN; got "
-                             f"{int(jnp.sum(jnp.isnan(W)))} NaN entries")
-        _checks.check_finite(fn, "weights", W)
-        _checks.check_nonnegative(fn, "weights", W)
-        if not float(jnp.max(W)) > 0:
-            raise ValueError(f"{fn}: `weights` must have a positive entry; got all zeros")
-        if _checks.is_concrete(X) and not bool(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0)))):
-            raise ValueError(f"{fn}: `X` must be finite where `weights` > 0 (NaN or Inf is "
-                             f"allowed only at zero weight)")
+        with _checks.eager():  # also for a concrete W closed over by jit
+            if bool(jnp.any(jnp.isnan(W))):
+                raise ValueError(f"{fn}: `weights` must not contain NaN; got "
+                                 f"{int(jnp.sum(jnp.isnan(W)))} NaN entries")
+            _checks.check_finite(fn, "weights", W)
+            _checks.check_nonnegative(fn, "weights", W)
+            if not float(jnp.max(W)) > 0:
+                raise ValueError(f"{fn}: `weights` must have a positive entry; got all zeros")
+            if _checks.is_concrete(X) and not bool(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0)))):
+                raise ValueError(f"{fn}: `X` must be finite where `weights` > 0 (NaN or Inf is "
+                                 f"allowed only at zero weight)")
     key = jax.random.key(0) if key is None else _checks.check_key(fn, key)
     U0, d0, V0, fresh = _init(fn, init, X.shape, rank, X.dtype)
     lam, tol = jnp.asarray(lam, X.dtype), jnp.asarray(tol, X.dtype)

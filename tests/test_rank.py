@@ -116,3 +116,17 @@ def test_errors():
         jf.optimal_hard_threshold(S, 5)
     with pytest.raises(ValueError, match=r"`sigma` must be a finite number in \[0.0, inf\]; got -1.0"):
         jf.optimal_hard_threshold(S, (3, 10), sigma=-1.0)
+
+
+def test_energy_rank_needs_descending_singular_values_not_variances():
+    with pytest.raises(ValueError, match=r"energy_rank: `S` must be non-increasing \(singular "
+                                         r"values in descending order\); got S\[1\] = 2.0 > S\[0\]"):
+        jf.energy_rank(np.array([1.0, 2.0, 3.0], np.float32), 0.5)
+    # Ties are fine.
+    assert jf.energy_rank(np.array([2.0, 2.0, 1.0], np.float32), 0.4) == 1
+    # The docstring's PCA recipe: singular values, or the square roots of the variances.
+    X = np.random.default_rng(1).standard_normal((60, 20)) @ np.diag(np.geomspace(5, 0.2, 20))
+    res = jf.pca(X.astype(np.float32), 20)
+    k = jf.energy_rank(res.singular_values, 0.9)
+    assert jf.energy_rank(jnp.sqrt(res.explained_variance), 0.9) == k
+    assert jf.energy_rank(res.explained_variance, 0.9) < k   # squares the variances: too few

@@ -14,7 +14,7 @@ from jax.test_util import check_grads
 
 import jaxfact as jf
 from jaxfact import linop
-from conftest import tol
+from conftest import dense, tol
 
 KEY = jax.random.key(0)
 
@@ -138,6 +138,117 @@ def test_grad_of_reconstruction_is_finite_and_correct_at_ties(spectrum, x64):
             E[i, j] = eps
             fd[i, j] = np.sum((np_rank_k(X + E, k) - np_rank_k(X - E, k)) * G) / (2 * eps)
     np.testing.assert_allclose(g, fd, atol=1e-7)
+
+
+# Functions of (U, S, Vt) for the central-difference checks below, each a scalar <f(result), C>.
+TIE_QUANTITIES = {
+    "U U^T": lambda U, S, Vt, C: (U @ U.T * C["m"]).sum(),
+    "V V^T": lambda U, S, Vt, C: (Vt.T @ Vt * C["n"]).sum(),
+    "U diag(S) Vt": lambda U, S, Vt, C: ((U * S) @ Vt * C["mn"]).sum(),
+    "U^T U": lambda U, S, Vt, C: (U.T @ U * C["k"]).sum(),
+    "sum S^2": lambda U, S, Vt, C: (S**2).sum(),
+}
+
+
+def _directional_errors(X, k, names, *, h=1e-6, seed=0):
+    """|grad f . D - central difference of f along D| / |central difference| for each quantity f,
+    with f evaluated through jf.truncated_svd (gradient) and NumPy's SVD (differences)."""
+    rng = np.random.default_rng(seed)
+    m, n = X.shape
+    C = {"m": rng.standard_normal((m, m)), "n": rng.standard_normal((n, n)),
+         "mn": rng.standard_normal((m, n)), "k": rng.standard_normal((k, k))}
+    D = rng.standard_normal(X.shape)
+
+    def numpy_svd(X):
+        U, s, Vt = np.linalg.svd(X, full_matrices=False)
+        return U[:, :k], s[:k], Vt[:k]
+
+    errors = {}
+    for name in names:
+        q = TIE_QUANTITIES[name]
+        g = jax.grad(lambda X: q(*jf.truncated_svd(X, k), C))(X)
+        assert np.all(np.isfinite(g)), name
+        ours = float(np.sum(np.asarray(g) * D))
+        fd = (q(*numpy_svd(X + h * D), C) - q(*numpy_svd(X - h * D), C)) / (2 * h)
+        errors[name] = abs(ours - fd) / max(abs(fd), 1.0)
+    return errors
+
+
+def test_grad_of_projector_and_gram_at_a_tie_issue_example(x64):
+    # s = 3, 3 | 1, 0.5 with k = 2: the top-2 subspace is well defined (gap 3 -> 1) though its
+    # basis is not; U^T U is constant.
+    X = np.diag([3.0, 3.0, 1.0, 0.5])
+    errors = _directional_errors(X, 2, ["U U^T", "U diag(S) Vt", "sum S^2"])
+    assert max(errors.values()) < 1e-8, errors
+    C = np.random.default_rng(1).standard_normal((2, 2))
+    g = jax.grad(lambda X: jnp.sum(jf.truncated_svd(X, 2).U.T @ jf.truncated_svd(X, 2).U * C))(X)
+    np.testing.assert_allclose(g, 0, atol=1e-14)
+
+
+@pytest.mark.parametrize("gap", [0.0, 1e-9, 1e-6, 1e-3, 0.5])
+def test_grad_through_ties_inside_the_kept_block(gap, x64):
+    # s_1 = 3 + gap, s_2 = 3 are kept (k = 2), separated from s_3 = 1: every function below is
+    # differentiable, and the U-side ones get their exact derivative at every gap.
+    X = spectrum_matrix(8, 6, [3 + gap, 3, 1, 0.5, 0.2, 0.1], 7)
+    errors = _directional_errors(X, 2, ["U U^T", "U diag(S) Vt", "U^T U", "sum S^2"])
+    assert max(errors.values()) < 1e-8, errors
+    # V V^T is exact when the tie is resolved (gap > sqrt(eps) s_1 ~ 4.5e-8); inside that band V's
+    # tangent absorbs the symmetric part of U^T dX V (see truncated_svd), and the exact projector
+    # derivative comes from the transposed problem, whose U is V.
+    v_errors = _directional_errors(X.T, 2, ["U U^T"])
+    assert v_errors["U U^T"] < 1e-8
+    if gap >= 1e-6:
+        assert _directional_errors(X, 2, ["V V^T"])["V V^T"] < 1e-8
+
+
+@pytest.mark.parametrize("gap", [1e-6, 1e-3])
+def test_grad_through_near_ties_across_the_cut(gap, x64):
+    # s_2 = 1 + gap is kept and s_3 = 1 is not: the top-2 subspace is defined but turns fast
+    # (derivatives of order 1 / gap), so the differences need a step well below the gap.
+    X = spectrum_matrix(8, 6, [3, 1 + gap, 1, 0.5, 0.2, 0.1], 8)
+    h = gap * 1e-4
+    errors = _directional_errors(X, 2, ["U U^T", "V V^T", "U diag(S) Vt", "sum S^2"], h=h)
+    # The differences themselves lose ~eps |f| / h to rounding (2e-5 for sum S^2 ~ 10 at h = 1e-10)
+    # and ~(h / gap)^2 to truncation.
+    assert max(errors.values()) < 1e-6 + 10 * np.finfo(np.float64).eps * 10 / h, errors
+
+
+def test_grad_at_an_exact_tie_across_the_cut_is_finite_and_keeps_u_orthonormal(x64):
+    # s_2 = s_3 with k = 2: the rank-2 truncation jumps, no derivative exists. What is returned is
+    # finite, keeps U orthonormal to first order, and is exact for directions that do not mix the
+    # tied pair (here dX = diag(1, 2, 0, 0): the pair keeps its order, no rotation).
+    X = np.diag([3.0, 1.0, 1.0, 0.5])
+    C = np.random.default_rng(2).standard_normal((4, 4))
+    proj = lambda X: jnp.sum(jf.truncated_svd(X, 2).U @ jf.truncated_svd(X, 2).U.T * C)
+    g = jax.grad(proj)(X)
+    assert np.all(np.isfinite(g))
+    gram = lambda X: jnp.sum(jf.truncated_svd(X, 2).U.T @ jf.truncated_svd(X, 2).U * C[:2, :2])
+    np.testing.assert_allclose(jax.grad(gram)(X), 0, atol=1e-14)
+    D = np.diag([1.0, 2.0, 0.0, 0.0])
+    recon = lambda X: jf.reconstruct(jf.truncated_svd(X, 2))
+    _, tangent = jax.jvp(recon, (X,), (D,))
+    np.testing.assert_allclose(tangent, np.diag([1.0, 2.0, 0.0, 0.0]), atol=1e-14)
+
+
+def test_pca_grad_of_the_components_projector_at_tied_variances(x64):
+    # Centred data with singular values 3, 3 | 1, 0.5: the top-2 principal subspace is defined.
+    rng = np.random.default_rng(4)
+    n, d = 10, 5
+    centring = np.eye(n) - 1.0 / n
+    U, _ = np.linalg.qr(centring @ rng.standard_normal((n, 4)))
+    V, _ = np.linalg.qr(rng.standard_normal((d, 4)))
+    X = (U * [3.0, 3.0, 1.0, 0.5]) @ V.T + rng.standard_normal(d)
+    C = rng.standard_normal((d, d))
+    D = rng.standard_normal(X.shape)
+
+    def numpy_projector(X):
+        Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:2]
+        return np.sum(Vt.T @ Vt * C)
+
+    g = jax.grad(lambda X: jnp.sum(jf.pca(X, 2).components.T @ jf.pca(X, 2).components * C))(X)
+    h = 1e-6
+    fd = (numpy_projector(X + h * D) - numpy_projector(X - h * D)) / (2 * h)
+    assert abs(float(np.sum(np.asarray(g) * D)) - fd) < 1e-8 * max(abs(fd), 1.0)
 
 
 def test_grad_matches_jax_away_from_ties(x64):
@@ -331,6 +442,140 @@ def test_errors():
         jf.pca_transform(jf.pca(X, 1), np.ones((3, 5), np.float32))
     with pytest.raises(TypeError, match=r"must be a dense array here; got a sparse BCOO"):
         jf.truncated_svd(jsparse.BCOO.fromdense(X), 1)
+
+
+def test_input_errors_name_the_function_and_argument():
+    X = np.ones((6, 4), np.float32)
+    for shape in [(0, 4), (4, 0)]:
+        with pytest.raises(ValueError, match=r"truncated_svd: `X` is empty \(shape"):
+            jf.truncated_svd(np.zeros(shape, np.float32), 1)
+    with pytest.raises(ValueError, match=r"randomized_svd: `X` is empty"):
+        jf.randomized_svd(np.zeros((0, 4), np.float32), 1, key=KEY)
+    with pytest.raises(ValueError, match=r"pca: `X` is empty"):
+        jf.pca(np.zeros((3, 0), np.float32), 1)
+    sparse = scipy.sparse.random(20, 10, density=0.3, format="csr", dtype=np.float32,
+                                 random_state=0)
+    with pytest.raises(TypeError, match=r"truncated_svd: `X` must be a dense array here; got a "
+                                        r"SciPy sparse csr_matrix\. Use jaxfact.randomized_svd"):
+        jf.truncated_svd(sparse, 2)
+    with pytest.raises(TypeError, match=r"pca: `X` must be a dense array here; got a SciPy "
+                                        r"sparse .*jaxfact.randomized_svd.*X.toarray\(\)"):
+        jf.pca(sparse, 2)
+    with pytest.raises(TypeError, match=r"pca: `X` must be a dense array here; got a sparse BCOO"):
+        jf.pca(jsparse.BCOO.fromdense(X), 2)
+    res = jf.truncated_svd(X, 2)
+    for fn in (jf.svd_flip, jf.reconstruct):
+        name = fn.__name__
+        with pytest.raises(TypeError, match=rf"{name}: `result` must be a \(U, S, Vt\) triple "
+                                            r"such as an SVDResult; got an array of shape"):
+            fn(X)
+        with pytest.raises(TypeError, match=rf"{name}: `result` must be .*; got a tuple of 2"):
+            fn(tuple(res[:2]))
+        with pytest.raises(ValueError, match=rf"{name}: `result.S` must be 1-D"):
+            fn((res.U, jnp.diag(res.S), res.Vt))
+        with pytest.raises(ValueError, match=rf"{name}: `result` factors must have shapes "
+                                             r"\(m, k\), \(k,\), \(k, n\); got \(6, 2\), \(1,\)"):
+            fn((res.U, res.S[:1], res.Vt))
+        with pytest.raises(TypeError, match=rf"{name}: `result.U` must be floating point"):
+            fn((np.ones((6, 2), np.int32), res.S, res.Vt))
+    with pytest.raises(TypeError, match=r"randomized_svd: a LinearOperator `X` must compute in "
+                                        r"float32 or float64"):
+        op = jf.LinearOperator(lambda B: B, lambda B: B, (3, 3), jnp.float16)
+        jf.randomized_svd(op, 1, key=KEY)
+
+
+def test_predict_validates_the_result():
+    res = jf.truncated_svd(CASES["tall"](np.float32), 3)
+    rows, cols = jnp.array([0, 1]), jnp.array([2, 3])
+    with pytest.raises(TypeError, match=r"predict: `result` must be a \(U, S, Vt\) triple"):
+        jf.predict(jf.reconstruct(res), rows, cols)
+    with pytest.raises(TypeError, match=r"predict: `result` must be .*; got a tuple of 2"):
+        jf.predict(tuple(res[:2]), rows, cols)
+    with pytest.raises(ValueError, match=r"predict: `result` factors must have shapes"):
+        jf.predict((res.U, res.S[:2], res.Vt), rows, cols)
+    # Stacked results (leading batch axes) stay accepted.
+    stacked = (jnp.stack([res.U, res.U]), jnp.stack([res.S, 2 * res.S]),
+               jnp.stack([res.Vt, res.Vt]))
+    np.testing.assert_allclose(jf.predict(stacked, rows, cols)[1],
+                               2 * jf.predict(res, rows, cols), rtol=1e-6)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_half_precision_is_computed_in_float32_and_returned_as_given(half):
+    X = CASES["tall"](np.float32)
+    Xh = jnp.asarray(X, half)
+    X32 = np.asarray(Xh, np.float32)   # the values the half-precision input actually holds
+    eps = float(jnp.finfo(half).eps)
+    for name, fn in [("truncated_svd", lambda X: jf.truncated_svd(X, 3)),
+                     ("randomized_svd", lambda X: jf.randomized_svd(X, 3, key=KEY)),
+                     ("randomized_svd_bcoo",
+                      lambda X: jf.randomized_svd(jsparse.BCOO.fromdense(X), 3, key=KEY)),
+                     ("pca", lambda X: jf.pca(X, 3)),
+                     ("pca_randomized", lambda X: jf.pca(X, 3, key=KEY)),
+                     ("singular_value_shrink", lambda X: jf.singular_value_shrink(X, 1.0))]:
+        got, want = fn(Xh), fn(X32)
+        for g, w in zip(got, want):
+            assert g.dtype == jnp.dtype(half), name
+            # Only the final rounding to the half dtype differs.
+            np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=eps,
+                                       atol=eps * float(np.max(np.abs(w))), err_msg=name)
+
+
+def test_randomized_svd_of_huge_float32_entries_is_exact():
+    # Entries ~1e17: the Gram matrix of CholeskyQR would square them past float32's range.
+    X = spectrum_matrix(200, 200, np.geomspace(1e19, 1e10, 200), 3, np.float32)
+    ref = np.linalg.svd(X.astype(np.float64), compute_uv=False)[:5]
+    S = np.asarray(jf.randomized_svd(X, 5, key=KEY).S, np.float64)
+    np.testing.assert_allclose(S, ref, rtol=1e-4)
+    np.testing.assert_allclose(S, np.asarray(jf.truncated_svd(X, 5).S, np.float64), rtol=1e-4)
+    res = jf.pca(X, 5, key=KEY)
+    assert np.all(np.isfinite(res.explained_variance_ratio))
+    np.testing.assert_allclose(res.explained_variance_ratio, jf.pca(X / 1e18, 5, key=KEY)
+                               .explained_variance_ratio, rtol=1e-4)
+
+
+@given(st.floats(-30, 30), st.sampled_from([(30, 12), (12, 30)]), st.sampled_from([1, 4]),
+       st.integers(0, 1000))
+def test_svds_and_pca_are_scale_invariant(log_scale, shape, k, seed):
+    # float32 spans 1e-38..3e38: every factorization must give c times the factors of X for c in
+    # 1e-30..1e30 (PCA's variances, S**2, must stay representable: c in 1e-15..1e15).
+    X = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    c = np.float32(10.0**log_scale)
+    cX = X * c
+    scale = float(np.linalg.norm(X))
+    for name, fn in [("truncated_svd", lambda X: jf.truncated_svd(X, k)),
+                     ("randomized_svd", lambda X: jf.randomized_svd(X, k, key=KEY))]:
+        ref, got = fn(X), fn(cX)
+        np.testing.assert_allclose(np.asarray(got.S, np.float64) / c, ref.S,
+                                   rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+        np.testing.assert_allclose(dense(got) / c, dense(ref), atol=1e-4 * scale, err_msg=name)
+    c_pca = np.float32(10.0 ** (log_scale / 2))
+    for key in (None, KEY):
+        ref, got = jf.pca(X, k, key=key), jf.pca(X * c_pca, k, key=key)
+        np.testing.assert_allclose(got.explained_variance_ratio, ref.explained_variance_ratio,
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(got.singular_values, np.float64) / c_pca,
+                                   ref.singular_values, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(np.asarray(got.explained_variance, np.float64) / c_pca**2,
+                                   ref.explained_variance, rtol=1e-3, atol=1e-5 * scale**2)
+
+
+def test_pca_of_constant_rows_has_exactly_zero_variance():
+    X = np.tile(np.float32([[0.1, 3.3, 7.7, -2.5]]), (6, 1))
+    for key in (None, KEY):
+        res = jf.pca(X, 2, key=key)
+        np.testing.assert_array_equal(res.explained_variance, 0)
+        np.testing.assert_array_equal(res.explained_variance_ratio, 0)
+        np.testing.assert_array_equal(res.singular_values, 0)
+        assert np.all(np.isfinite(res.components))
+    # A constant column is centred to exact zeros, so it carries no variance (up to the SVD's
+    # rounding) and the components of the others do not load on it.
+    Y = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    Y[:, 1] = 3.3
+    res = jf.pca(Y, 4)
+    np.testing.assert_allclose(res.explained_variance[-1], 0, atol=1e-6)
+    np.testing.assert_allclose(np.sum(res.explained_variance_ratio), 1, rtol=1e-6)
+    np.testing.assert_allclose(res.components[:3, 1], 0, atol=1e-6)
 
 
 def test_inputs_are_not_modified_and_value_checks_skip_under_jit():

@@ -229,3 +229,9 @@ def test_cooccurrence_and_ppmi_under_jit(small_corpus):
     traced = jax.jit(lambda t: text.ppmi(text.cooccurrence(t, 30, window=2)).todense())
     np.testing.assert_allclose(traced(small_corpus), text.ppmi(eager).todense(),
                                rtol=tol(np.float32, 10), atol=tol(np.float32, 10))
+
+
+def test_build_vocab_rejects_non_string_tokens():
+    with pytest.raises(TypeError, match=r"build_vocab: every token in `documents` must be a "
+                                        r"string; got int 3"):
+        text.build_vocab([["a", "b"], ["a", 3]])
