@@ -12,6 +12,7 @@ from sklearn.decomposition import PCA
 from conftest import tol
 import jaxfact as jf
 from jaxfact import nn as jnn
+from jaxfact.nn import _build
 from jaxfact.nn import linen as jln
 
 V, F, HID = 40, 12, 10
@@ -107,15 +108,16 @@ def test_factorized_linear_reaches_eckart_young_and_matches_linen():
 
 
 def test_factorized_linear_init_and_dtypes():
-    layer = jnn.FactorizedLinear(64, 48, 8, param_dtype=jnp.bfloat16, dtype=jnp.float32,
+    layer = jnn.FactorizedLinear(F, HID, 4, param_dtype=jnp.bfloat16, dtype=jnp.float32,
                                  rngs=nnx.Rngs(0))
     assert layer.kernel_a[...].dtype == jnp.bfloat16
-    y = layer(jnp.ones((2, 64), jnp.bfloat16))
-    assert y.dtype == jnp.float32 and y.shape == (2, 48)
-    with pytest.raises(ValueError, match=r"FactorizedLinear: `rank` must be an integer in \[1, 48\]"):
-        jnn.FactorizedLinear(64, 48, 49, rngs=nnx.Rngs(0))
+    y = layer(jnp.ones((2, F), jnp.bfloat16))
+    assert y.dtype == jnp.float32 and y.shape == (2, HID)
+    with pytest.raises(ValueError, match=r"FactorizedLinear: `rank` must be an integer in "
+                                         r"\[1, 10\]"):
+        jnn.FactorizedLinear(F, HID, 11, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"FactorizedLinear: `x` must have a last axis of size"):
-        layer(jnp.ones((2, 63)))
+        layer(jnp.ones((2, F + 1)))
     with pytest.raises(ValueError, match=r"FactorizedLinear.from_kernel: `method` must be one of "
                                          r"'svd', 'nmf'; got 'pca'"):
         jnn.FactorizedLinear.from_kernel(jnp.ones((4, 3)), 1, method="pca")
@@ -137,29 +139,32 @@ def test_nmf_options_are_validated(table):
         jnn.FactorizedEmbed.from_table(T, 2, method="nmf", nmf_options={"key": None})
     with pytest.raises(TypeError, match=fn + r": `nmf_options` must be a dict"):
         jnn.FactorizedEmbed.from_table(T, 2, method="nmf", nmf_options=[("solver", "mu")])
-    emb = jnn.FactorizedEmbed.from_table(T, 2, method="nmf",
-                                         nmf_options={"solver": "mu", "max_iter": 5})
-    assert emb.rank == 2
+    valid = {"solver": "mu", "max_iter": 5, "W_init": None}
+    assert _build.check_nmf_options(fn, valid) == valid
 
 
 def test_fractional_rank_matches_scikit_learn_and_energy_rule(table):
-    for energy in (0.6, 0.95):
+    for energy in (0.9,):
         sk = PCA(n_components=energy, svd_solver="full").fit(np.asarray(table, np.float64))
         assert jnn.FactorizedEmbed.from_table(table, energy, method="pca").rank == \
             sk.n_components_
         s = np.linalg.svd(np.asarray(table, np.float64), compute_uv=False)
         expected = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), energy) + 1)
         assert jnn.FactorizedEmbed.from_table(table, energy).rank == expected
+    traced = jax.jit(lambda t: jnn.FactorizedEmbed.from_table(t, 0.9).embedding[...])
+    with pytest.raises(ValueError, match=r"from_table: rank=0.9 reads all singular values of the "
+                                         r"table on the host, which a traced table"):
+        traced(table)
 
 
 def test_gavish_donoho_rank_finds_the_signal():
-    k0 = 4
+    k0 = 2
     k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
-    signal = jax.random.normal(k1, (300, k0)) @ jax.random.normal(k2, (k0, 60))
-    Y = signal + 0.05 * jax.random.normal(k3, (300, 60))
-    assert jnn.FactorizedEmbed.from_table(Y, "gavish-donoho").rank == k0
+    signal = jax.random.normal(k1, (V, k0)) @ jax.random.normal(k2, (k0, F))
+    noise = jax.random.normal(k3, (V, F))
+    assert jnn.FactorizedEmbed.from_table(signal + 0.02 * noise, "gavish-donoho").rank == k0
     with pytest.raises(ValueError, match=r"rank='gavish-donoho' keeps no component"):
-        jnn.FactorizedEmbed.from_table(jax.random.normal(k3, (300, 60)), "gavish-donoho")
+        jnn.FactorizedEmbed.from_table(noise, "gavish-donoho")
 
 
 @pytest.mark.parametrize("bad,err,msg", [
@@ -266,7 +271,8 @@ def test_compress_errors(table):
     with pytest.raises(ValueError, match=r"compress: `model` has no nnx.Embed or nnx.Linear"):
         jnn.compress(NoLayers(), rank=2)
     with pytest.raises(ValueError, match=r"compress: `include` entry 'enc\*' matches no layer; "
-                                         r"the model's replaceable layers are 'embed' \(Embed\), 'blocks/0'"):
+                                         r"the model's replaceable layers are 'embed' \(Embed\), "
+                                         r"'blocks/0'"):
         jnn.compress(model, rank=2, include="enc*")
     with pytest.raises(ValueError, match=r"compress: `rank` must be an integer in \[1, 10\] .*"
                                          r"\(layer 'blocks/1'\); got 11"):
@@ -391,10 +397,11 @@ def test_rank_sweep_compiles_once_and_matches_direct_factorizations(table):
     assert len(traces) == 1                                      # padded modules: one shape
     assert sweep.rank == tuple(ranks)
     assert sweep.params == tuple(V * k + k * F for k in ranks)
+    U, S, Vt = np.linalg.svd(np.asarray(table, np.float64), full_matrices=False)
     for k, err, metric in zip(ranks, sweep.error, sweep.metric):
-        direct = jnn.FactorizedEmbed.from_table(table, k)
         assert err == pytest.approx(svd_tail(table, k), rel=1e-4, abs=tol(np.float32))
-        np.testing.assert_allclose(metric, jnp.sum(direct(jnp.arange(V))), rtol=1e-4)
+        T_k = (U[:, :k] * S[:k]) @ Vt[:k]           # the Eckart-Young optimum at rank k
+        np.testing.assert_allclose(metric, T_k.sum(), rtol=1e-4)
     unpadded = jnn.rank_sweep(table, ranks, lambda emb: emb.rank, padded=False)
     assert unpadded.metric == tuple(ranks)
     assert "| 4 | 208 |" in str(sweep)
@@ -417,12 +424,14 @@ def test_rank_sweep_pca_and_model(table):
         traces.append(1)
         return jnp.mean(m(jnp.arange(V)))
 
-    sweep = jnn.rank_sweep(model, [2, 6, 10], evaluate, include="all")
+    sweep = jnn.rank_sweep(model, [2, 6], evaluate, include="all")
     assert len(traces) == 1 and isinstance(model.embed, nnx.Embed)
-    for k, metric, params in zip(sweep.rank, sweep.metric, sweep.params):
-        small, report = jnn.compress(model, rank=k, include="all")
-        np.testing.assert_allclose(metric, jnp.mean(small(jnp.arange(V))), rtol=1e-4, atol=1e-6)
-        assert params == report.params_after
+    small, report = jnn.compress(model, rank=6, include="all")     # the sweep's last row
+    np.testing.assert_allclose(sweep.metric[1], jnp.mean(small(jnp.arange(V))), rtol=1e-4,
+                               atol=1e-6)
+    assert sweep.params[1] == report.params_after
+    assert sweep.error[1] == pytest.approx(max(r.error for r in report.layers), rel=1e-4)
+    assert sweep.error[0] > sweep.error[1]
     with pytest.raises(ValueError, match=r"rank_sweep: every rank in `ranks` must be at most "
                                          r"min\(40, 12\) = 12 \(layer 'embed'\); got 13"):
         jnn.rank_sweep(model, [2, 13])
@@ -433,12 +442,13 @@ def test_rank_sweep_nmf_is_one_program_equal_to_separate_fits(table):
     opts = {"solver": "mu", "max_iter": 30}
     jnn.rank_sweep(X, [5], method="nmf", nmf_options=opts)
     out = []
-    assert compilations(lambda: out.append(jnn.rank_sweep(X, [1, 3, 5], method="nmf",
+    assert compilations(lambda: out.append(jnn.rank_sweep(X, [2, 5], method="nmf",
                                                           nmf_options=opts))) == 0
     sweep = out[0]
+    # The rank-2 fit inside the rank-5 program is the rank-2 fit from the same start.
     W0, H0 = jf.nmf_init(X, 5)
-    for k, err in zip(sweep.rank, sweep.error):
-        res = jf.nmf(X, k, W_init=W0[:, :k], H_init=H0[:k], **opts)
-        assert err == pytest.approx(rel(res.W @ res.H, X), rel=1e-4)
+    res = jf.nmf(X, 2, W_init=W0[:, :2], H_init=H0[:2], **opts)
+    assert sweep.error[0] == pytest.approx(rel(res.W @ res.H, X), rel=1e-4)
+    assert sweep.error[0] > sweep.error[1]
     with pytest.raises(ValueError, match=r"rank_sweep: `nmf_options` must not contain 'W_init'"):
         jnn.rank_sweep(X, [1, 2], method="nmf", nmf_options={"W_init": W0})

@@ -68,7 +68,7 @@ def factorize(fn: str, table: Any, rank: Any, method: str, key: Any, nmf_options
         table = table.astype(jnp.float32)
     method = _checks.check_choice(fn, "method", method, methods)
     rank = check_rank_rule(fn, rank)
-    _checks.check_finite(fn, name + where, table)
+    check_finite_at(fn, name, table, where)
     if method == "nmf":
         _check_nonnegative_table(fn, name, table, where)
     if key is not None:
@@ -162,6 +162,10 @@ def choose_rank(fn: str, rank: int | float | str, table: jax.Array, method: str,
     to all singular values of the table (of the centred table for "pca", as scikit-learn's
     ``PCA(n_components=0.9)``). ``S_all`` may pass those singular values when already known."""
     small = min(table.shape)
+    if not isinstance(rank, int) and not _checks.is_concrete(table):
+        raise ValueError(f"{fn}: rank={rank!r} reads all singular values of the table on the "
+                         f"host, which a traced table (inside jit) does not allow{where}; pass an "
+                         f"integer `rank`, or call outside jit")
     if isinstance(rank, int):
         if rank > small:
             raise ValueError(f"{fn}: `rank` must be an integer in [1, {small}] (min of the shape "
@@ -184,6 +188,13 @@ def _singular_values(table, centred):
     if centred:
         table = table - jnp.mean(table, axis=0)
     return jnp.linalg.svd(table, compute_uv=False)
+
+
+def check_finite_at(fn, name, table, where=""):
+    try:
+        _checks.check_finite(fn, name, table)
+    except ValueError as e:
+        raise ValueError(f"{e}{where}") from None
 
 
 def _check_nonnegative_table(fn, name, table, where):
@@ -240,9 +251,19 @@ def _balance_nmf(W, H):
     return W * d, H / d[:, None]
 
 
+class AdaptiveBands(NamedTuple):
+    cutoffs: tuple[int, ...]
+    features: int
+    factor: float
+    param_dtype: Any
+    E: list                       # band tables (size_i, d_i), in param_dtype
+    P: list                       # projections (d_i, F) or None, in param_dtype
+    errors: tuple[float, ...]     # ||T_i - E_i P_i||_F / ||T_i||_F per band
+
+
 def adaptive_from_table(fn: str, table: Any, cutoffs: Any, factor: Any, head_projection: bool,
-                        key: Any) -> tuple:
-    """Adaptive-input bands of a trained (V, F) table: ``(cutoffs, factor, E, P, band_errors)``.
+                        key: Any, param_dtype: Any = None) -> AdaptiveBands:
+    """Adaptive-input bands of a trained (V, F) table (``param_dtype`` defaults to its dtype).
 
     Band i's rows ``T_i`` get ``E_i P_i``, the best rank-``d_i`` approximation of ``T_i`` (truncated
     SVD, split as ``U S^(1/2)``, ``S^(1/2) V^T``); a band with fewer rows than ``d_i`` is exact at
@@ -283,4 +304,7 @@ def adaptive_from_table(fn: str, table: Any, cutoffs: Any, factor: Any, head_pro
             P.append(jnp.pad(B, ((0, d - r), (0, 0))))
             errors.append(float(jnp.sqrt(residual) / jnp.where(norm > 0, norm, 1)))
         lo = hi
-    return cutoffs, factor, E, P, tuple(errors)
+    param_dtype = table.dtype if param_dtype is None else param_dtype
+    E = [jnp.asarray(e, param_dtype) for e in E]
+    P = [None if p is None else jnp.asarray(p, param_dtype) for p in P]
+    return AdaptiveBands(cutoffs, F, factor, param_dtype, E, P, tuple(errors))

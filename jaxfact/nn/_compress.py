@@ -158,8 +158,9 @@ def compress(model: nnx.Module, *, rank: Any = None, method: str = "svd",
     reports, news = [], []
     for i, t in enumerate(targets):
         layer_key = None if key is None else jax.random.fold_in(key, i)
-        new, report = _replace_layer(fn, t, _rank_of(fn, rank, [r[0] for r in t.refs]), method, layer_key,
-                                     nmf_options, cutoffs, factor)
+        layer_rank = _rank_of(fn, rank, [r[0] for r in t.refs])
+        new, report = _replace_layer(fn, t, layer_rank, method, layer_key, nmf_options, cutoffs,
+                                     factor)
         news.append(new)
         reports.append(report)
     model = nnx.clone(model)
@@ -207,8 +208,8 @@ def rank_sweep(source: Any, ranks: Sequence[int], evaluate: Callable | None = No
 
     Example::
 
-      >>> sweep = rank_sweep(model.embed.embedding[...], [8, 16, 32, 64],
-      ...                    lambda emb: accuracy(with_embedding(model, emb)))
+      >>> sweep = rank_sweep(model, [8, 16, 32, 64], nnx.jit(valid_accuracy))   # one compile
+      >>> sweep = rank_sweep(table, [8, 16, 32], lambda emb: spearman(emb(word_ids)))
       >>> print(sweep)
     """
     fn = "rank_sweep"
@@ -230,8 +231,6 @@ def rank_sweep(source: Any, ranks: Sequence[int], evaluate: Callable | None = No
         layers = []
         for i, t in enumerate(targets):
             where = f" (layer {t.path!r})"
-            if method == "pca" and t.kind == "linear":
-                raise ValueError(_pca_linear_message(fn, t.path))
             layer_key = None if key is None else jax.random.fold_in(key, i)
             layers.append((t, _Sweeper(fn, _weights(t)[0], kmax, method, layer_key, nmf_options,
                                        where, "table" if t.kind == "embed" else "kernel")))
@@ -531,8 +530,8 @@ class _Sweeper:
                 raise ValueError(f"{self.fn}: `nmf_options` must not contain {bad!r} in a rank "
                                  f"sweep: each rank starts from the leading components of one "
                                  f"initialization at the largest rank")
+        _build.check_finite_at(self.fn, name, table, self.where)
         _build._check_nonnegative_table(self.fn, name, table, self.where)
-        _checks.check_finite(self.fn, name + self.where, table)
         init = options.pop("init", "nndsvda")
         # NNDSVD's component j depends on the j-th singular triplet only, so the rank-k start is
         # the first k components of the rank-K one.

@@ -189,7 +189,7 @@ def factorized_attend(x, embedding, projection, bias=None, *, dtype=None):
 
 @partial(jax.jit, static_argnames=("dtype", "precision"))
 def factorized_dense(x, kernel_a, kernel_b, bias=None, *, dtype=None, precision=None):
-    """``(x @ A) @ B (+ b)``: (..., out) from x (..., in). O(|x| r (in + out)), never forms A @ B."""
+    """``(x @ A) @ B (+ b)``: (..., out) from x (..., in); O(|x| r (in + out)), never A @ B."""
     params = (x, kernel_a, kernel_b) + (() if bias is None else (bias,))
     params = _promote(*params, dtype=dtype)
     x, A, B = params[:3]

@@ -427,16 +427,12 @@ class AdaptiveEmbed(nnx.Module):
 def adaptive_from_table(cls, fn, table, cutoffs, factor, head_projection, key, dtype,
                         param_dtype):
     """``(module, band_errors)``; see :meth:`AdaptiveEmbed.from_table`."""
-    cutoffs, factor, E, P, errors = _build.adaptive_from_table(fn, table, cutoffs, factor,
-                                                               head_projection, key)
-    if param_dtype is None:
-        param_dtype = jnp.asarray(table).dtype
-    F = E[0].shape[1] if P[0] is None else P[0].shape[1]
-    module = nnx.eval_shape(lambda: cls(cutoffs, F, factor=factor,
+    b = _build.adaptive_from_table(fn, table, cutoffs, factor, head_projection, key, param_dtype)
+    module = nnx.eval_shape(lambda: cls(b.cutoffs, b.features, factor=b.factor,
                                         head_projection=head_projection, dtype=dtype,
-                                        param_dtype=param_dtype, rngs=nnx.Rngs(0)))
-    for i, (e, p) in enumerate(zip(E, P)):
-        getattr(module, f"embedding_{i}").set_value(jnp.asarray(e, param_dtype))
+                                        param_dtype=b.param_dtype, rngs=nnx.Rngs(0)))
+    for i, (e, p) in enumerate(zip(b.E, b.P)):
+        getattr(module, f"embedding_{i}").set_value(e)
         if p is not None:
-            getattr(module, f"projection_{i}").set_value(jnp.asarray(p, param_dtype))
-    return module, errors
+            getattr(module, f"projection_{i}").set_value(p)
+    return module, b.errors

@@ -226,19 +226,12 @@ class AdaptiveEmbed(nn.Module):
 def adaptive_from_table(cls, fn, table, cutoffs, factor, head_projection, key, dtype,
                         param_dtype):
     """``(module, variables, band_errors)``; see :meth:`AdaptiveEmbed.from_table`."""
-    cutoffs, factor, E, P, errors = _build.adaptive_from_table(fn, table, cutoffs, factor,
-                                                               head_projection, key)
-    if param_dtype is None:
-        param_dtype = jnp.asarray(table).dtype
-    F = E[0].shape[1] if P[0] is None else P[0].shape[1]
-    module = cls(cutoffs, F, factor=factor, head_projection=head_projection, dtype=dtype,
-                 param_dtype=param_dtype)
-    params = {}
-    for i, (e, p) in enumerate(zip(E, P)):
-        params[f"embedding_{i}"] = jnp.asarray(e, param_dtype)
-        if p is not None:
-            params[f"projection_{i}"] = jnp.asarray(p, param_dtype)
-    return module, {"params": params}, errors
+    b = _build.adaptive_from_table(fn, table, cutoffs, factor, head_projection, key, param_dtype)
+    module = cls(b.cutoffs, b.features, factor=b.factor, head_projection=head_projection,
+                 dtype=dtype, param_dtype=b.param_dtype)
+    params = {f"embedding_{i}": e for i, e in enumerate(b.E)}
+    params.update({f"projection_{i}": p for i, p in enumerate(b.P) if p is not None})
+    return module, {"params": params}, b.errors
 
 
 def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any = None,
