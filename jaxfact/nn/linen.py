@@ -253,7 +253,9 @@ def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any
     replaced layers are dataclass fields (``embed: nn.Module``), the recipe that keeps weight
     tying (``self.embed.attend(h)`` calls the new module's ``attend``). Layers created inside
     ``setup``/``@nn.compact`` cannot be swapped from outside: build the model with the returned
-    modules instead.
+    modules instead. A Linen parameter tree records no sharing, so a tie made by reading
+    ``embed``'s parameters from another module (rather than calling ``embed.attend``) cannot be
+    detected here; after the swap such a model fails on the missing ``embedding`` shape.
 
     Args:
       params: the model's ``"params"`` collection, or a whole variables dict holding one (the
