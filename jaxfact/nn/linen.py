@@ -255,7 +255,8 @@ def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any
     ``setup``/``@nn.compact`` cannot be swapped from outside: build the model with the returned
     modules instead. A Linen parameter tree records no sharing, so a tie made by reading
     ``embed``'s parameters from another module (rather than calling ``embed.attend``) cannot be
-    detected here; after the swap such a model fails on the missing ``embedding`` shape.
+    detected here: after the swap such a model would read the (V, r) codes ``embedding`` of
+    :class:`FactorizedEmbed` where it expects the (V, F) table.
 
     Args:
       params: the model's ``"params"`` collection, or a whole variables dict holding one (the
