@@ -8,6 +8,10 @@ user can call the functions directly on any pytree of arrays (inside ``jax.jit``
 Factorized embedding (Lan et al. 2020, ALBERT, Section 3.1): the (V, F) table is ``A @ B (+ b)``
 with ``A`` (V, r) and ``B`` (r, F).
 
+Factorized linear layer: ``y = (x @ A) @ B (+ b)`` with ``A`` (in, r) and ``B`` (r, out), the
+low-rank counterpart of a dense kernel (in, out); O(r (in + out)) per input row instead of
+O(in out).
+
 Adaptive input (Baevski & Auli 2019, Section 3): the vocabulary is cut into bands
 ``[c_{i-1}, c_i)``; band i has its own table ``E_i`` (c_i - c_{i-1}, d_i), ``d_i = F // factor**i``,
 and a bias-free projection ``P_i`` (d_i, F) to the model dimension.
@@ -66,6 +70,13 @@ def check_factorized_args(fn: str, num_embeddings: Any, features: Any, rank: Any
     return num_embeddings, features, rank
 
 
+def check_linear_args(fn: str, in_features: Any, out_features: Any, rank: Any) -> tuple:
+    in_features = _checks.check_int(fn, "in_features", in_features, low=1)
+    out_features = _checks.check_int(fn, "out_features", out_features, low=1)
+    rank = _checks.check_int(fn, "rank", rank, low=1, high=min(in_features, out_features))
+    return in_features, out_features, rank
+
+
 def check_adaptive_args(fn: str, cutoffs: Any, features: Any, factor: Any,
                         num_embeddings: Any = None) -> tuple[tuple[int, ...], int, float]:
     """Validates AdaptiveEmbed's arguments; returns (cutoffs, features, factor)."""
@@ -112,6 +123,11 @@ def band_has_projection(i: int, dim: int, features: int, head_projection: bool) 
 def factorized_param_count(num_embeddings: int, features: int, rank: int, use_bias: bool) -> int:
     """``V r + r F (+ F)``."""
     return num_embeddings * rank + rank * features + (features if use_bias else 0)
+
+
+def linear_param_count(in_features: int, out_features: int, rank: int, use_bias: bool) -> int:
+    """``in r + r out (+ out)``."""
+    return in_features * rank + rank * out_features + (out_features if use_bias else 0)
 
 
 def adaptive_param_count(cutoffs: Sequence[int], features: int, factor: float = 4,
@@ -169,6 +185,16 @@ def factorized_attend(x, embedding, projection, bias=None, *, dtype=None):
         # The bias row is added to every table row, so it adds x . b to every logit.
         logits = logits + (x @ params[3])[..., None]
     return logits
+
+
+@partial(jax.jit, static_argnames=("dtype", "precision"))
+def factorized_dense(x, kernel_a, kernel_b, bias=None, *, dtype=None, precision=None):
+    """``(x @ A) @ B (+ b)``: (..., out) from x (..., in); O(|x| r (in + out)), never A @ B."""
+    params = (x, kernel_a, kernel_b) + (() if bias is None else (bias,))
+    params = _promote(*params, dtype=dtype)
+    x, A, B = params[:3]
+    y = jnp.matmul(jnp.matmul(x, A, precision=precision), B, precision=precision)
+    return y if bias is None else y + params[3]
 
 
 def factorized_table(embedding, projection, bias=None):

@@ -8,11 +8,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn.linear import default_embed_init
+from flax.nnx.nn.linear import default_kernel_init
 
 from jaxfact.nn import _build
 from jaxfact.nn import _math
 
-__all__ = ["FactorizedEmbed", "AdaptiveEmbed", "default_projection_init"]
+__all__ = ["FactorizedEmbed", "FactorizedLinear", "AdaptiveEmbed", "default_projection_init"]
 
 # B (rank, features) ~ N(0, 1/features): with A's rows of unit expected norm (flax's default
 # embedding init), the entries of A @ B have variance 1/features, the scale of an nnx.Embed table.
@@ -152,10 +153,16 @@ class FactorizedEmbed(nnx.Module):
 
         Args:
           table: (V, F) real array, finite (non-negative for "nmf").
-          rank: k, 1 <= k <= min(V, F).
+          rank: k, 1 <= k <= min(V, F); or a float in (0, 1), the smallest k keeping that share
+            of ``sum(S**2)`` (of the centred table for "pca", as scikit-learn's
+            ``PCA(n_components=0.9)``); or ``"gavish-donoho"``, the optimal hard threshold for
+            an unknown noise level (:func:`jaxfact.optimal_hard_threshold`). Both rules read
+            all singular values of the table (one extra O(V F min(V, F)) pass).
           method: "svd", "pca" or "nmf".
           key: ``jax.random`` key: randomized SVD/PCA, or the NMF initialization's randomness.
-          nmf_options: extra keyword arguments for :func:`jaxfact.nmf.nmf`.
+          nmf_options: extra keyword arguments for :func:`jaxfact.nmf.nmf` (``solver``,
+            ``max_iter``, ...); an unknown key raises ``TypeError`` and ``rank``/``key``/``X``
+            (set by this method) raise ``ValueError``, each naming the key.
           dtype, param_dtype: as in the constructor (param_dtype defaults to the table's dtype).
 
         Example::
@@ -168,6 +175,126 @@ class FactorizedEmbed(nnx.Module):
         A, B, bias = _build.factors_from_table("FactorizedEmbed.from_table", table, rank, method,
                                                key, nmf_options)
         return cls.from_factors(A, B, bias, dtype=dtype, param_dtype=param_dtype)
+
+
+class FactorizedLinear(nnx.Module):
+    """Low-rank linear layer ``y = (x @ A) @ B (+ b)``: ``nnx.Linear`` with its kernel factored.
+
+    ``A`` (``kernel_a``, in x r) and ``B`` (``kernel_b``, r x out) replace the (in, out) kernel;
+    the product is never formed. Parameters: ``in r + r out (+ out)`` against ``in out (+ out)``,
+    and O(r (in + out)) time per input row. ``from_kernel`` builds the layer from a trained
+    kernel: the best rank-r approximation by truncated SVD (Eckart & Young), or NMF factors.
+
+    Example::
+
+      >>> layer = FactorizedLinear(512, 256, 32, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((4, 512))).shape, layer.num_params   # 512*32 + 32*256 + 256
+      ((4, 256), 24832)
+
+    Args:
+      in_features, out_features: as in ``nnx.Linear``.
+      rank: inner dimension r, 1 <= r <= min(in_features, out_features).
+      use_bias: add a learned bias ``b`` (out,) (default True, as ``nnx.Linear``).
+      dtype: computation dtype (default: promoted from the input and parameters).
+      param_dtype: storage dtype of the parameters.
+      precision: ``jax.lax.Precision`` of both products.
+      kernel_a_init, kernel_b_init: initializers of ``A`` and ``B`` (default: LeCun normal for
+        both, so that ``x @ A`` and ``(x @ A) @ B`` keep unit variance, as ``nnx.Linear``'s output).
+      bias_init: initializer of ``b`` (default: zeros).
+      rngs: ``nnx.Rngs`` for the initializers.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, *, use_bias: bool = True,
+                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
+                 precision: Any = None, kernel_a_init=default_kernel_init,
+                 kernel_b_init=default_kernel_init, bias_init=nnx.initializers.zeros_init(),
+                 rngs: nnx.Rngs):
+        in_features, out_features, rank = _math.check_linear_args(
+            "FactorizedLinear", in_features, out_features, rank)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.rank = rank
+        self.use_bias = bool(use_bias)
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        self.kernel_a = nnx.Param(kernel_a_init(rngs.params(), (in_features, rank), param_dtype))
+        self.kernel_b = nnx.Param(kernel_b_init(rngs.params(), (rank, out_features), param_dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) \
+            if self.use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(..., in_features) -> (..., out_features)."""
+        x = _math.check_query("FactorizedLinear", x, self.in_features)
+        bias = None if self.bias is None else self.bias[...]
+        return _math.factorized_dense(x, self.kernel_a[...], self.kernel_b[...], bias,
+                                      dtype=self.dtype, precision=self.precision)
+
+    def kernel(self) -> jax.Array:
+        """The dense (in, out) kernel ``A @ B``, for inspection."""
+        return self.kernel_a[...] @ self.kernel_b[...]
+
+    @property
+    def num_params(self) -> int:
+        """``in r + r out (+ out)``."""
+        return _math.linear_param_count(self.in_features, self.out_features, self.rank,
+                                        self.use_bias)
+
+    @classmethod
+    def from_factors(cls, A: Any, B: Any, bias: Any = None, *, dtype: Dtype | None = None,
+                     param_dtype: Dtype | None = None, precision: Any = None,
+                     ) -> "FactorizedLinear":
+        """A layer computing ``(x @ A) @ B (+ bias)`` for factors A (in, r), B (r, out)."""
+        A, B, bias = _build.check_factors("FactorizedLinear.from_factors", A, B, bias,
+                                          names=("in_features", "out_features"))
+        param_dtype = A.dtype if param_dtype is None else param_dtype
+        (n_in, r), n_out = A.shape, B.shape[1]
+        module = nnx.eval_shape(lambda: cls(n_in, n_out, r, use_bias=bias is not None,
+                                            dtype=dtype, param_dtype=param_dtype,
+                                            precision=precision, rngs=nnx.Rngs(0)))
+        module.kernel_a.set_value(jnp.asarray(A, param_dtype))
+        module.kernel_b.set_value(jnp.asarray(B, param_dtype))
+        if bias is not None:
+            module.bias.set_value(jnp.asarray(bias, param_dtype))
+        return module
+
+    @classmethod
+    def from_kernel(cls, kernel: Any, rank: Any, *, bias: Any = None, method: str = "svd",
+                    key: Any = None, nmf_options: dict | None = None, dtype: Dtype | None = None,
+                    param_dtype: Dtype | None = None, precision: Any = None,
+                    ) -> "FactorizedLinear":
+        """Compresses a trained (in, out) kernel (and its bias, kept as is) to rank ``rank``.
+
+        * ``method="svd"``: ``A = U S^(1/2)``, ``B = S^(1/2) V^T`` of the truncated SVD, the best
+          rank-k kernel in Frobenius and spectral norm, so ``||x K - x A B|| <= s_{k+1} ||x||``;
+          exact (``key=None``) or randomized (given ``key``).
+        * ``method="nmf"``: non-negative factors of a non-negative kernel (``nmf_options`` as in
+          :meth:`FactorizedEmbed.from_table`).
+
+        PCA is not offered: the column mean of a kernel would be multiplied by ``sum(x)``, which
+        no bias can represent.
+
+        Args:
+          kernel: (in, out) real array (``nnx.Linear.kernel``, ``nn.Dense``'s ``kernel``).
+          rank: k in [1, min(in, out)], a float in (0, 1) (the smallest k keeping that share of
+            ``sum(S**2)``) or ``"gavish-donoho"`` (optimal hard threshold, unknown noise).
+          bias: optional (out,) bias of the original layer.
+          method, key, nmf_options: see above.
+          dtype, param_dtype, precision: as in the constructor (param_dtype defaults to the
+            kernel's dtype).
+
+        Example::
+
+          >>> dense = nnx.Linear(256, 128, rngs=nnx.Rngs(0))
+          >>> low = FactorizedLinear.from_kernel(dense.kernel[...], 16, bias=dense.bias[...])
+        """
+        fn = "FactorizedLinear.from_kernel"
+        f = _build.factorize(fn, kernel, rank, method, key, nmf_options, name="kernel",
+                             methods=_build.KERNEL_METHODS)
+        if param_dtype is None:
+            param_dtype = jnp.asarray(kernel).dtype
+        return cls.from_factors(f.A, f.B, bias, dtype=dtype, param_dtype=param_dtype,
+                                precision=precision)
 
 
 class AdaptiveEmbed(nnx.Module):
@@ -262,3 +389,50 @@ class AdaptiveEmbed(nnx.Module):
         """``sum_i size_i d_i + sum_{i with projection} d_i F``."""
         return _math.adaptive_param_count(self.cutoffs, self.features, self.factor,
                                           self.head_projection)
+
+    @classmethod
+    def from_table(cls, table: Any, cutoffs: Sequence[int], *, factor: float = 4,
+                   head_projection: bool = False, key: Any = None, dtype: Dtype | None = None,
+                   param_dtype: Dtype | None = None) -> "AdaptiveEmbed":
+        """Converts a trained (V, F) table, rows sorted by frequency, into adaptive bands.
+
+        Band i's table and projection are the truncated SVD of that band's rows at rank
+        ``d_i = F // factor**i``: ``E_i = U S^(1/2)``, ``P_i = S^(1/2) V^T``, the best rank-d_i
+        approximation of the band (Eckart & Young), so frequent ids keep more of their vector.
+        The head band (``d_0 = F``, no projection) is copied exactly. A band with fewer rows
+        than ``d_i`` is exact, its extra columns zero. ``jaxfact.nn.compress(...,
+        method="adaptive")`` reports each band's relative error.
+
+        Cost: one SVD per band, O(size_i F min(size_i, F)) (randomized, O(size_i F d_i), with
+        ``key``).
+
+        Args:
+          table: (V, F) real array, finite.
+          cutoffs, factor, head_projection: as in the constructor (``cutoffs[-1]`` must be V).
+          key: optional ``jax.random`` key for randomized SVDs of the bands.
+          dtype, param_dtype: as in the constructor (param_dtype defaults to the table's dtype).
+
+        Example::
+
+          >>> table = jax.random.normal(jax.random.key(0), (5000, 64))
+          >>> emb = AdaptiveEmbed.from_table(table, (100, 1000, 5000))
+          >>> emb.dims
+          (64, 16, 4)
+        """
+        module, _ = adaptive_from_table(cls, "AdaptiveEmbed.from_table", table, cutoffs, factor,
+                                        head_projection, key, dtype, param_dtype)
+        return module
+
+
+def adaptive_from_table(cls, fn, table, cutoffs, factor, head_projection, key, dtype,
+                        param_dtype):
+    """``(module, band_errors)``; see :meth:`AdaptiveEmbed.from_table`."""
+    b = _build.adaptive_from_table(fn, table, cutoffs, factor, head_projection, key, param_dtype)
+    module = nnx.eval_shape(lambda: cls(b.cutoffs, b.features, factor=b.factor,
+                                        head_projection=head_projection, dtype=dtype,
+                                        param_dtype=b.param_dtype, rngs=nnx.Rngs(0)))
+    for i, (e, p) in enumerate(zip(b.E, b.P)):
+        getattr(module, f"embedding_{i}").set_value(e)
+        if p is not None:
+            getattr(module, f"projection_{i}").set_value(p)
+    return module, b.errors
