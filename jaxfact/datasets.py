@@ -318,7 +318,7 @@ def _parse_ratings_dat(text):
 
 
 def _parse_u_item(text):
-    """GroupLens ml-100k ``u.item``: ``id|title|release date|video date|url|`` then 19 genre flags."""
+    """GroupLens ml-100k ``u.item``: ``id|title|release date|video date|url|``, 19 genre flags."""
     table = {}
     for line in text.splitlines():
         if not line.strip():

@@ -150,3 +150,22 @@ def pyplot():
         raise ImportError("paper_repro draws figures with matplotlib: "
                           "`pip install 'jaxfact[repro]'`") from e
     return plt
+
+
+def all_hold(verdicts: Sequence[Verdict]) -> str:
+    """One verdict for a claim made of several comparisons (every window, every method): it holds
+    if each part holds, does not hold if any part does not, and is inconclusive otherwise."""
+    found = [_as_verdict(v) for v in verdicts]
+    if all(v == HOLDS for v in found):
+        return HOLDS
+    if any(v == FAILS for v in found):
+        return FAILS
+    return INCONCLUSIVE
+
+
+def mean_se(samples: Any) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN with fewer than two samples): the spread of a
+    mean over folds or seeds."""
+    x = np.asarray(samples, np.float64)
+    se = float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+    return float(np.mean(x)), se

@@ -29,19 +29,6 @@ VAL_FRACTION = 0.2
 TIMING_REPEATS = 7
 
 
-def _all(verdicts):
-    if all(v == _common.HOLDS for v in verdicts):
-        return _common.HOLDS
-    if any(v == _common.FAILS for v in verdicts):
-        return _common.FAILS
-    return _common.INCONCLUSIVE
-
-
-def _mean_se(x):
-    x = np.asarray(x, np.float64)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-
 def _standardize(Zfit, *others):
     mu, sd = Zfit.mean(0), Zfit.std(0)
     sd = np.where(sd > 1e-8, sd, 1.0)   # a constant feature keeps scale 1
@@ -114,10 +101,10 @@ def run(quick: bool = False) -> Report:
     for method in methods:
         k = chosen[method]
         a = acc[(method, k)]
-        d_keep, se_keep = _mean_se(a[:, 1] - (raw[:, 1] - KEEP))
+        d_keep, se_keep = _common.mean_se(a[:, 1] - (raw[:, 1] - KEEP))
         kept_v.append(_common.decide(d_keep, se_keep) if k <= 16 else _common.FAILS)
         gap_raw, gap_fact = raw[:, 2] - raw[:, 1], a[:, 2] - a[:, 1]
-        d_gap, se_gap = _mean_se(gap_raw - gap_fact)
+        d_gap, se_gap = _common.mean_se(gap_raw - gap_fact)
         gap_v.append(_common.decide(d_gap, se_gap))
         t_raw, t_fact = _paired_times(trainers[("raw", 64)], trainers[(method, k)],
                                       TIMING_REPEATS)
@@ -125,19 +112,19 @@ def run(quick: bool = False) -> Report:
         lo, hi = _common.bootstrap_interval(diffs, np.median)
         speed_v.append(_common.decide(float(np.median(diffs)), (hi - lo) / 2))
         summary.append([method.upper(), k, f"{k / 64:.0%}", f"{a[:, 0].mean():.4f}",
-                        f"{a[:, 1].mean():.4f} ± {_mean_se(a[:, 1])[1]:.4f}",
+                        f"{a[:, 1].mean():.4f} ± {_common.mean_se(a[:, 1])[1]:.4f}",
                         f"{(gap_fact).mean():+.4f}", f"{d_gap:+.4f} ± {se_gap:.4f}"])
         timing_rows.append([method.upper(), k, f"{np.median(t_fact) * 1e3:.1f}",
                             f"{np.median(t_raw) * 1e3:.1f}",
                             f"{np.median(diffs) * 1e3:+.1f} [{lo * 1e3:+.1f}, {hi * 1e3:+.1f}]",
                             speed_v[-1]])
     summary.append(["raw pixels", 64, "100%", f"{raw_val:.4f}",
-                    f"{raw[:, 1].mean():.4f} ± {_mean_se(raw[:, 1])[1]:.4f}",
+                    f"{raw[:, 1].mean():.4f} ± {_common.mean_se(raw[:, 1])[1]:.4f}",
                     f"{(raw[:, 2] - raw[:, 1]).mean():+.4f}", "-"])
 
     pca_svd = []
     for k in (k for k in ks if k <= 4):
-        d, se = _mean_se(acc[("pca", k)][:, 1] - acc[("svd", k)][:, 1])
+        d, se = _common.mean_se(acc[("pca", k)][:, 1] - acc[("svd", k)][:, 1])
         pca_svd.append(_common.decide(d, se))
 
     detail = []
@@ -185,12 +172,13 @@ def run(quick: bool = False) -> Report:
     claims = [
         (f"Accuracy is kept with a fraction of the input: with k <= 16 of 64 numbers (chosen on "
          f"validation) every factorization's test accuracy is within {KEEP:.0%} of raw pixels'",
-         _all(kept_v)),
+         _common.all_hold(kept_v)),
         ("Factorized inputs reduce overfitting: at that k the train/test gap is smaller than with "
-         "raw pixels, for every factorization", _all(gap_v)),
+         "raw pixels, for every factorization", _common.all_hold(gap_v)),
         ("Factorized inputs speed up training (at that k, every factorization; median of "
-         "interleaved repeated timings)", _all(speed_v)),
+         "interleaved repeated timings)", _common.all_hold(speed_v)),
         ("PCA (centred) and SVD (uncentred) differ: at k <= 4 PCA's codes classify better, as "
-         "the uncentred SVD spends its first component on the mean image", _all(pca_svd)),
+         "the uncentred SVD spends its first component on the mean image",
+         _common.all_hold(pca_svd)),
     ]
     return Report("embedding_factorization", __doc__.strip().splitlines()[0], md, claims, figs)

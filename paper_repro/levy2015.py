@@ -50,15 +50,6 @@ def bootstrap_diffs(pa, pb, n_boot=300, seed=0):
     return out
 
 
-def all_of(verdicts):
-    """One verdict for a claim made for every window: holds if it holds in each, does not hold if
-    it fails in any, inconclusive otherwise."""
-    if all(v == _common.HOLDS for v in verdicts):
-        return _common.HOLDS
-    if any(v == _common.FAILS for v in verdicts):
-        return _common.FAILS
-    return _common.INCONCLUSIVE
-
 
 def shifted_ppmi_is_exact(counts, k=5.0):
     """SPPMI's stored values against max(PMI - log k, 0) computed in NumPy float64."""
@@ -125,7 +116,7 @@ def run(quick: bool = False) -> Report:
             verdicts.append(verdict)
             firmness.append([label, w, round(ra, 3), round(rb, 3), round(ra - rb, 3),
                              f"[{lo:+.3f}, {hi:+.3f}]", round(margin, 3), verdict])
-        return all_of(verdicts)
+        return _common.all_hold(verdicts)
 
     cds = held("PPMI: cds 0.75 vs 1", ("PPMI", 0.75, 1.0, None), ("PPMI", 1.0, 1.0, None))
     eig_half = held("SVD: eig 0.5 vs 1", ("SVD", 0.75, 1.0, 0.5), ("SVD", 0.75, 1.0, 1.0))

@@ -184,12 +184,6 @@ def _surprise(fold: _Fold):
     return out
 
 
-def _mean_se(x):
-    x = np.asarray(x, np.float64)
-    se = float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-    return float(np.mean(x)), se
-
-
 def run(quick: bool = False) -> Report:
     ml = load_movielens("100k")
     n_eval = 2 if quick else N_FOLDS
@@ -212,11 +206,11 @@ def run(quick: bool = False) -> Report:
         return [r[name][j] for r in rows]
 
     models = [SGD, ALS, BASE, NMF, SOFT]
-    stats = {m: (_mean_se(col(ours, m, 0)), _mean_se(col(ours, m, 1)), float(np.median(
-        col(ours, m, 2)))) for m in models}
+    stats = {m: (_common.mean_se(col(ours, m, 0)), _common.mean_se(col(ours, m, 1)),
+                 float(np.median(col(ours, m, 2)))) for m in models}
     peer = {}
     if have_peer:
-        peer = {p: (_mean_se(col(theirs, p, 0)), _mean_se(col(theirs, p, 1)),
+        peer = {p: (_common.mean_se(col(theirs, p, 0)), _common.mean_se(col(theirs, p, 1)),
                     float(np.median(col(theirs, p, 2)))) for p in PEER.values()}
 
     def pm(ms):
@@ -248,7 +242,7 @@ def run(quick: bool = False) -> Report:
     # Verdicts. A fold mean's spread is its standard error over folds; paired claims (two
     # models on the same folds) use the standard error of the per-fold differences.
     def paired(a, b):  # mean and standard error of (b - a) over folds: > 0 when a is lower
-        return _mean_se(np.array(col(ours, b, 0)) - np.array(col(ours, a, 0)))
+        return _common.mean_se(np.array(col(ours, b, 0)) - np.array(col(ours, a, 0)))
 
     (sgd_mean, sgd_se) = stats[SGD][0]
     (als_mean, als_se) = stats[ALS][0]
@@ -266,7 +260,7 @@ def run(quick: bool = False) -> Report:
          f"(by {d_als_base:.4f} ± {se_als_base:.4f})", _common.decide(d_als_base, se_als_base)),
     ]
     if have_peer:
-        d, se = _mean_se(np.array(col(ours, SGD, 0)) - np.array(col(theirs, "SVD", 0)))
+        d, se = _common.mean_se(np.array(col(ours, SGD, 0)) - np.array(col(theirs, "SVD", 0)))
         claims.append((f"Our SGD matches Surprise's SVD on the same folds within {TOLERANCE} "
                        f"(ours - theirs {d:+.4f} ± {se:.4f})",
                        _common.decide(TOLERANCE - abs(d), se)))
