@@ -27,7 +27,8 @@ CASES = [
     # The quick run's 2 folds cannot place SGD within 0.005 of 0.934 (claim 0); the rest can.
     pytest.param("surprise_ml100k", [1, 2, 3, 4], marks=SLOW, id="surprise_ml100k"),
     # Ranks (1, 5, 20, 50) instead of 7 ranks up to 100: the diminishing-returns claim (3) and
-    # the 0.01-NDCG equivalence with `implicit` (5, rank 32 against 64) differ in size.
+    # the 0.01-NDCG equivalence with `implicit` (5: one rank and two alphas to choose from) differ
+    # in size.
     pytest.param("koren2009", [0, 1, 2, 4], marks=SLOW, id="koren2009"),
     # Window 2 only: each direction's verdict in the full run also needs window 5; the shifted
     # PPMI identity (5) is exact at any size.
