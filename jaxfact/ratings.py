@@ -44,7 +44,8 @@ class BiasedMFResult(NamedTuple):
 def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: int, *,
               lam: Any = 0.02, solver: str = "als", max_iter: int = 20, tol: Any = None,
               key: Any = None, lr: Any = 0.005, init_std: Any = 0.1,
-              init: BiasedMFResult | None = None, cg_steps: int | None = None
+              init: BiasedMFResult | None = None, cg_steps: int | None = None,
+              biased: bool = True
               ) -> BiasedMFResult:
     """Biased matrix factorization of a partially observed rating matrix.
 
@@ -91,6 +92,9 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         many conjugate-gradient steps on it instead, warm-started at the current (b, p) (the
         ALS-CG of Takacs, Pilaszy & Tikk 2011): O(|K| k cg_steps + (m + n) k cg_steps) per
         iteration, no Gram matrices, J still never increases; ``cg_steps >= k + 1`` is exact.
+      biased: True (default) fits ``mu + b_u + b_i + p_u . q_i``; False fits the plain
+        ``p_u . q_i`` (mu, b_u, b_i held at 0), like Surprise's ``SVD(biased=False)``: the
+        "basic matrix factorization model" of Koren et al., eq. (2).
 
     Returns:
       :class:`BiasedMFResult`.
@@ -125,6 +129,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     init_std = _checks.check_real(fn, "init_std", init_std, low=0.0)
     if cg_steps is not None:
         cg_steps = _checks.check_int(fn, "cg_steps", cg_steps, low=1)
+    if not isinstance(biased, bool):
+        raise TypeError(f"{fn}: `biased` must be True or False; got {biased!r}")
     dtype = values.dtype
     if init is not None:
         if not isinstance(init, BiasedMFResult):
@@ -140,11 +146,14 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         start = (jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
                  init_std * jax.random.normal(kp, (m, rank), dtype),
                  init_std * jax.random.normal(kq, (n, rank), dtype))
+    if not biased:
+        start = (jnp.zeros((m,), dtype), jnp.zeros((n,), dtype)) + tuple(start[2:])
     hyper = tuple(jnp.asarray(h, dtype) for h in (lam, tol, lr))
     if solver == "als":
         return _biased_als(rows, cols, values, start, hyper, shape=(m, n), max_iter=max_iter,
-                           cg_steps=cg_steps)
-    return _biased_sgd(rows, cols, values, start, hyper, key, shape=(m, n), max_iter=max_iter)
+                           cg_steps=cg_steps, biased=biased)
+    return _biased_sgd(rows, cols, values, start, hyper, key, shape=(m, n), max_iter=max_iter,
+                       biased=biased)
 
 
 def predict_ratings(result: BiasedMFResult, rows: Any, cols: Any, *, clip: tuple[float, float] | None = None
@@ -316,9 +325,11 @@ def _ridge_cg(layout, X, y, lam, n_seg, w0, cg_steps):
 
 
 def _als_half(layout, mu, own_bias, own_F, other_bias, other_F, other_idx, values, lam, n_own,
-              chunk, cg_steps):
+              chunk, cg_steps, biased=True):
     # Fix the other side; per-rating features x = (1, f_other) and targets r - mu - b_other.
-    X = jnp.concatenate([jnp.ones((other_idx.shape[0], 1), other_F.dtype), other_F[other_idx]], 1)
+    # Unbiased: the constant feature is 0, so the ridge solution keeps the bias at exactly 0.
+    one = jnp.full((other_idx.shape[0], 1), 1.0 if biased else 0.0, other_F.dtype)
+    X = jnp.concatenate([one, other_F[other_idx]], 1)
     y = values - mu - other_bias[other_idx]
     if cg_steps is None:
         w = _ridge_solve(layout, X, y, lam, n_own, chunk)
@@ -331,17 +342,19 @@ def _als_half(layout, mu, own_bias, own_F, other_bias, other_F, other_idx, value
 _CHUNK = 256
 
 
-@partial(jax.jit, static_argnames=("shape", "max_iter", "cg_steps"))
-def _biased_als(rows, cols, values, start, hyper, *, shape, max_iter, cg_steps):
+@partial(jax.jit, static_argnames=("shape", "max_iter", "cg_steps", "biased"))
+def _biased_als(rows, cols, values, start, hyper, *, shape, max_iter, cg_steps, biased=True):
     m, n = shape
     lam, tol, _ = hyper
-    mu = jnp.mean(values)
+    mu = jnp.mean(values) if biased else jnp.zeros((), values.dtype)
     user_layout = _layout(rows, m, _CHUNK)
     item_layout = _layout(cols, n, _CHUNK)
 
     def step(bu, bi, P, Q):
-        bu, P = _als_half(user_layout, mu, bu, P, bi, Q, cols, values, lam, m, _CHUNK, cg_steps)
-        bi, Q = _als_half(item_layout, mu, bi, Q, bu, P, rows, values, lam, n, _CHUNK, cg_steps)
+        bu, P = _als_half(user_layout, mu, bu, P, bi, Q, cols, values, lam, m, _CHUNK, cg_steps,
+                          biased)
+        bi, Q = _als_half(item_layout, mu, bi, Q, bu, P, rows, values, lam, n, _CHUNK, cg_steps,
+                          biased)
         return bu, bi, P, Q
 
     def cond(state):
@@ -362,11 +375,11 @@ def _biased_als(rows, cols, values, start, hyper, *, shape, max_iter, cg_steps):
     return BiasedMFResult(mu, bu, bi, P, Q, it, done, history)
 
 
-@partial(jax.jit, static_argnames=("shape", "max_iter"))
-def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter):
+@partial(jax.jit, static_argnames=("shape", "max_iter", "biased"))
+def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter, biased=True):
     m, n = shape
     lam, tol, lr = hyper
-    mu = jnp.mean(values)
+    mu = jnp.mean(values) if biased else jnp.zeros((), values.dtype)
     bu, bi, P, Q = start
     k = P.shape[1]
     dtype = values.dtype
@@ -378,6 +391,8 @@ def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter):
         jnp.concatenate([bu[:, None], jnp.ones((m, 1), dtype), P], 1),
         jnp.concatenate([jnp.ones((n, 1), dtype), bi[:, None], Q], 1)])
     mask = jnp.ones((2, k + 2), dtype).at[0, 1].set(0).at[1, 0].set(0)
+    if not biased:  # the biases stay at their start, 0
+        mask = mask.at[0, 0].set(0).at[1, 1].set(0)
 
     def rating(W, x):
         u, i, r = x

@@ -83,7 +83,10 @@ def provenance() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # The results folder is what a run writes (its figures are saved before this stamp), not
+        # code that could change a result, so edits there do not make the tree dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)paper_repro/results"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
@@ -150,3 +153,22 @@ def pyplot():
         raise ImportError("paper_repro draws figures with matplotlib: "
                           "`pip install 'jaxfact[repro]'`") from e
     return plt
+
+
+def all_hold(verdicts: Sequence[Verdict]) -> str:
+    """One verdict for a claim made of several comparisons (every window, every method): it holds
+    if each part holds, does not hold if any part does not, and is inconclusive otherwise."""
+    found = [_as_verdict(v) for v in verdicts]
+    if all(v == HOLDS for v in found):
+        return HOLDS
+    if any(v == FAILS for v in found):
+        return FAILS
+    return INCONCLUSIVE
+
+
+def mean_se(samples: Any) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN with fewer than two samples): the spread of a
+    mean over folds or seeds."""
+    x = np.asarray(samples, np.float64)
+    se = float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+    return float(np.mean(x)), se

@@ -309,3 +309,44 @@ def test_under_jit_and_vmap():
         keys)
     one = implicit_als(r, c, jnp.abs(v), (M, N), K, key=keys[1], max_iter=3).history
     np.testing.assert_allclose(hist[1], one, rtol=tol(np.float32, 10))
+
+
+def test_unbiased_mf_matches_numpy():
+    """biased=False: mu, b_u, b_i stay 0; ALS solves (P^T P + lam n_s I) q = P^T r per item and SGD
+    runs Surprise's SVD(biased=False) loop."""
+    r, c, v = _small(seed=6)
+    v64 = v.astype(np.float64)
+    init = _init(np.float64)
+    lam = 0.1
+    with jax.enable_x64(True):
+        als = biased_mf(r, c, v64, (M, N), K, lam=lam, max_iter=1, tol=0.0, init=init,
+                        biased=False)
+        P = np.zeros((M, K))
+        Q0 = np.asarray(init.Q, float)
+        for s in range(M):
+            j = r == s
+            X = Q0[c[j]]
+            P[s] = np.linalg.solve(X.T @ X + lam * j.sum() * np.eye(K), X.T @ v64[j])
+        Q = np.zeros((N, K))
+        for s in range(N):
+            j = c == s
+            X = P[r[j]]
+            Q[s] = np.linalg.solve(X.T @ X + lam * j.sum() * np.eye(K), X.T @ v64[j])
+        assert float(als.mu) == 0 and not np.any(als.user_bias) and not np.any(als.item_bias)
+        np.testing.assert_allclose(als.P, P, atol=tol(np.float64, 10))
+        np.testing.assert_allclose(als.Q, Q, atol=tol(np.float64, 10))
+
+        key, lr = jax.random.key(3), 0.01
+        sgd = biased_mf(r, c, v64, (M, N), K, lam=0.02, lr=lr, solver="sgd", max_iter=1,
+                        key=key, init=init, biased=False)
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), r.size))
+        P, Q = np.array(init.P, float), np.array(init.Q, float)
+        for j in order:
+            u, i = r[j], c[j]
+            e = v64[j] - P[u] @ Q[i]
+            P[u], Q[i] = P[u] + lr * (e * Q[i] - 0.02 * P[u]), Q[i] + lr * (e * P[u] - 0.02 * Q[i])
+        assert float(sgd.mu) == 0 and not np.any(sgd.user_bias) and not np.any(sgd.item_bias)
+        np.testing.assert_allclose(sgd.P, P, atol=tol(np.float64, 10))
+        np.testing.assert_allclose(sgd.Q, Q, atol=tol(np.float64, 10))
+    with pytest.raises(TypeError, match="biased_mf: `biased` must be True or False; got 1"):
+        biased_mf(r, c, v, (M, N), K, key=key, biased=1)
