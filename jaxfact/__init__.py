@@ -6,6 +6,7 @@ approximation), and Flax modules that put those factors to work (:mod:`jaxfact.n
 """
 
 from jaxfact import nn
+from jaxfact._implicit import ImplicitDiff
 from jaxfact.completion import CompletionResult
 from jaxfact.completion import predict
 from jaxfact.completion import soft_impute
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BiasedMFResult",
     "CompletionResult",
+    "ImplicitDiff",
     "ImplicitALSResult",
     "LinearOperator",
     "NMFResult",
