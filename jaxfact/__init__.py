@@ -34,6 +34,7 @@ from jaxfact.rank import optimal_hard_threshold
 from jaxfact.ratings import BiasedMFResult
 from jaxfact.ratings import biased_mf
 from jaxfact.ratings import predict_ratings
+from jaxfact.restarts import best_run
 from jaxfact.svd import PCAResult
 from jaxfact.svd import SVDResult
 from jaxfact.svd import pca
@@ -65,6 +66,7 @@ __all__ = [
     "Ratings",
     "SVDResult",
     "Vocabulary",
+    "best_run",
     "biased_mf",
     "build_vocab",
     "cooccurrence",
