@@ -57,8 +57,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BiasedMFResult",
     "CompletionResult",
-    "ImplicitDiff",
     "ImplicitALSResult",
+    "ImplicitDiff",
     "LinearOperator",
     "NMFResult",
     "ObservedMatrix",

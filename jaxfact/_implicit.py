@@ -44,7 +44,8 @@ class ImplicitDiff(NamedTuple):
 
     Fields:
       tol: relative residual ``||A^T u - g|| / ||g||`` at which the backward solve stops;
-        None: ``eps ** 0.75`` of the dtype (6e-6 in float32, 2e-12 in float64).
+        None: ``eps ** 0.75`` of the dtype in float64 (2e-12), ``sqrt(eps)`` in float32
+        (3e-4: rounding keeps Krylov residuals from going much lower).
       max_iter: cap on products with the system's transpose (matrix-vector products).
       solver: "gmres", "cg" (symmetric systems only), or None for the solver's own choice (CG for
         the stationarity conditions of biased MF and the SVD subspaces, GMRES otherwise).
@@ -93,7 +94,8 @@ def _solve(matvec, b, opts, symmetric):
     """Solves ``matvec(x) = b`` by CG or GMRES; returns (x, relative residual)."""
     leaves = jax.tree.leaves(b)
     dtype = leaves[0].dtype
-    tol = opts.tol if opts.tol is not None else float(jnp.finfo(dtype).eps) ** 0.75
+    eps = float(jnp.finfo(dtype).eps)
+    tol = opts.tol if opts.tol is not None else (eps ** 0.75 if eps < 1e-10 else eps ** 0.5)
     solver = opts.solver or ("cg" if symmetric else "gmres")
     if solver == "cg":
         x, _ = jax.scipy.sparse.linalg.cg(matvec, b, tol=tol, maxiter=opts.max_iter)
@@ -325,7 +327,7 @@ def wlra_map(Z, theta, aux, *, k):
     return svt(Z + W * (X - Z), lam, k)
 
 
-def soft_impute(result, rows, cols, values, lam, shape, max_rank, opts):
+def soft_impute(result, rows, cols, values, lam, max_rank, opts):
     """Attaches implicit gradients w.r.t. (values, lam) to a SoftImpute result."""
     T = partial(soft_impute_map, k=max_rank)
     U, S, Vt = factored_fixed_point(T, opts, result.U, result.S, result.Vt, (values, lam),
@@ -333,7 +335,7 @@ def soft_impute(result, rows, cols, values, lam, shape, max_rank, opts):
     return result._replace(U=U, S=S, Vt=Vt)
 
 
-def soft_impute_path(path, rows, cols, values, lams, shape, max_rank, opts):
+def soft_impute_path(path, rows, cols, values, lams, max_rank, opts):
     """The same for each fit of a path (each lambda's solution does not depend on its start)."""
     T = partial(soft_impute_map, k=max_rank)
     one = lambda U, S, Vt, lam: factored_fixed_point(T, opts, U, S, Vt, (values, lam),
@@ -370,17 +372,15 @@ def _kkt(y, grad, lipschitz):
     return jnp.where(free, grad, y)
 
 
-def _nmf_kkt(z, theta, aux):
+def _nmf_kkt(z, theta, mask):
     W, H = z
-    mask, update_W, update_H = aux
     gW, gH = jax.grad(_nmf_objective, argnums=(0, 1))(W, H, theta, mask)
     mmax = 1.0 if mask is None else jnp.max(mask)
     _, l1W, l2W, l1H, l2H = theta
+    # Step sizes only classify the entries (free or held at 0); they are not differentiated.
     LW = jax.lax.stop_gradient(mmax * jnp.sum(H * H) + l2W)
     LH = jax.lax.stop_gradient(mmax * jnp.sum(W * W) + l2H)
-    FW = _kkt(W, gW, LW) if update_W else W - jax.lax.stop_gradient(W)
-    FH = _kkt(H, gH, LH) if update_H else H - jax.lax.stop_gradient(H)
-    return FW, FH
+    return _kkt(W, gW, LW), _kkt(H, gH, LH)
 
 
 def _check_beta(fn, beta_loss):
@@ -393,7 +393,7 @@ def _check_beta(fn, beta_loss):
 def _codes_F(W, theta, mask):
     X, H, l1, l2 = theta
     zero = jnp.zeros((), W.dtype)
-    return _nmf_kkt((W, H), (X, l1, l2, zero, zero), (mask, True, False))[0]
+    return _nmf_kkt((W, H), (X, l1, l2, zero, zero), mask)[0]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -423,7 +423,7 @@ def nmf_transform(W, X, H, reg, mask, beta_loss, opts):
 
 def _factors_F(z, theta, mask):
     X, r = theta
-    return _nmf_kkt(z, (X, r.l1W, r.l2W, r.l1H, r.l2H), (mask, True, True))
+    return _nmf_kkt(z, (X, r.l1W, r.l2W, r.l1H, r.l2H), mask)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))

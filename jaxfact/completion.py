@@ -220,7 +220,7 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     res = _soft_impute(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam), tol,
                        shape=(n1, n2), max_iter=max_iter, n_power=n_power,
                        fresh=warm_start is None)
-    return _implicit.soft_impute(res, rows, cols, values, lam, (n1, n2), max_rank, diff)
+    return _implicit.soft_impute(res, rows, cols, values, lam, max_rank, diff)
 
 
 def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, lams: Any,
@@ -273,7 +273,7 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     path = _soft_impute_path(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lams), tol,
                              shape=(n1, n2), max_iter=max_iter, n_power=n_power,
                              fresh=warm_start is None)
-    return _implicit.soft_impute_path(path, rows, cols, values, lams, (n1, n2), max_rank, diff)
+    return _implicit.soft_impute_path(path, rows, cols, values, lams, max_rank, diff)
 
 
 def predict(result: Any, rows: Any, cols: Any) -> jax.Array:
