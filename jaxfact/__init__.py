@@ -7,6 +7,7 @@ approximation), and Flax modules that put those factors to work (:mod:`jaxfact.n
 
 from jaxfact import datasets
 from jaxfact import nn
+from jaxfact._implicit import ImplicitDiff
 from jaxfact.completion import CompletionResult
 from jaxfact.completion import predict
 from jaxfact.completion import soft_impute
@@ -34,6 +35,7 @@ from jaxfact.rank import optimal_hard_threshold
 from jaxfact.ratings import BiasedMFResult
 from jaxfact.ratings import biased_mf
 from jaxfact.ratings import predict_ratings
+from jaxfact.restarts import best_run
 from jaxfact.svd import PCAResult
 from jaxfact.svd import SVDResult
 from jaxfact.svd import pca
@@ -57,6 +59,7 @@ __all__ = [
     "BiasedMFResult",
     "CompletionResult",
     "ImplicitALSResult",
+    "ImplicitDiff",
     "LinearOperator",
     "NMFResult",
     "ObservedMatrix",
@@ -64,6 +67,7 @@ __all__ = [
     "Ratings",
     "SVDResult",
     "Vocabulary",
+    "best_run",
     "biased_mf",
     "build_vocab",
     "cooccurrence",

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfact import _checks
+from jaxfact import _implicit
 from jaxfact import linop
 from jaxfact._subspace import gather as _gather
 from jaxfact._subspace import subspace_svd as _subspace_svd
@@ -154,7 +155,8 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
 
 def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, lam: Any,
                 max_rank: int, tol: Any = 1e-5, max_iter: int = 100, key: Any = None,
-                warm_start: Any = None, n_power: int = 1) -> CompletionResult:
+                warm_start: Any = None, n_power: int = 1,
+                diff: _implicit.ImplicitDiff | None = None) -> CompletionResult:
     """SoftImpute: nuclear-norm regularized completion (Mazumder, Hastie & Tibshirani 2010).
 
     Minimizes ``1/2 ||P_Omega(X - Z)||_F^2 + lam ||Z||_*`` over rank(Z) <= ``max_rank`` by the
@@ -176,10 +178,19 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
       key: random key for the starting subspace when ``warm_start`` is None (None: key(0)).
       warm_start: a previous ``CompletionResult`` (or (U, S, Vt)) to start from.
       n_power: extra subspace iterations per step.
+      diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
 
     Returns:
       ``CompletionResult`` with U (n1, k), S (k,), Vt (k, n2) (S == 0 beyond the solution's
       rank), ``residual = ||P_Omega(Z - X)||_F / ||P_Omega X||_F`` and ``history`` the objective.
+
+    Differentiable (reverse mode) w.r.t. ``values`` and ``lam``, by implicit differentiation of
+    the fixed point ``Z = D_lam(P_Omega(X) + P_Omega^perp(Z))`` at the returned solution (not
+    through the iterations): losses of ``Z = U diag(S) Vt`` (e.g. :func:`predict`) and of S are
+    well defined; U, V are defined up to rotations among tied singular values, and components
+    with S == 0 get no gradient. The backward pass forms the dense n1 x n2 Z and takes one full
+    SVD, O(n1 n2 min(n1, n2)), then GMRES products of O(n1 n2 min(n1, n2)) each; its memory is
+    O(n1 n2) whatever ``max_iter``. It assumes the forward solve converged (``converged``).
 
     Example::
 
@@ -204,15 +215,20 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     n_power = _checks.check_int(fn, "n_power", n_power, low=0)
     key = jax.random.key(0) if key is None else _checks.check_key(fn, key)
+    diff = _implicit.check_diff(fn, diff)
     U0, d0, V0 = _start(fn, warm_start, (n1, n2), max_rank, values.dtype)
     lam, tol = jnp.asarray(lam, values.dtype), jnp.asarray(tol, values.dtype)
-    return _soft_impute(rows, cols, values, U0, d0, V0, key, lam, tol, shape=(n1, n2),
-                        max_iter=max_iter, n_power=n_power, fresh=warm_start is None)
+    sg = jax.lax.stop_gradient
+    res = _soft_impute(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam), tol,
+                       shape=(n1, n2), max_iter=max_iter, n_power=n_power,
+                       fresh=warm_start is None)
+    return _implicit.soft_impute(res, rows, cols, values, lam, max_rank, diff)
 
 
 def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, lams: Any,
                      max_rank: int, tol: Any = 1e-5, max_iter: int = 100, key: Any = None,
-                     warm_start: Any = None, n_power: int = 1) -> CompletionResult:
+                     warm_start: Any = None, n_power: int = 1,
+                     diff: _implicit.ImplicitDiff | None = None) -> CompletionResult:
     """SoftImpute along a grid of ``lams`` (best decreasing), each fit warm-started from the last.
 
     This is the paper's Algorithm 1 path (Mazumder et al. 2010, section 3): the solution for one
@@ -225,10 +241,14 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
       lams: (L,) non-negative lambdas, best in decreasing order.
       max_rank, tol, max_iter, key, n_power: as for :func:`soft_impute` (per lambda).
       warm_start: optional start for the first lambda.
+      diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
 
     Returns:
       A ``CompletionResult`` whose fields have a leading axis of length ``len(lams)``; take one
       fit with ``jax.tree.map(lambda a: a[i], path)``.
+
+    Differentiable w.r.t. ``values`` and ``lams`` as :func:`soft_impute` is, fit by fit (each
+    fit is the solution for its lambda, whatever its warm start).
 
     Example::
 
@@ -248,10 +268,14 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     n_power = _checks.check_int(fn, "n_power", n_power, low=0)
     key = jax.random.key(0) if key is None else _checks.check_key(fn, key)
+    diff = _implicit.check_diff(fn, diff)
     U0, d0, V0 = _start(fn, warm_start, (n1, n2), max_rank, values.dtype)
     tol = jnp.asarray(tol, values.dtype)
-    return _soft_impute_path(rows, cols, values, U0, d0, V0, key, lams, tol, shape=(n1, n2),
-                             max_iter=max_iter, n_power=n_power, fresh=warm_start is None)
+    sg = jax.lax.stop_gradient
+    path = _soft_impute_path(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lams), tol,
+                             shape=(n1, n2), max_iter=max_iter, n_power=n_power,
+                             fresh=warm_start is None)
+    return _implicit.soft_impute_path(path, rows, cols, values, lams, max_rank, diff)
 
 
 def predict(result: Any, rows: Any, cols: Any) -> jax.Array:

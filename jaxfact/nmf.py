@@ -19,6 +19,7 @@ is never densified: every product with it costs O(nnz * k).
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
+from jaxfact import _implicit
 from jaxfact import _nmf_solvers as _s
 from jaxfact import _nmf_sparse as _sp
 from jaxfact import linop
@@ -56,7 +58,8 @@ class NMFResult(NamedTuple):
 def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: Any = None,
         max_iter: int = 200, tol: float = 1e-4, mask: Any = None,
         beta_loss: str = "frobenius", alpha_W: float = 0.0, alpha_H: float = 0.0,
-        l1_ratio: float = 0.0, W_init: Any = None, H_init: Any = None) -> NMFResult:
+        l1_ratio: float = 0.0, W_init: Any = None, H_init: Any = None,
+        diff: _implicit.ImplicitDiff | None = None) -> NMFResult:
     """Non-negative matrix factorization ``X ~= W @ H``, ``W (m, k) >= 0``, ``H (k, n) >= 0``.
 
     Minimizes ``D(X, WH) + penalties`` (see the module docstring) by alternating updates of W and
@@ -113,9 +116,30 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       beta_loss: "frobenius" or "kullback-leibler" (the latter with ``solver="mu"`` only).
       alpha_W, alpha_H: penalty strengths >= 0; l1_ratio in [0, 1] mixes L1 (1) and L2 (0).
       W_init, H_init: (m, k) and (k, n) non-negative starting factors (both or neither).
+      diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
 
     Returns:
       ``NMFResult(W, H, loss, n_iter, converged, history)``.
+
+    Differentiable (reverse mode, dense X, Frobenius loss) w.r.t. ``X``, ``alpha_W``, ``alpha_H``
+    (and ``mask``-free or masked fits) by implicit differentiation of the KKT conditions at the
+    returned (W, H): gradient zero on the positive entries, zero entries held at zero (strict
+    complementarity assumed). Well defined only for losses invariant to NMF's freedom
+    ``(W D P, P^T D^-1 H)`` (positive diagonal D, permutation P): losses of ``W @ H`` always;
+    losses of W (or H) after a fixed normalization such as unit column norms only where the
+    factorization is locally unique, i.e. W and H have enough zeros that no mixing
+    ``(W R, R^-1 H)`` other than scaling keeps them non-negative (every column of W and row of
+    H has a zero where another is positive). With strictly positive factors W itself is not
+    determined, and neither are raw W and H without penalties (they can be rescaled freely; L2
+    penalties, ``alpha > 0, l1_ratio < 1``, fix the scale): their gradients are meaningless,
+    which ``diff=ImplicitDiff(strict=True)`` reports as NaN (the backward system is singular
+    and inconsistent). Use a
+    solver that reaches exact zeros ("pg" or "hals"; "mu" only approaches them) and a tight
+    ``tol``. Backward: GMRES with O((m + n) k n) products; memory independent of ``max_iter``.
+
+    Restarts: ``init="nndsvda"`` / ``"nndsvd"`` are deterministic; for several random starts use
+    ``init="random"`` (or "nndsvdar") under ``jax.vmap`` over keys and keep the best with
+    :func:`jaxfact.best_run` (a warning is raised when a key is given with a deterministic init).
 
     Raises:
       ValueError: negative or non-finite entries (checked when X is concrete), rank out of range,
@@ -157,20 +181,30 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     if (W_init is None) != (H_init is None):
         raise ValueError(f"{fn}: give both `W_init` and `H_init` or neither; got only "
                          f"{'`W_init`' if H_init is None else '`H_init`'}")
+    diff = _implicit.check_diff(fn, diff)
     if W_init is not None:
         W0 = _check_factor(fn, "W_init", W_init, (m, rank), X.dtype)
         H0 = _check_factor(fn, "H_init", H_init, (rank, n), X.dtype)
     else:
+        if key is not None and init in ("nndsvd", "nndsvda"):
+            warnings.warn(f"{fn}: init={init!r} is deterministic, so `key` does not change the "
+                          f"start: runs with different keys (e.g. under jax.vmap) are identical. "
+                          f"Use init='random' or 'nndsvdar' for random restarts.", stacklevel=2)
         # Missing entries (weight 0) must not steer the start either: initialize from mask * X.
         W0, H0 = _init(fn, X if mask is None else _sp.masked(X, mask), rank, init, key)
-    fit = _nmf_kernel(X, mask, W0.T, H0, jnp.asarray(tol, X.dtype), reg, solver=solver,
-                      beta_loss=beta_loss, max_iter=max_iter, update_H=True)
-    return NMFResult(fit.Wt.T, fit.H, fit.loss, fit.n_iter, fit.converged, fit.history)
+    sg = jax.lax.stop_gradient
+    fit = _nmf_kernel(sg(X), mask, sg(W0.T), sg(H0), jnp.asarray(tol, X.dtype), sg(reg),
+                      solver=solver, beta_loss=beta_loss, max_iter=max_iter, update_H=True)
+    W, H = fit.Wt.T, fit.H
+    if isinstance(X, jax.Array):
+        W, H = _implicit.nmf(W, H, X, reg, mask, beta_loss, diff)
+    return NMFResult(W, H, fit.loss, fit.n_iter, fit.converged, fit.history)
 
 
 def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
                   tol: float = 1e-4, mask: Any = None, beta_loss: str = "frobenius",
-                  alpha_W: float = 0.0, l1_ratio: float = 0.0) -> jax.Array:
+                  alpha_W: float = 0.0, l1_ratio: float = 0.0,
+                  diff: _implicit.ImplicitDiff | None = None) -> jax.Array:
     """Non-negative codes ``W = argmin_{W >= 0} D(X, W H) + penalty(W)`` for new rows, H fixed.
 
     This embeds unseen data in a fitted NMF basis (scikit-learn's ``NMF.transform``). The problem
@@ -181,9 +215,16 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
       X: (m, n) non-negative dense array or BCOO.
       H: (k, n) non-negative basis, e.g. ``nmf(...).H``.
       solver, max_iter, tol, mask, beta_loss, alpha_W, l1_ratio: as in :func:`nmf`.
+      diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
 
     Returns:
       W: (m, k) non-negative codes.
+
+    Differentiable (reverse mode, dense X, Frobenius loss) w.r.t. ``X``, ``H`` and ``alpha_W``
+    by implicit differentiation of the KKT conditions of this convex problem at the returned W
+    (the gradient vanishes on the free entries, the others stay 0): GMRES on the free set, each
+    product O(m k n); memory independent of ``max_iter``. Assumes the solve converged (tight
+    ``tol``; "pg" or "hals", which reach exact zeros).
 
     Example::
 
@@ -204,9 +245,13 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
     reg = _regularization(fn, (m, n), alpha_W, 0.0, l1_ratio, X.dtype)
     mask = _check_mask(fn, mask, (m, n), X.dtype)
-    fit = _transform_kernel(X, mask, H, jnp.asarray(tol, X.dtype), reg, solver=solver,
-                            beta_loss=beta_loss, max_iter=max_iter)
-    return fit.Wt.T
+    diff = _implicit.check_diff(fn, diff)
+    sg = jax.lax.stop_gradient
+    fit = _transform_kernel(sg(X), mask, sg(H), jnp.asarray(tol, X.dtype), sg(reg),
+                            solver=solver, beta_loss=beta_loss, max_iter=max_iter)
+    if not isinstance(X, jax.Array):
+        return fit.Wt.T
+    return _implicit.nmf_transform(fit.Wt.T, X, H, reg, mask, beta_loss, diff)
 
 
 def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None

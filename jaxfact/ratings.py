@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxfact import _checks
+from jaxfact import _implicit
 
 __all__ = ["BiasedMFResult", "biased_mf", "predict_ratings"]
 
@@ -45,7 +46,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
               lam: Any = 0.02, solver: str = "als", max_iter: int = 20, tol: Any = None,
               key: Any = None, lr: Any = 0.005, init_std: Any = 0.1,
               init: BiasedMFResult | None = None, cg_steps: int | None = None,
-              biased: bool = True
+              biased: bool = True, diff: _implicit.ImplicitDiff | None = None
               ) -> BiasedMFResult:
     """Biased matrix factorization of a partially observed rating matrix.
 
@@ -95,9 +96,16 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       biased: True (default) fits ``mu + b_u + b_i + p_u . q_i``; False fits the plain
         ``p_u . q_i`` (mu, b_u, b_i held at 0), like Surprise's ``SVD(biased=False)``: the
         "basic matrix factorization model" of Koren et al., eq. (2).
+      diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
 
     Returns:
       :class:`BiasedMFResult`.
+
+    Differentiable (reverse mode, ``solver="als"``) w.r.t. ``values`` and ``lam`` by implicit
+    differentiation of the stationarity condition ``grad J = 0`` at the returned factors (CG on
+    the Hessian of J, products O(|K| k) each, memory independent of ``max_iter``). J is invariant
+    to rotating P and Q together, so losses of the predictions (``predict_ratings``, biases,
+    ``P @ Q.T``) are well defined and raw P or Q are not. Assumes the fit converged.
 
     Example::
 
@@ -148,10 +156,16 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
                  init_std * jax.random.normal(kq, (n, rank), dtype))
     if not biased:
         start = (jnp.zeros((m,), dtype), jnp.zeros((n,), dtype)) + tuple(start[2:])
-    hyper = tuple(jnp.asarray(h, dtype) for h in (lam, tol, lr))
+    diff = _implicit.check_diff(fn, diff)
+    lam_in = jnp.asarray(lam, dtype)
+    sg = jax.lax.stop_gradient
+    hyper = tuple(sg(jnp.asarray(h, dtype)) for h in (lam, tol, lr))
+    start = sg(start)
     if solver == "als":
-        return _biased_als(rows, cols, values, start, hyper, shape=(m, n), max_iter=max_iter,
-                           cg_steps=cg_steps, biased=biased)
+        res = _biased_als(rows, cols, sg(values), start, hyper, shape=(m, n), max_iter=max_iter,
+                          cg_steps=cg_steps, biased=biased)
+        return _implicit.biased_mf(res, rows, cols, values, lam_in, (m, n), _objective, diff,
+                                   biased=biased)
     return _biased_sgd(rows, cols, values, start, hyper, key, shape=(m, n), max_iter=max_iter,
                        biased=biased)
 
