@@ -42,6 +42,8 @@ Q_FAC = _rng.standard_normal((9, 2)).astype(np.float32)
 TOKENS = _rng.integers(-1, 6, 40).astype(np.int32)
 COOC = np.asarray(jf.cooccurrence(TOKENS, 6, window=2).todense()) + 1.0
 COOC_SPARSE = jsparse.BCOO.fromdense(COOC)
+RESTARTS = jax.vmap(lambda k: jf.nmf(X_POS, 3, init="random", key=k, max_iter=5))(
+    jax.random.split(KEY, 3))
 
 
 def _from_table(method, key=None):
@@ -97,6 +99,7 @@ CASES = {
     "from_table_svd_randomized": (_from_table("svd", KEY), (X,)),
     "from_table_pca": (_from_table("pca"), (X,)),
     "from_table_nmf": (_from_table("nmf"), (X_POS,)),
+    "best_run": (jf.best_run, (RESTARTS,)),
 }
 
 
