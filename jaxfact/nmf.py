@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
@@ -148,7 +149,7 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     rather than flooring it at a small positive value as Gillis & Glineur do.
     """
     fn = "nmf"
-    X = _check_X(fn, X)
+    X, out_dtype = _check_X(fn, X)
     m, n = X.shape
     rank = _checks.check_rank(fn, rank, (m, n))
     solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
@@ -160,12 +161,14 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     if W_init is not None:
         W0 = _check_factor(fn, "W_init", W_init, (m, rank), X.dtype)
         H0 = _check_factor(fn, "H_init", H_init, (rank, n), X.dtype)
+        _check_start(fn, solver, W0, H0)
     else:
         # Missing entries (weight 0) must not steer the start either: initialize from mask * X.
         W0, H0 = _init(fn, X if mask is None else _sp.masked(X, mask), rank, init, key)
     fit = _nmf_kernel(X, mask, W0.T, H0, jnp.asarray(tol, X.dtype), reg, solver=solver,
-                      beta_loss=beta_loss, max_iter=max_iter, update_H=True)
-    return NMFResult(fit.Wt.T, fit.H, fit.loss, fit.n_iter, fit.converged, fit.history)
+                      beta_loss=beta_loss, max_iter=max_iter, rescale=W_init is None)
+    return NMFResult(fit.Wt.T.astype(out_dtype), fit.H.astype(out_dtype), fit.loss, fit.n_iter,
+                     fit.converged, fit.history)
 
 
 def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
@@ -191,14 +194,13 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
       >>> W_new = nmf_transform(X_new, res.H)
     """
     fn = "nmf_transform"
-    X = _check_X(fn, X)
+    X, out_dtype = _check_X(fn, X)
     m, n = X.shape
     H = _checks.as_float_array(fn, "H", H)
     if H.shape[1] != n:
         raise ValueError(f"{fn}: `H` must have {n} columns (the columns of `X`); got shape "
                          f"{tuple(H.shape)}")
-    _checks.check_finite(fn, "H", H)
-    _checks.check_nonnegative(fn, "H", H)
+    _check_values(fn, "H", H)
     H = H.astype(X.dtype)
     rank = H.shape[0]
     solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
@@ -206,7 +208,7 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     mask = _check_mask(fn, mask, (m, n), X.dtype)
     fit = _transform_kernel(X, mask, H, jnp.asarray(tol, X.dtype), reg, solver=solver,
                             beta_loss=beta_loss, max_iter=max_iter)
-    return fit.Wt.T
+    return fit.Wt.T.astype(out_dtype)
 
 
 def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
@@ -239,9 +241,10 @@ def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
       >>> W0, H0 = nmf_init(X, 10, init="nndsvd")
     """
     fn = "nmf_init"
-    X = _check_X(fn, X)
+    X, out_dtype = _check_X(fn, X)
     rank = _checks.check_rank(fn, rank, X.shape)
-    return _init(fn, X, rank, init, key)
+    W, H = _init(fn, X, rank, init, key)
+    return W.astype(out_dtype), H.astype(out_dtype)
 
 
 def _init(fn, X, rank, init, key):
@@ -270,7 +273,33 @@ def _check_solver(fn, solver, beta_loss, max_iter, tol):
     return solver, beta_loss, max_iter, tol
 
 
+# float16 and bfloat16 have too little range for the products NMF forms (the objective is a sum of
+# squares of X's entries): such X is factorized in float32 and the factors returned in its dtype.
+_LOW_PRECISION = (jnp.float16, jnp.bfloat16)
+
+
+def _compute_dtype(dtype):
+    return jnp.dtype(jnp.float32) if dtype in _LOW_PRECISION else jnp.dtype(dtype)
+
+
+def _check_values(fn, name, x):
+    """Finite and non-negative, checked with NumPy when ``x`` is concrete (also when it is an
+    array captured by a function under ``jax.jit``: jnp would trace the check there)."""
+    if not _checks.is_concrete(x):
+        return
+    a = np.asarray(x.data if isinstance(x, jsparse.BCOO) else x)
+    if a.dtype in _LOW_PRECISION:
+        a = a.astype(np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{fn}: `{name}` must be finite; got {int(np.isnan(a).sum())} NaN and "
+                         f"{int(np.isinf(a).sum())} Inf entries")
+    if a.size and a.min() < 0:
+        raise ValueError(f"{fn}: `{name}` must be non-negative; got minimum {float(a.min())}")
+
+
 def _check_X(fn, X):
+    """X as a float32/float64 dense array or a :class:`_nmf_sparse.SparseX` (values checked
+    when concrete), and the dtype to return results in."""
     if hasattr(X, "tocoo") and hasattr(X, "nnz"):  # a SciPy sparse matrix or array
         X = jsparse.BCOO.from_scipy_sparse(X)
     if isinstance(X, jsparse.BCOO):
@@ -278,18 +307,19 @@ def _check_X(fn, X):
             raise ValueError(f"{fn}: `X` must be a 2-D BCOO matrix without batch or dense "
                              f"dimensions; got shape {X.shape}")
         _checks.check_float_dtype(fn, "X", X.dtype)
+        out = X.dtype
+        if _compute_dtype(out) != out:
+            X = jsparse.BCOO((X.data.astype(_compute_dtype(out)), X.indices), shape=X.shape)
         if _checks.is_concrete(X):
-            _checks.check_finite(fn, "X", X.data)
-            _checks.check_nonnegative(fn, "X", X.data)
-            return _sp.from_bcoo_host(X)  # duplicates summed, laid out by rows and by columns
-        return _sp.from_bcoo_traced(X)
+            _check_values(fn, "X", X)
+            return _sp.from_bcoo_host(X), out  # duplicates summed, laid out by rows and columns
+        return _sp.from_bcoo_traced(X), out
     if isinstance(X, (linop.ObservedMatrix, linop.LinearOperator, linop.SparseCSR)):
         raise TypeError(f"{fn}: `X` must be a dense array or a BCOO matrix; got "
                         f"{type(X).__name__}")
     X = _checks.as_float_array(fn, "X", X)
-    _checks.check_finite(fn, "X", X)
-    _checks.check_nonnegative(fn, "X", X)
-    return X
+    _check_values(fn, "X", X)
+    return X.astype(_compute_dtype(X.dtype)), X.dtype
 
 
 def _check_mask(fn, mask, shape, dtype):
@@ -299,15 +329,14 @@ def _check_mask(fn, mask, shape, dtype):
         raise TypeError(f"{fn}: `mask` must be a dense array of the shape of `X`; got a BCOO "
                         f"matrix (`mask.todense()`)")
     if not hasattr(mask, "dtype"):
-        mask = jnp.asarray(mask)
+        mask = np.asarray(mask)
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{fn}: `mask` must have the shape of `X`, {tuple(shape)}; got shape "
                          f"{tuple(mask.shape)}")
     if mask.dtype == jnp.bool_:
         return jnp.asarray(mask).astype(dtype)
     mask = _checks.as_float_array(fn, "mask", mask)
-    _checks.check_finite(fn, "mask", mask)
-    _checks.check_nonnegative(fn, "mask", mask)
+    _check_values(fn, "mask", mask)
     return mask.astype(dtype)
 
 
@@ -316,9 +345,24 @@ def _check_factor(fn, name, F, shape, dtype):
     if tuple(F.shape) != tuple(shape):
         raise ValueError(f"{fn}: `{name}` must have shape {tuple(shape)}; got shape "
                          f"{tuple(F.shape)}")
-    _checks.check_finite(fn, name, F)
-    _checks.check_nonnegative(fn, name, F)
+    _check_values(fn, name, F)
     return F.astype(dtype)
+
+
+def _check_start(fn, solver, W0, H0):
+    """Rejects starts the solver cannot leave: multiplicative updates keep a zero factor at
+    zero, and W = H = 0 is a stationary point of every solver (the gradient vanishes)."""
+    if not _checks.is_concrete((W0, H0)):
+        return
+    zero_w, zero_h = not np.any(np.asarray(W0)), not np.any(np.asarray(H0))
+    if solver == "mu" and (zero_w or zero_h):
+        name = "W_init" if zero_w else "H_init"
+        raise ValueError(f"{fn}: `{name}` is all zeros; multiplicative updates (solver='mu') "
+                         f"cannot move a factor away from 0. Start from positive values, e.g. "
+                         f"init='nndsvda' or 'random'")
+    if zero_w and zero_h:
+        raise ValueError(f"{fn}: `W_init` and `H_init` are all zeros, a stationary point that "
+                         f"solver={solver!r} cannot leave; start from e.g. init='nndsvda'")
 
 
 def _regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
@@ -334,20 +378,17 @@ def _regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
 # Kernels
 
 
-@partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter", "update_H"))
-def _nmf_kernel(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, update_H):
-    data = _s.prepare(X, mask)
-    if beta_loss == "kullback-leibler":
-        return _s.fit_kl(data, Wt, H, tol, reg, max_iter=max_iter, update_H=update_H)
-    return _s.fit_frobenius(data, Wt, H, tol, reg, solver=solver, max_iter=max_iter,
-                            update_H=update_H)
+@partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter", "rescale"))
+def _nmf_kernel(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, rescale):
+    return _s.solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
+                    max_iter=max_iter, update_H=True, rescale=rescale)
 
 
 @partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter"))
 def _transform_kernel(X, mask, H, tol, reg, *, solver, beta_loss, max_iter):
-    m = X.shape[0]
+    m, n = X.shape
     k = H.shape[0]
-    avg = jnp.sqrt(_sp.total(X) / (X.shape[0] * X.shape[1]) / k)
-    Wt = jnp.full((k, m), avg, X.dtype)
-    return _nmf_kernel(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
-                       max_iter=max_iter, update_H=False)
+    # A constant start, moved to its optimal scalar multiple by the solver.
+    Wt = jnp.ones((k, m), X.dtype)
+    return _s.solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
+                    max_iter=max_iter, update_H=False, rescale=True)
