@@ -71,20 +71,37 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       gradient steps ``H <- P+[H - a grad]``; the step a starts at 1 in each subproblem, is carried
       over between its iterations, shrinks (x beta = 0.1) until the sufficient decrease
       ``f(new) - f(H) <= sigma <grad, new - H>``, sigma = 0.01, holds, or grows (/ beta) while it
-      still holds, at most 20 trials. The run stops when the projected gradient
-      ``||grad^P f(W, H)|| <= tol ||grad f(W0, H0)||`` (his eq. 15); each subproblem stops at
-      ``max(1e-3, tol) ||grad f(W0, H0)||``, a tolerance divided by 10 whenever a subproblem
-      needs no step (his code), and after 1000 iterations. Cost per outer iteration: two products
-      with X (O(nnz k)) and O((m + n) k^2) per inner iteration.
+      still holds, at most 20 trials. Lin's stopping condition is
+      ``||grad^P f(W, H)|| <= tol ||grad f(W0', H0')||`` (his eq. 15), with (W0', H0') the start
+      moved to its optimal scalar multiple; each subproblem stops at the smaller of
+      ``max(1e-3, tol) ||grad f(W0', H0')||`` (divided by 10 whenever a subproblem needs no
+      step, his code) and 0.1 times its own projected gradient at its start, or after 1000
+      iterations. Cost per outer iteration: two products with X (O(nnz k)) and
+      O((m + n) k^2) per inner iteration.
     * ``"mu"`` (Lee & Seung 2001, Theorems 1 and 2): ``H <- H * (W^T X) / (W^T W H)`` for the
       Frobenius loss and ``H <- H * (W^T (X / WH)) / (W^T 1)`` for KL; the objective never
-      increases. Stops when one iteration decreases the objective by at most ``tol`` times its
-      value. O(nnz k) per iteration.
+      increases. Its updates cannot move an entry away from 0: a Frobenius run whose zero entries
+      would lower the objective by growing (e.g. from ``init="nndsvd"``) is not converged. O(nnz
+      k) per iteration.
     * ``"hals"`` (Cichocki & Phan 2009; Gillis & Glineur 2012, Algorithm 2): exact coordinate
       minimization over one column of W (row of H) at a time, with the products ``X H^T`` and
       ``H H^T`` formed once per half-step and up to ``floor(1 + 0.5 rho)`` sweeps over them,
       stopped when a sweep changes the factor by less than 0.1 times the first sweep. Same
       stopping rule as "pg".
+
+    Stopping rule (every solver, after at least one iteration): with D the decrease of the
+    objective over the last 5 iterations and q its ratio to the decrease over the 5 before, the
+    decrease from 5 iterations ago to the limit, were it to continue at that rate,
+    ``D / (1 - q)``, is at most ``tol / 4`` times the objective (or D is within rounding of
+    it); pg and hals also need Lin's condition above (up to rounding). So
+    ``converged=True`` means that a restart from the result (``W_init=res.W, H_init=res.H``)
+    lowers the objective by at most about ``tol`` relatively; ``tol = 0`` runs ``max_iter``
+    iterations. Multiplicative updates converge slowly: "mu" often needs more than the default
+    ``max_iter`` for ``tol = 1e-4``, and then says ``converged=False``.
+
+    Units: the fit does not depend on the scale of X (``nmf(c * X)`` returns ``sqrt(c)`` times
+    the factors, up to rounding, for any c the dtype can hold): the kernels work on X divided by
+    a power of 4 near ``max(mask * X)``, an exact operation, with penalties rescaled to match.
 
     Penalties follow scikit-learn's ``NMF``: ``l1_W = alpha_W * l1_ratio * n``, ``l2_W = alpha_W *
     (1 - l1_ratio) * n``, ``l1_H = alpha_H * l1_ratio * m``, ``l2_H = alpha_H * (1 - l1_ratio) * m``
@@ -100,26 +117,32 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
 
     Args:
       X: (m, n) non-negative, finite, floating array or ``jax.experimental.sparse.BCOO`` (a SciPy
-        sparse matrix is converted to BCOO).
+        sparse matrix is converted to BCOO). float16 and bfloat16 X is factorized in float32;
+        W and H are returned in X's dtype, ``loss`` and ``history`` in float32.
       rank: k, 1 <= k <= min(m, n).
       solver: "pg", "mu" or "hals".
-      init: "nndsvda" (zeros of NNDSVD filled with mean(X)), "nndsvd", "nndsvdar" (zeros filled
-        with small random values) or "random"; ignored when ``W_init, H_init`` are given. With a
-        mask, the initialization is computed from ``mask * X``.
+      init: "nndsvda" (zeros of NNDSVD filled with ``sqrt(mean(X) / k)``), "nndsvd", "nndsvdar"
+        (zeros filled with small random values) or "random" (see :func:`nmf_init`); ignored when
+        ``W_init, H_init`` are given. With a mask, the initialization is computed from
+        ``mask * X``; the start is then scaled by the scalar c minimizing the loss of
+        ``c W0 H0`` (for the loss and mask in use).
       key: ``jax.random`` key, needed for "random" and "nndsvdar", and used by the randomized SVD
         of large or sparse X (``jax.random.key(0)`` when omitted).
       max_iter: cap on outer iterations (static: it fixes the length of ``history``).
-      tol: relative tolerance of the stopping rule (traced: changing it does not recompile).
+      tol: relative tolerance of the stopping rule, on the objective still to come (see above;
+        traced: changing it does not recompile).
       mask: optional (m, n) boolean or non-negative weights.
       beta_loss: "frobenius" or "kullback-leibler" (the latter with ``solver="mu"`` only).
       alpha_W, alpha_H: penalty strengths >= 0; l1_ratio in [0, 1] mixes L1 (1) and L2 (0).
-      W_init, H_init: (m, k) and (k, n) non-negative starting factors (both or neither).
+      W_init, H_init: (m, k) and (k, n) non-negative starting factors (both or neither), used
+        as given (not rescaled). "mu" rejects an all-zero factor, every solver W = H = 0.
 
     Returns:
       ``NMFResult(W, H, loss, n_iter, converged, history)``.
 
     Raises:
-      ValueError: negative or non-finite entries (checked when X is concrete), rank out of range,
+      ValueError: negative or non-finite entries (checked with NumPy when X is concrete, also when
+        it is captured by a function under ``jax.jit``), rank out of range, an all-zero start,
         unknown solver/init/beta_loss, "random"/"nndsvdar" init without a key, a mask or initial
         factor of the wrong shape, KL with a solver other than "mu".
       TypeError: non-floating X.
@@ -142,10 +165,10 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       factorization. Pattern Recognition 41, 2008.
 
     Deviations: scikit-learn's mu compares the decrease over 10 iterations with the error at the
-    start, which an "nndsvda" start (whose zeros are filled with mean(X)) can make very large;
-    here the decrease of one iteration is compared with the current objective. Lin's run also stops on a time limit (not here: use ``max_iter``); his outer
-    stopping test uses the gradient of W from before the H update, here both gradients are taken
-    at the current (W, H). HALS keeps a column at 0 once it is 0 (scikit-learn's cd does the same)
+    start; here the decrease still to come is estimated (see the stopping rule). Lin's run also
+    stops on a time limit (not here: use ``max_iter``); his outer stopping test uses the gradient
+    of W from before the H update and the gradient at the start as given, here both gradients
+    are taken at the current (W, H) and the reference at the optimally scaled start. HALS keeps a column at 0 once it is 0 (scikit-learn's cd does the same)
     rather than flooring it at a small positive value as Gillis & Glineur do.
     """
     fn = "nmf"
@@ -177,8 +200,9 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     """Non-negative codes ``W = argmin_{W >= 0} D(X, W H) + penalty(W)`` for new rows, H fixed.
 
     This embeds unseen data in a fitted NMF basis (scikit-learn's ``NMF.transform``). The problem
-    is convex; it is solved by the W half-steps of the chosen solver (see :func:`nmf`), from
-    ``W = sqrt(mean(X) / k)`` everywhere, until the solver's stopping rule or ``max_iter``.
+    is convex; it is solved by the W half-steps of the chosen solver (see :func:`nmf`), from a
+    constant W scaled to minimize the loss, until the solver's stopping rule or ``max_iter``.
+    float16/bfloat16 X is handled in float32 and W returned in X's dtype.
 
     Args:
       X: (m, n) non-negative dense array or BCOO.
@@ -219,11 +243,18 @@ def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
       ``(u_j, s_j, v_j)`` of X, ``W[:, j] = sqrt(s_j sigma_j) p_j`` and ``H[j] = sqrt(s_j sigma_j)
       q_j`` where ``(p_j, q_j)`` are the normalized positive parts (or negative parts, whichever
       has the larger norm product sigma_j) of ``(u_j, v_j)``; the first pair is ``|u_1|, |v_1|``.
-      Entries below 1e-6 are set to 0. Good for sparse factors.
-    * "nndsvda": the zeros of "nndsvd" replaced by mean(X) (better when zeros must not stick,
-      e.g. for "mu", whose updates cannot leave 0).
-    * "nndsvdar": the zeros replaced by ``|mean(X) * N(0, 1) / 100|``.
+      Entries below ``1e-6 sqrt(s_1)`` are set to 0 (scikit-learn: below 1e-6, which erases
+      every entry of small-valued X). Good for sparse factors.
+    * "nndsvda": the zeros of "nndsvd" replaced by ``sqrt(mean(X) / k)`` (better when zeros must
+      not stick, e.g. for "mu", whose updates cannot leave 0). The paper and scikit-learn use
+      mean(X), which makes ``W0 H0`` scale like mean(X)^2, so the start (and the fit) depended on
+      the units of X.
+    * "nndsvdar": the zeros replaced by ``|sqrt(mean(X) / k) * N(0, 1) / 100|``.
     * "random": ``sqrt(mean(X) / k) * |N(0, 1)|`` entries, scikit-learn's scaling.
+
+    Every start is then multiplied by the scalar c minimizing ``||X - c W0 H0||_F``; computed on
+    X divided by a power of 4 near max(X), so X of any magnitude gives the same start up to
+    its units. float16/bfloat16 X is handled in float32, the factors returned in X's dtype.
 
     The SVD is exact for dense X with min(m, n) <= 256, otherwise randomized (10 oversamples,
     scikit-learn's power iterations; :func:`jaxfact.randomized_svd`), which works on BCOO X

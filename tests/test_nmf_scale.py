@@ -6,6 +6,8 @@ must mean the objective has stopped moving: a restart from the returned factors 
 most ``tol`` (relatively).
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,9 +198,10 @@ def test_mu_zero_locked_start_is_not_converged(x64):
     # nndsvd's zeros cannot grow under multiplicative updates; where the objective would fall
     # by growing them the result is not a stationary point and must not be called converged.
     X = _abs_normal()
-    res = nmf(X, 3, solver="mu", init="nndsvd", max_iter=MAX_ITER)
-    assert not bool(res.converged)
-    assert bool(nmf(X, 3, solver="mu", init="nndsvda", max_iter=1000).converged)
+    for beta_loss in ("frobenius", "kullback-leibler"):
+        res = nmf(X, 3, solver="mu", beta_loss=beta_loss, init="nndsvd", max_iter=MAX_ITER)
+        assert not bool(res.converged)
+        assert bool(nmf(X, 3, solver="mu", beta_loss=beta_loss, max_iter=1000).converged)
 
 
 @pytest.mark.parametrize("solver", ["mu", "pg"])
@@ -234,39 +237,46 @@ def test_half_precision_computed_in_float32(low):
 
 
 def test_value_checks_on_data_captured_under_jit():
+    # The issue's call, jax.jit(lambda key: nmf(X, 10, key=key, init="random")), raised
+    # TracerBoolConversionError from the finiteness check on the captured X. (solver "mu":
+    # the cheapest kernel to compile; the checks are the same for every solver.)
     X = jnp.asarray(_abs_normal(), jnp.float32)
-    H = jnp.asarray(nmf(X, 3).H)
-    eager = nmf(X, 3, key=jax.random.key(0), init="random")
-    captured = jax.jit(lambda key: nmf(X, 3, key=key, init="random"))(jax.random.key(0))
-    passed = jax.jit(lambda X, key: nmf(X, 3, key=key, init="random"))(X, jax.random.key(0))
+    kw = dict(init="random", solver="mu", max_iter=MAX_ITER)
+    H = jnp.asarray(nmf(X, 3, **kw, key=jax.random.key(0)).H)
+    eager = nmf(X, 10, key=jax.random.key(0), **kw)
+    captured = jax.jit(lambda key: nmf(X, 10, key=key, **kw))(jax.random.key(0))
+    passed = jax.jit(lambda X, key: nmf(X, 10, key=key, **kw))(X, jax.random.key(0))
     for res in (captured, passed):  # under jit the value checks are skipped for a traced X
         np.testing.assert_allclose(res.loss, eager.loss, rtol=1e-4)
-    W = nmf_transform(X, H)
-    np.testing.assert_allclose(jax.jit(lambda: nmf_transform(X, H))(), W, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(jax.jit(nmf_transform)(X, H), W, rtol=1e-4, atol=1e-6)
+    # Fused under jit, float32 rounding differs: mu's slowly converging small entries may stop
+    # an iteration apart, so compare the fits (relative error), not the entries.
+    err = _rel_err(X, nmf_transform(X, H, solver="mu"), H)
+    for W in (jax.jit(lambda: nmf_transform(X, H, solver="mu"))(),
+              jax.jit(partial(nmf_transform, solver="mu"))(X, H)):
+        np.testing.assert_allclose(_rel_err(X, W, H), err, rtol=1e-4)
     # concrete captured data is still checked
     bad, neg = X.at[0, 0].set(-1.0), -H
     with pytest.raises(ValueError, match="nmf: `X` must be non-negative"):
-        jax.jit(lambda key: nmf(bad, 3, key=key, init="random"))(jax.random.key(0))
+        jax.jit(lambda key: nmf(bad, 10, key=key, **kw))(jax.random.key(0))
     with pytest.raises(ValueError, match="nmf_transform: `H` must be non-negative"):
-        jax.jit(lambda: nmf_transform(X, neg))()
+        jax.jit(lambda: nmf_transform(X, neg, solver="mu"))()
 
 
 # ------------------------------------------------------------------------------------------------
 # Property: any scale, shape and rank, against scikit-learn's converged objective
 
 
-@settings(max_examples=4, deadline=None)
-@given(exponent=st.integers(-12, 12), m=st.integers(8, 16), n=st.integers(6, 12),
+@settings(max_examples=5, deadline=None)
+@given(exponent=st.integers(-12, 12), shape=st.sampled_from([(12, 8), (8, 12), (16, 10)]),
        rank=st.integers(1, 4), seed=st.integers(0, 2**16))
-def test_property_scale_against_sklearn(exponent, m, n, rank, seed):
+def test_property_scale_against_sklearn(exponent, shape, rank, seed):
     # scikit-learn's cd run to tol 1e-10 from its own nndsvda start, on X itself, against ours
     # on 10^e X from our default start. NMF is non-convex: different starts may end in
-    # different local minima. Over 200 random problems of these sizes the ratio of our objective
-    # to scikit-learn's stayed below 1.02 except where the starts led to different minima, which
-    # is rare at these sizes: 5% covers it with margin.
+    # different local minima. Over 44 random problems of these sizes and scales (exponents in
+    # [-12, 12]) the ratio of our objective to scikit-learn's was at most 1.0002 in 42 and
+    # 1.011, 1.012 in two (other local minima): 5% leaves room for such cases.
     rng = np.random.default_rng(seed)
-    X = rng.random((m, n)) * (rng.random((m, n)) < 0.8)
+    X = rng.random(shape) * (rng.random(shape) < 0.8)
     c = 10.0**exponent
     with jax.enable_x64(True):
         res = nmf(c * X, rank, tol=1e-6, max_iter=1000)
