@@ -49,6 +49,11 @@ class Sparse:
         return Sparse(self.rows, self.inv, self.cols, vals, self.xv, self.wv, self.shape,
                       self.nnz, self.buckets)
 
+    def scaled(self, f):
+        """The same entries with X's values (and the data term's) multiplied by ``f``."""
+        return Sparse(self.rows, self.inv, self.cols, self.vals * f, self.xv * f, self.wv,
+                      self.shape, self.nnz, self.buckets)
+
     def row_index(self):
         if not self.buckets:
             return self.rows

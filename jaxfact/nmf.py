@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
@@ -73,20 +74,37 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       gradient steps ``H <- P+[H - a grad]``; the step a starts at 1 in each subproblem, is carried
       over between its iterations, shrinks (x beta = 0.1) until the sufficient decrease
       ``f(new) - f(H) <= sigma <grad, new - H>``, sigma = 0.01, holds, or grows (/ beta) while it
-      still holds, at most 20 trials. The run stops when the projected gradient
-      ``||grad^P f(W, H)|| <= tol ||grad f(W0, H0)||`` (his eq. 15); each subproblem stops at
-      ``max(1e-3, tol) ||grad f(W0, H0)||``, a tolerance divided by 10 whenever a subproblem
-      needs no step (his code), and after 1000 iterations. Cost per outer iteration: two products
-      with X (O(nnz k)) and O((m + n) k^2) per inner iteration.
+      still holds, at most 20 trials. Lin's stopping condition is
+      ``||grad^P f(W, H)|| <= tol ||grad f(W0', H0')||`` (his eq. 15), with (W0', H0') the start
+      moved to its optimal scalar multiple; each subproblem stops at the smaller of
+      ``max(1e-3, tol) ||grad f(W0', H0')||`` (divided by 10 whenever a subproblem needs no
+      step, his code) and 0.1 times its own projected gradient at its start, or after 1000
+      iterations. Cost per outer iteration: two products with X (O(nnz k)) and
+      O((m + n) k^2) per inner iteration.
     * ``"mu"`` (Lee & Seung 2001, Theorems 1 and 2): ``H <- H * (W^T X) / (W^T W H)`` for the
       Frobenius loss and ``H <- H * (W^T (X / WH)) / (W^T 1)`` for KL; the objective never
-      increases. Stops when one iteration decreases the objective by at most ``tol`` times its
-      value. O(nnz k) per iteration.
+      increases. Its updates cannot move an entry away from 0: a Frobenius run whose zero entries
+      would lower the objective by growing (e.g. from ``init="nndsvd"``) is not converged. O(nnz
+      k) per iteration.
     * ``"hals"`` (Cichocki & Phan 2009; Gillis & Glineur 2012, Algorithm 2): exact coordinate
       minimization over one column of W (row of H) at a time, with the products ``X H^T`` and
       ``H H^T`` formed once per half-step and up to ``floor(1 + 0.5 rho)`` sweeps over them,
       stopped when a sweep changes the factor by less than 0.1 times the first sweep. Same
       stopping rule as "pg".
+
+    Stopping rule (every solver, after at least one iteration): with D the decrease of the
+    objective over the last 5 iterations and q its ratio to the decrease over the 5 before, the
+    decrease from 5 iterations ago to the limit, were it to continue at that rate,
+    ``D / (1 - q)``, is at most ``tol / 4`` times the objective (or D is within rounding of
+    it); pg and hals also need Lin's condition above (up to rounding). So
+    ``converged=True`` means that a restart from the result (``W_init=res.W, H_init=res.H``)
+    lowers the objective by at most about ``tol`` relatively; ``tol = 0`` runs ``max_iter``
+    iterations. Multiplicative updates converge slowly: "mu" often needs more than the default
+    ``max_iter`` for ``tol = 1e-4``, and then says ``converged=False``.
+
+    Units: the fit does not depend on the scale of X (``nmf(c * X)`` returns ``sqrt(c)`` times
+    the factors, up to rounding, for any c the dtype can hold): the kernels work on X divided by
+    a power of 4 near ``max(mask * X)``, an exact operation, with penalties rescaled to match.
 
     Penalties follow scikit-learn's ``NMF``: ``l1_W = alpha_W * l1_ratio * n``, ``l2_W = alpha_W *
     (1 - l1_ratio) * n``, ``l1_H = alpha_H * l1_ratio * m``, ``l2_H = alpha_H * (1 - l1_ratio) * m``
@@ -102,20 +120,25 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
 
     Args:
       X: (m, n) non-negative, finite, floating array or ``jax.experimental.sparse.BCOO`` (a SciPy
-        sparse matrix is converted to BCOO).
+        sparse matrix is converted to BCOO). float16 and bfloat16 X is factorized in float32;
+        W and H are returned in X's dtype, ``loss`` and ``history`` in float32.
       rank: k, 1 <= k <= min(m, n).
       solver: "pg", "mu" or "hals".
-      init: "nndsvda" (zeros of NNDSVD filled with mean(X)), "nndsvd", "nndsvdar" (zeros filled
-        with small random values) or "random"; ignored when ``W_init, H_init`` are given. With a
-        mask, the initialization is computed from ``mask * X``.
+      init: "nndsvda" (zeros of NNDSVD filled with ``sqrt(mean(X) / k)``), "nndsvd", "nndsvdar"
+        (zeros filled with small random values) or "random" (see :func:`nmf_init`); ignored when
+        ``W_init, H_init`` are given. With a mask, the initialization is computed from
+        ``mask * X``; the start is then scaled by the scalar c minimizing the loss of
+        ``c W0 H0`` (for the loss and mask in use).
       key: ``jax.random`` key, needed for "random" and "nndsvdar", and used by the randomized SVD
         of large or sparse X (``jax.random.key(0)`` when omitted).
       max_iter: cap on outer iterations (static: it fixes the length of ``history``).
-      tol: relative tolerance of the stopping rule (traced: changing it does not recompile).
+      tol: relative tolerance of the stopping rule, on the objective still to come (see above;
+        traced: changing it does not recompile).
       mask: optional (m, n) boolean or non-negative weights.
       beta_loss: "frobenius" or "kullback-leibler" (the latter with ``solver="mu"`` only).
       alpha_W, alpha_H: penalty strengths >= 0; l1_ratio in [0, 1] mixes L1 (1) and L2 (0).
-      W_init, H_init: (m, k) and (k, n) non-negative starting factors (both or neither).
+      W_init, H_init: (m, k) and (k, n) non-negative starting factors (both or neither), used
+        as given (not rescaled). "mu" rejects an all-zero factor, every solver W = H = 0.
       diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
 
     Returns:
@@ -142,7 +165,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     :func:`jaxfact.best_run` (a warning is raised when a key is given with a deterministic init).
 
     Raises:
-      ValueError: negative or non-finite entries (checked when X is concrete), rank out of range,
+      ValueError: negative or non-finite entries (checked with NumPy when X is concrete, also when
+        it is captured by a function under ``jax.jit``), rank out of range, an all-zero start,
         unknown solver/init/beta_loss, "random"/"nndsvdar" init without a key, a mask or initial
         factor of the wrong shape, KL with a solver other than "mu".
       TypeError: non-floating X.
@@ -165,14 +189,14 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       factorization. Pattern Recognition 41, 2008.
 
     Deviations: scikit-learn's mu compares the decrease over 10 iterations with the error at the
-    start, which an "nndsvda" start (whose zeros are filled with mean(X)) can make very large;
-    here the decrease of one iteration is compared with the current objective. Lin's run also stops on a time limit (not here: use ``max_iter``); his outer
-    stopping test uses the gradient of W from before the H update, here both gradients are taken
-    at the current (W, H). HALS keeps a column at 0 once it is 0 (scikit-learn's cd does the same)
+    start; here the decrease still to come is estimated (see the stopping rule). Lin's run also
+    stops on a time limit (not here: use ``max_iter``); his outer stopping test uses the gradient
+    of W from before the H update and the gradient at the start as given, here both gradients
+    are taken at the current (W, H) and the reference at the optimally scaled start. HALS keeps a column at 0 once it is 0 (scikit-learn's cd does the same)
     rather than flooring it at a small positive value as Gillis & Glineur do.
     """
     fn = "nmf"
-    X = _check_X(fn, X)
+    X, out_dtype = _check_X(fn, X)
     m, n = X.shape
     rank = _checks.check_rank(fn, rank, (m, n))
     solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
@@ -185,6 +209,7 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     if W_init is not None:
         W0 = _check_factor(fn, "W_init", W_init, (m, rank), X.dtype)
         H0 = _check_factor(fn, "H_init", H_init, (rank, n), X.dtype)
+        _check_start(fn, solver, W0, H0)
     else:
         if key is not None and init in ("nndsvd", "nndsvda"):
             warnings.warn(f"{fn}: init={init!r} is deterministic, so `key` does not change the "
@@ -194,11 +219,13 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
         W0, H0 = _init(fn, X if mask is None else _sp.masked(X, mask), rank, init, key)
     sg = jax.lax.stop_gradient
     fit = _nmf_kernel(sg(X), mask, sg(W0.T), sg(H0), jnp.asarray(tol, X.dtype), sg(reg),
-                      solver=solver, beta_loss=beta_loss, max_iter=max_iter, update_H=True)
+                      solver=solver, beta_loss=beta_loss, max_iter=max_iter,
+                      rescale=W_init is None)
     W, H = fit.Wt.T, fit.H
     if isinstance(X, jax.Array):
         W, H = _implicit.nmf(W, H, X, reg, mask, beta_loss, diff)
-    return NMFResult(W, H, fit.loss, fit.n_iter, fit.converged, fit.history)
+    return NMFResult(W.astype(out_dtype), H.astype(out_dtype), fit.loss, fit.n_iter,
+                     fit.converged, fit.history)
 
 
 def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
@@ -208,8 +235,9 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     """Non-negative codes ``W = argmin_{W >= 0} D(X, W H) + penalty(W)`` for new rows, H fixed.
 
     This embeds unseen data in a fitted NMF basis (scikit-learn's ``NMF.transform``). The problem
-    is convex; it is solved by the W half-steps of the chosen solver (see :func:`nmf`), from
-    ``W = sqrt(mean(X) / k)`` everywhere, until the solver's stopping rule or ``max_iter``.
+    is convex; it is solved by the W half-steps of the chosen solver (see :func:`nmf`), from a
+    constant W scaled to minimize the loss, until the solver's stopping rule or ``max_iter``.
+    float16/bfloat16 X is handled in float32 and W returned in X's dtype.
 
     Args:
       X: (m, n) non-negative dense array or BCOO.
@@ -232,14 +260,13 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
       >>> W_new = nmf_transform(X_new, res.H)
     """
     fn = "nmf_transform"
-    X = _check_X(fn, X)
+    X, out_dtype = _check_X(fn, X)
     m, n = X.shape
     H = _checks.as_float_array(fn, "H", H)
     if H.shape[1] != n:
         raise ValueError(f"{fn}: `H` must have {n} columns (the columns of `X`); got shape "
                          f"{tuple(H.shape)}")
-    _checks.check_finite(fn, "H", H)
-    _checks.check_nonnegative(fn, "H", H)
+    _check_values(fn, "H", H)
     H = H.astype(X.dtype)
     rank = H.shape[0]
     solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
@@ -250,8 +277,8 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     fit = _transform_kernel(sg(X), mask, sg(H), jnp.asarray(tol, X.dtype), sg(reg),
                             solver=solver, beta_loss=beta_loss, max_iter=max_iter)
     if not isinstance(X, jax.Array):
-        return fit.Wt.T
-    return _implicit.nmf_transform(fit.Wt.T, X, H, reg, mask, beta_loss, diff)
+        return fit.Wt.T.astype(out_dtype)
+    return _implicit.nmf_transform(fit.Wt.T, X, H, reg, mask, beta_loss, diff).astype(out_dtype)
 
 
 def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
@@ -262,11 +289,18 @@ def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
       ``(u_j, s_j, v_j)`` of X, ``W[:, j] = sqrt(s_j sigma_j) p_j`` and ``H[j] = sqrt(s_j sigma_j)
       q_j`` where ``(p_j, q_j)`` are the normalized positive parts (or negative parts, whichever
       has the larger norm product sigma_j) of ``(u_j, v_j)``; the first pair is ``|u_1|, |v_1|``.
-      Entries below 1e-6 are set to 0. Good for sparse factors.
-    * "nndsvda": the zeros of "nndsvd" replaced by mean(X) (better when zeros must not stick,
-      e.g. for "mu", whose updates cannot leave 0).
-    * "nndsvdar": the zeros replaced by ``|mean(X) * N(0, 1) / 100|``.
+      Entries below ``1e-6 sqrt(s_1)`` are set to 0 (scikit-learn: below 1e-6, which erases
+      every entry of small-valued X). Good for sparse factors.
+    * "nndsvda": the zeros of "nndsvd" replaced by ``sqrt(mean(X) / k)`` (better when zeros must
+      not stick, e.g. for "mu", whose updates cannot leave 0). The paper and scikit-learn use
+      mean(X), which makes ``W0 H0`` scale like mean(X)^2, so the start (and the fit) depended on
+      the units of X.
+    * "nndsvdar": the zeros replaced by ``|sqrt(mean(X) / k) * N(0, 1) / 100|``.
     * "random": ``sqrt(mean(X) / k) * |N(0, 1)|`` entries, scikit-learn's scaling.
+
+    Every start is then multiplied by the scalar c minimizing ``||X - c W0 H0||_F``; computed on
+    X divided by a power of 4 near max(X), so X of any magnitude gives the same start up to
+    its units. float16/bfloat16 X is handled in float32, the factors returned in X's dtype.
 
     The SVD is exact for dense X with min(m, n) <= 256, otherwise randomized (10 oversamples,
     scikit-learn's power iterations; :func:`jaxfact.randomized_svd`), which works on BCOO X
@@ -284,9 +318,10 @@ def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
       >>> W0, H0 = nmf_init(X, 10, init="nndsvd")
     """
     fn = "nmf_init"
-    X = _check_X(fn, X)
+    X, out_dtype = _check_X(fn, X)
     rank = _checks.check_rank(fn, rank, X.shape)
-    return _init(fn, X, rank, init, key)
+    W, H = _init(fn, X, rank, init, key)
+    return W.astype(out_dtype), H.astype(out_dtype)
 
 
 def _init(fn, X, rank, init, key):
@@ -315,7 +350,33 @@ def _check_solver(fn, solver, beta_loss, max_iter, tol):
     return solver, beta_loss, max_iter, tol
 
 
+# float16 and bfloat16 have too little range for the products NMF forms (the objective is a sum of
+# squares of X's entries): such X is factorized in float32 and the factors returned in its dtype.
+_LOW_PRECISION = (jnp.float16, jnp.bfloat16)
+
+
+def _compute_dtype(dtype):
+    return jnp.dtype(jnp.float32) if dtype in _LOW_PRECISION else jnp.dtype(dtype)
+
+
+def _check_values(fn, name, x):
+    """Finite and non-negative, checked with NumPy when ``x`` is concrete (also when it is an
+    array captured by a function under ``jax.jit``: jnp would trace the check there)."""
+    if not _checks.is_concrete(x):
+        return
+    a = np.asarray(x.data if isinstance(x, jsparse.BCOO) else x)
+    if a.dtype in _LOW_PRECISION:
+        a = a.astype(np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{fn}: `{name}` must be finite; got {int(np.isnan(a).sum())} NaN and "
+                         f"{int(np.isinf(a).sum())} Inf entries")
+    if a.size and a.min() < 0:
+        raise ValueError(f"{fn}: `{name}` must be non-negative; got minimum {float(a.min())}")
+
+
 def _check_X(fn, X):
+    """X as a float32/float64 dense array or a :class:`_nmf_sparse.SparseX` (values checked
+    when concrete), and the dtype to return results in."""
     if hasattr(X, "tocoo") and hasattr(X, "nnz"):  # a SciPy sparse matrix or array
         X = jsparse.BCOO.from_scipy_sparse(X)
     if isinstance(X, jsparse.BCOO):
@@ -323,18 +384,19 @@ def _check_X(fn, X):
             raise ValueError(f"{fn}: `X` must be a 2-D BCOO matrix without batch or dense "
                              f"dimensions; got shape {X.shape}")
         _checks.check_float_dtype(fn, "X", X.dtype)
+        out = X.dtype
+        if _compute_dtype(out) != out:
+            X = jsparse.BCOO((X.data.astype(_compute_dtype(out)), X.indices), shape=X.shape)
         if _checks.is_concrete(X):
-            _checks.check_finite(fn, "X", X.data)
-            _checks.check_nonnegative(fn, "X", X.data)
-            return _sp.from_bcoo_host(X)  # duplicates summed, laid out by rows and by columns
-        return _sp.from_bcoo_traced(X)
+            _check_values(fn, "X", X)
+            return _sp.from_bcoo_host(X), out  # duplicates summed, laid out by rows and columns
+        return _sp.from_bcoo_traced(X), out
     if isinstance(X, (linop.ObservedMatrix, linop.LinearOperator, linop.SparseCSR)):
         raise TypeError(f"{fn}: `X` must be a dense array or a BCOO matrix; got "
                         f"{type(X).__name__}")
     X = _checks.as_float_array(fn, "X", X)
-    _checks.check_finite(fn, "X", X)
-    _checks.check_nonnegative(fn, "X", X)
-    return X
+    _check_values(fn, "X", X)
+    return X.astype(_compute_dtype(X.dtype)), X.dtype
 
 
 def _check_mask(fn, mask, shape, dtype):
@@ -344,15 +406,14 @@ def _check_mask(fn, mask, shape, dtype):
         raise TypeError(f"{fn}: `mask` must be a dense array of the shape of `X`; got a BCOO "
                         f"matrix (`mask.todense()`)")
     if not hasattr(mask, "dtype"):
-        mask = jnp.asarray(mask)
+        mask = np.asarray(mask)
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{fn}: `mask` must have the shape of `X`, {tuple(shape)}; got shape "
                          f"{tuple(mask.shape)}")
     if mask.dtype == jnp.bool_:
         return jnp.asarray(mask).astype(dtype)
     mask = _checks.as_float_array(fn, "mask", mask)
-    _checks.check_finite(fn, "mask", mask)
-    _checks.check_nonnegative(fn, "mask", mask)
+    _check_values(fn, "mask", mask)
     return mask.astype(dtype)
 
 
@@ -361,9 +422,24 @@ def _check_factor(fn, name, F, shape, dtype):
     if tuple(F.shape) != tuple(shape):
         raise ValueError(f"{fn}: `{name}` must have shape {tuple(shape)}; got shape "
                          f"{tuple(F.shape)}")
-    _checks.check_finite(fn, name, F)
-    _checks.check_nonnegative(fn, name, F)
+    _check_values(fn, name, F)
     return F.astype(dtype)
+
+
+def _check_start(fn, solver, W0, H0):
+    """Rejects starts the solver cannot leave: multiplicative updates keep a zero factor at
+    zero, and W = H = 0 is a stationary point of every solver (the gradient vanishes)."""
+    if not _checks.is_concrete((W0, H0)):
+        return
+    zero_w, zero_h = not np.any(np.asarray(W0)), not np.any(np.asarray(H0))
+    if solver == "mu" and (zero_w or zero_h):
+        name = "W_init" if zero_w else "H_init"
+        raise ValueError(f"{fn}: `{name}` is all zeros; multiplicative updates (solver='mu') "
+                         f"cannot move a factor away from 0. Start from positive values, e.g. "
+                         f"init='nndsvda' or 'random'")
+    if zero_w and zero_h:
+        raise ValueError(f"{fn}: `W_init` and `H_init` are all zeros, a stationary point that "
+                         f"solver={solver!r} cannot leave; start from e.g. init='nndsvda'")
 
 
 def _regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
@@ -379,20 +455,17 @@ def _regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
 # Kernels
 
 
-@partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter", "update_H"))
-def _nmf_kernel(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, update_H):
-    data = _s.prepare(X, mask)
-    if beta_loss == "kullback-leibler":
-        return _s.fit_kl(data, Wt, H, tol, reg, max_iter=max_iter, update_H=update_H)
-    return _s.fit_frobenius(data, Wt, H, tol, reg, solver=solver, max_iter=max_iter,
-                            update_H=update_H)
+@partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter", "rescale"))
+def _nmf_kernel(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, rescale):
+    return _s.solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
+                    max_iter=max_iter, update_H=True, rescale=rescale)
 
 
 @partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter"))
 def _transform_kernel(X, mask, H, tol, reg, *, solver, beta_loss, max_iter):
-    m = X.shape[0]
+    m, n = X.shape
     k = H.shape[0]
-    avg = jnp.sqrt(_sp.total(X) / (X.shape[0] * X.shape[1]) / k)
-    Wt = jnp.full((k, m), avg, X.dtype)
-    return _nmf_kernel(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
-                       max_iter=max_iter, update_H=False)
+    # A constant start, moved to its optimal scalar multiple by the solver.
+    Wt = jnp.ones((k, m), X.dtype)
+    return _s.solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
+                    max_iter=max_iter, update_H=False, rescale=True)

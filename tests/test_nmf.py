@@ -102,10 +102,18 @@ def test_regularized_objective_vs_sklearn(x64, X64, init64):
 @pytest.mark.parametrize("init", ["nndsvd", "nndsvda"])
 def test_nndsvd_matches_sklearn(x64, X64, init):
     # scikit-learn uses a randomized SVD; on this small matrix it is accurate to ~1e-6.
+    # Two documented differences: nndsvda fills NNDSVD's zeros with sqrt(mean(X) / k), not
+    # mean(X), and both starts are scaled by the c minimizing ||X - c W H||_F.
     W, H = nmf_init(X64, K_, init=init)
-    Ws, Hs = sklearn_nmf._initialize_nmf(X64, K_, init=init)
-    np.testing.assert_allclose(W, Ws, atol=1e-3)
-    np.testing.assert_allclose(H, Hs, atol=1e-3)
+    Ws, Hs = sklearn_nmf._initialize_nmf(X64, K_, init="nndsvd")
+    if init == "nndsvda":
+        fill = np.sqrt(X64.mean() / K_)
+        Ws, Hs = np.where(Ws == 0, fill, Ws), np.where(Hs == 0, fill, Hs)
+    WH = Ws @ Hs
+    c = np.sum(X64 * WH) / np.sum(WH * WH)
+    assert 0.5 < c < 1  # NNDSVD's W H overshoots X here
+    np.testing.assert_allclose(W, np.sqrt(c) * Ws, atol=1e-3)
+    np.testing.assert_allclose(H, np.sqrt(c) * Hs, atol=1e-3)
     if init == "nndsvd":
         assert np.mean(np.asarray(W) == 0) > 0.1  # sparse factors, as the paper intends
 
@@ -205,7 +213,8 @@ def test_zero_rows_and_columns_give_finite_factors(X64):
 
 
 def test_history_contract(X64):
-    res = nmf(X64.astype(np.float32), K_, solver="mu", max_iter=30, tol=1e-2)
+    # tol bounds the decrease still to come (relative): mu needs ~20 iterations for 5e-2 here.
+    res = nmf(X64.astype(np.float32), K_, solver="mu", max_iter=30, tol=5e-2)
     n = int(res.n_iter)
     assert res.history.shape == (30,) and 0 < n < 30 and bool(res.converged)
     assert np.all(np.isfinite(res.history[:n])) and np.all(np.isnan(res.history[n:]))
