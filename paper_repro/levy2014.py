@@ -97,7 +97,7 @@ def run(quick: bool = False) -> Report:
         r_diff = _boot(lambda i: np.corrcoef(dot[i], pmi[i])[0, 1] - np.corrcoef(dot[i], logc[i])[0, 1], n)
         off = dot - pmi
         offs[k] = off
-        rows.append([k, r, r_half, r_cnt, r_diff, float(off.mean()), _half(off), -np.log(k)])
+        rows.append([k, r, r_half, r_cnt, r_diff, float(off.mean()), _half(off), 0.0 - np.log(k)])
 
     logk = np.log(np.array(ks, float))
     def slope(i):
