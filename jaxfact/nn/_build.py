@@ -198,9 +198,13 @@ def check_finite_at(fn, name, table, where=""):
 
 
 def _check_nonnegative_table(fn, name, table, where):
-    if _checks.is_concrete(table) and table.size and bool(jnp.any(table < 0)):
+    if not (_checks.is_concrete(table) and table.size):
+        return
+    with _checks.eager():  # also when the table is closed over by a jitted function
+        low = float(jnp.min(table))
+    if low < 0:
         raise ValueError(f"{fn}: `{name}` must be non-negative for method='nmf'{where}; got "
-                         f"minimum {float(jnp.min(table)):.4g}. Use method='svd' or 'pca' for a "
+                         f"minimum {low:.4g}. Use method='svd' or 'pca' for a "
                          f"signed {name}")
 
 
