@@ -360,18 +360,10 @@ def _compute_dtype(dtype):
 
 
 def _check_values(fn, name, x):
-    """Finite and non-negative, checked with NumPy when ``x`` is concrete (also when it is an
-    array captured by a function under ``jax.jit``: jnp would trace the check there)."""
-    if not _checks.is_concrete(x):
-        return
-    a = np.asarray(x.data if isinstance(x, jsparse.BCOO) else x)
-    if a.dtype in _LOW_PRECISION:
-        a = a.astype(np.float32)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{fn}: `{name}` must be finite; got {int(np.isnan(a).sum())} NaN and "
-                         f"{int(np.isinf(a).sum())} Inf entries")
-    if a.size and a.min() < 0:
-        raise ValueError(f"{fn}: `{name}` must be non-negative; got minimum {float(a.min())}")
+    """Finite and non-negative when ``x`` is concrete (also when it is an array captured by a
+    function under ``jax.jit``: the shared checks evaluate eagerly there)."""
+    _checks.check_finite(fn, name, x)
+    _checks.check_nonnegative(fn, name, x)
 
 
 def _check_X(fn, X):
