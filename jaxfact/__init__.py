@@ -8,12 +8,14 @@ approximation), and Flax modules that put those factors to work (:mod:`jaxfact.n
 from jaxfact import datasets
 from jaxfact import nn
 from jaxfact._implicit import ImplicitDiff
+from jaxfact._solver import Status
 from jaxfact.completion import CompletionResult
-from jaxfact.completion import predict
 from jaxfact.completion import soft_impute
 from jaxfact.completion import soft_impute_path
 from jaxfact.completion import svt
 from jaxfact.evaluation import Ratings
+from jaxfact.factored import predict
+from jaxfact.factored import reconstruct
 from jaxfact.evaluation import mae
 from jaxfact.evaluation import ndcg_at_k
 from jaxfact.evaluation import precision_at_k
@@ -41,7 +43,6 @@ from jaxfact.svd import SVDResult
 from jaxfact.svd import pca
 from jaxfact.svd import pca_transform
 from jaxfact.svd import randomized_svd
-from jaxfact.svd import reconstruct
 from jaxfact.svd import singular_value_shrink
 from jaxfact.svd import svd_flip
 from jaxfact.svd import truncated_svd
@@ -66,6 +67,7 @@ __all__ = [
     "PCAResult",
     "Ratings",
     "SVDResult",
+    "Status",
     "Vocabulary",
     "best_run",
     "biased_mf",

@@ -284,11 +284,7 @@ def check_observed(fn: str, rows: Any, cols: Any, values: Any, shape: Any, *,
         r = np.asarray(arrays["rows"]).astype(np.int64)
         c = np.asarray(arrays["cols"]).astype(np.int64)
         for name, idx, size in (("rows", r, m), ("cols", c, n)):
-            if idx.min() < 0:
-                raise ValueError(f"{fn}: `{name}` must be non-negative; got {idx.min()}")
-            if idx.max() >= size:
-                raise ValueError(f"{fn}: `{name}` must be < {size} (shape {(m, n)}); "
-                                 f"got {idx.max()}")
+            check_index_range(fn, name, idx, size)
         flat = r * n + c
         _, first = np.unique(flat, return_index=True)
         if first.size != flat.size:
@@ -299,6 +295,16 @@ def check_observed(fn: str, rows: Any, cols: Any, values: Any, shape: Any, *,
     rows_j = jnp.asarray(arrays["rows"], dtype=jnp.int32)
     cols_j = jnp.asarray(arrays["cols"], dtype=jnp.int32)
     return rows_j, cols_j, values, (m, n)
+
+
+def check_index_range(fn: str, name: str, idx: Any, size: int) -> None:
+    """Raises ``ValueError`` if a concrete integer index array has entries outside [0, size - 1]
+    (one message for every function that takes indices)."""
+    if not is_concrete(idx) or not getattr(idx, "size", 1):
+        return
+    lo, hi = value_range(idx)
+    if lo < 0 or hi >= size:
+        raise ValueError(f"{fn}: `{name}` must be in [0, {size - 1}]; got values in [{lo}, {hi}]")
 
 
 def check_factors(fn: str, name: str, factors: Any, shape: tuple[int, int], dtype: Any,
@@ -318,3 +324,11 @@ def check_factors(fn: str, name: str, factors: Any, shape: tuple[int, int], dtyp
         raise ValueError(f"{fn}: `{name}` factors must have shapes ({n1}, k), (k,), (k, {n2}); "
                          f"got {U.shape}, {S.shape}, {Vt.shape}")
     return U, S, Vt
+
+
+def warn_renamed(fn: str, old: str, new: str, *, stacklevel: int = 3) -> None:
+    """A one-release ``DeprecationWarning`` for an argument renamed in the 0.2 surface (see
+    CHANGELOG.md)."""
+    import warnings
+    warnings.warn(f"{fn}: `{old}` is renamed `{new}`; `{old}` will be removed in the next "
+                  f"release", DeprecationWarning, stacklevel=stacklevel)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxfact import _nmf_sparse as _sp
-from jaxfact import svd as _svd
+from jaxfact import _linalg
 
 __all__ = []  # private module
 
@@ -220,11 +220,11 @@ def _init_svd(X, key, rank):
     if isinstance(X, _sp.SparseX):
         X = _sp.as_linear_operator(X)
     elif min(m, n) <= 256:
-        U, S, Vt = _svd._svd_thin(X)
+        U, S, Vt = _linalg.svd_thin(X)
         return U[:, :rank], S[:rank], Vt[:rank]
     # scikit-learn's randomized_svd defaults: 10 oversamples, 7 power iterations for small ranks.
     n_iter = 7 if rank < 0.1 * min(m, n) else 4
-    return _svd._randomized_svd(X, key, rank=rank, n_samples=min(rank + 10, m, n), n_iter=n_iter)
+    return _linalg.randomized_svd(X, key, rank=rank, n_samples=min(rank + 10, m, n), n_iter=n_iter)
 
 
 def _nndsvd(U, S, Vt):

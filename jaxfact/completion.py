@@ -22,11 +22,9 @@ import numpy as np
 from jaxfact import _checks
 from jaxfact import _implicit
 from jaxfact import linop
-from jaxfact._subspace import gather as _gather
-from jaxfact._subspace import subspace_svd as _subspace_svd
-from jaxfact.svd import _flip
+from jaxfact import _linalg
 
-__all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path", "predict"]
+__all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path"]
 
 # SVT keeps at least this many computed singular values at or below tau (the paper's rank
 # increment l = 5): they certify that no singular value above tau was missed and serve as the
@@ -278,37 +276,6 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     return _implicit.soft_impute_path(path, rows, cols, values, lams, max_rank, diff)
 
 
-def predict(result: Any, rows: Any, cols: Any) -> jax.Array:
-    """Reads the factored matrix ``U diag(S) Vt`` at positions (rows, cols), O(len(rows) k).
-
-    Works on a single result or on a stacked one (e.g. from :func:`soft_impute_path`), whose
-    leading axes are kept.
-
-    Example::
-
-      >>> pred = predict(res, jnp.array([0, 3]), jnp.array([2, 2]))   # X[0, 2], X[3, 2]
-    """
-    fn = "predict"
-    U, S, Vt = _checks.check_svd_result(fn, "result", result, batched=True)
-    n1, n2 = U.shape[-2], Vt.shape[-1]
-    idx = []
-    for name, a, size in (("rows", rows, n1), ("cols", cols, n2)):
-        if not hasattr(a, "dtype"):
-            a = np.asarray(a)
-        if not jnp.issubdtype(a.dtype, jnp.integer):
-            raise TypeError(f"{fn}: `{name}` must hold integer indices; got dtype {a.dtype}")
-        if _checks.is_concrete(a) and a.size:
-            lo, hi = _checks.value_range(a)
-            if lo < 0 or hi >= size:
-                raise ValueError(f"{fn}: `{name}` must be in [0, {size - 1}]; got values in "
-                                 f"[{lo}, {hi}]")
-        idx.append(jnp.asarray(a))
-    if idx[0].shape != idx[1].shape:
-        raise ValueError(f"{fn}: `rows` and `cols` must have the same shape; got "
-                         f"{idx[0].shape} and {idx[1].shape}")
-    return _gather(U, S, Vt, idx[0], idx[1])
-
-
 # ------------------------------------------------------------------------------------------------
 # Kernels (assume valid input)
 
@@ -363,7 +330,7 @@ def _svt_run(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, 
         # ||P_Omega M||_2 sets the kicking start, and Y^{k0} = k0 delta P_Omega(M) has the same
         # singular vectors, the warm start of iteration 1.
         Y = linop.ObservedMatrix(rows, cols, jnp.where(start, b, st.y), shape)
-        U, s, V = _subspace_svd(lambda B: linop.matmul(Y, B), lambda B: linop.rmatmul(Y, B),
+        U, s, V = _linalg.subspace_svd(lambda B: linop.matmul(Y, B), lambda B: linop.rmatmul(Y, B),
                                 st.V, jnp.where(start, _START_PASSES, n_power + 1), shape)
         norm = jnp.where(s[0] > 0, s[0], 1)
         scale = jnp.ceil(tau / (delta * norm)) * delta   # k0 delta
@@ -372,7 +339,7 @@ def _svt_run(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, 
 
         r = jnp.sum(s > tau).astype(jnp.int32)
         full = (r > K - _MARGIN) & (K < nmin)
-        x = _gather(U, jnp.maximum(s - tau, 0), V.T, rows, cols)
+        x = _linalg.gather(U, jnp.maximum(s - tau, 0), V.T, rows, cols)
         res = jnp.linalg.norm(x - b) / norm_b
         status = jnp.where(res <= tol, _CONVERGED,
                            jnp.where((res > _DIVERGED) | ~jnp.isfinite(res), _DIVERGED_STATUS,
@@ -386,7 +353,7 @@ def _svt_run(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, 
                             kick, stalled, step)
 
     state = jax.lax.while_loop(cond, body, state)
-    U, S, Vt = _flip(state.U, jnp.maximum(state.s - tau, 0), state.V.T)
+    U, S, Vt = _linalg.flip(state.U, jnp.maximum(state.s - tau, 0), state.V.T)
     return state, CompletionResult(U, S, Vt, state.k, state.status == _CONVERGED, state.residual,
                                    state.history, state.ranks)
 
@@ -448,9 +415,9 @@ def _si_solve(rows, cols, b, U, d, V, lam, tol, shape, max_iter, n_power, first_
     def body(st):
         mm, rmm = _si_operator(rows, cols, b, st.U, st.d, st.V, shape, st.z)
         passes = jnp.where(st.k == 0, first_passes, n_power + 1)
-        U, s, V = _subspace_svd(mm, rmm, st.V, passes, shape)
+        U, s, V = _linalg.subspace_svd(mm, rmm, st.V, passes, shape)
         d = jnp.maximum(s - lam, 0)
-        z = _gather(U, d, V.T, rows, cols)
+        z = _linalg.gather(U, d, V.T, rows, cols)
         # The paper's relative change ||Z_old - Z||_F^2 / ||Z_old||_F^2, measured on the observed
         # entries: from the factors it would be ||Z_old||^2 + ||Z||^2 - 2 <Z_old, Z>, whose
         # cancellation floors it at ~eps (1e-7 in float32) instead of eps^2.
@@ -463,13 +430,13 @@ def _si_solve(rows, cols, b, U, d, V, lam, tol, shape, max_iter, n_power, first_
                         st.history.at[st.k].set(objective(z, d)),
                         st.ranks.at[st.k].set(jnp.sum(d > 0).astype(jnp.int32)))
 
-    z0 = _gather(U, d, V.T, rows, cols)
+    z0 = _linalg.gather(U, d, V.T, rows, cols)
     st = _SIState(jnp.zeros((), jnp.int32), U, d, V, z0, jnp.asarray(jnp.inf, dtype),
                   jnp.full((max_iter,), jnp.nan, dtype), jnp.full((max_iter,), -1, jnp.int32))
     st = jax.lax.while_loop(cond, body, st)
     norm_b = jnp.linalg.norm(b)
     res = jnp.linalg.norm(st.z - b) / jnp.where(norm_b > 0, norm_b, 1)
-    U, d, Vt = _flip(st.U, st.d, st.V.T)
+    U, d, Vt = _linalg.flip(st.U, st.d, st.V.T)
     return CompletionResult(U, d, Vt, st.k, st.change < tol, res, st.history, st.ranks)
 
 

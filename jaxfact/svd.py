@@ -15,9 +15,10 @@ from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
 from jaxfact import _implicit
+from jaxfact import _linalg
 from jaxfact import linop
 
-__all__ = ["SVDResult", "PCAResult", "truncated_svd", "randomized_svd", "svd_flip", "reconstruct",
+__all__ = ["SVDResult", "PCAResult", "truncated_svd", "randomized_svd", "svd_flip",
            "singular_value_shrink", "pca", "pca_transform"]
 
 
@@ -94,7 +95,7 @@ def truncated_svd(X: Any, rank: int, *, checks: bool = False) -> SVDResult:
     _checks.check_nonempty(fn, "X", X)
     rank = _checks.check_rank(fn, rank, X.shape)
     _checks.check_finite(fn, "X", X, checks)
-    return _in_dtype(_truncated_svd(_compute(X), rank), X.dtype)
+    return _in_dtype(SVDResult(*_linalg.truncated_svd(_compute(X), rank)), X.dtype)
 
 
 def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
@@ -181,9 +182,9 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
     diff = _implicit.check_diff(fn, diff)
     Xc = _compute(X)
     if not isinstance(Xc, jax.Array):
-        return _in_dtype(_randomized_svd(Xc, key, rank=rank, n_samples=n_samples, n_iter=n_iter),
-                         dtype)
-    res = _randomized_svd(jax.lax.stop_gradient(Xc), key, rank=rank, n_samples=n_samples,
+        return _in_dtype(SVDResult(*_linalg.randomized_svd(
+            Xc, key, rank=rank, n_samples=n_samples, n_iter=n_iter)), dtype)
+    res = _linalg.randomized_svd(jax.lax.stop_gradient(Xc), key, rank=rank, n_samples=n_samples,
                           n_iter=n_iter)
     return _in_dtype(SVDResult(*_implicit.svd_factors(*res, Xc, diff)), dtype)
 
@@ -200,17 +201,7 @@ def svd_flip(result: SVDResult, *, u_based: bool = True) -> SVDResult:
         Vt (k, n)); use ``jax.vmap`` for a batch.
     """
     U, S, Vt = _checks.check_svd_result("svd_flip", "result", result)
-    return SVDResult(*_flip(jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt), u_based))
-
-
-def reconstruct(result: SVDResult) -> jax.Array:
-    """``U @ diag(S) @ Vt``, the (m, n) matrix a truncated SVD represents. O(m n k).
-
-    ``result`` is an ``SVDResult`` or any result whose first fields are U (m, k), S (k,),
-    Vt (k, n), e.g. a ``CompletionResult``; use ``jax.vmap`` for a batch.
-    """
-    U, S, Vt = _checks.check_svd_result("reconstruct", "result", result)
-    return (U * S) @ Vt
+    return SVDResult(*_linalg.flip(jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt), u_based))
 
 
 def singular_value_shrink(X: Any, tau: Any) -> SVDResult:
@@ -336,195 +327,9 @@ def _in_dtype(result, dtype):
     return type(result)(*(a.astype(dtype) for a in result))
 
 
-def _flip(U, S, Vt, u_based=True):
-    basis = U if u_based else Vt.T
-    idx = jnp.argmax(jnp.abs(basis), axis=0)
-    signs = jnp.sign(basis[idx, jnp.arange(basis.shape[1])])
-    signs = jnp.where(signs == 0, 1, signs).astype(U.dtype)
-    return U * signs, S, Vt * signs[:, None]
-
-
-def _tie_tolerance(s):
-    # Singular values closer than sqrt(eps) * s_max are treated as one (near-)degenerate block:
-    # the exact formula would divide by their difference and lose all accuracy in floating point.
-    eps = jnp.finfo(s.dtype).eps
-    return jnp.sqrt(eps) * jnp.maximum(s[0], jnp.finfo(s.dtype).tiny)
-
-
-def _svd_thin(X, n_kept=None):
-    """Thin SVD with flipped signs and a derivative that stays finite at repeated values.
-
-    ``n_kept`` (static; default all) is the number of leading components the caller keeps: it
-    decides which pairs of tied singular values lie inside the kept block (see the JVP below).
-    """
-    return _svd_kept(X, min(X.shape[-2:]) if n_kept is None else n_kept)
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _svd_kept(X, n_kept):
-    U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
-    return _flip(U, s, Vt)
-
-
-@_svd_kept.defjvp
-def _svd_kept_jvp(n_kept, primals, tangents):
-    # Derivative of the thin SVD (e.g. Townsend 2016, "Differentiating the singular value
-    # decomposition"). With dP = U^T dX V, A and Sy its antisymmetric and symmetric parts,
-    # Om_U = U^T dU and Om_V = V^T dV:
-    #   dP = Om_U S + dS + S Om_V^T;  with Om_U, Om_V antisymmetric, dS = diag(dP) and
-    #   Om_U[i,j] =  A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
-    #   Om_V[i,j] = -A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
-    #   dU = U Om_U + (I - U U^T) dX V / S,  dV = V Om_V + (I - V V^T) dX^T U / S.
-    # At a tie s_i = s_j the Sy term is 1/0: the tied vectors rotate by an amount that depends on
-    # the direction dX (no derivative exists). No choice of antisymmetric Om_U, Om_V and diagonal
-    # dS then reproduces the symmetric part of dP on the tied block, so U S V^T, U U^T and V V^T
-    # cannot all be exact; we keep U's tangent exact and let V's absorb that part:
-    # * ties inside the kept block (i, j < n_kept): Om_U[i,j] = A_ij / (s_i + s_j), i.e. no
-    #   rotation of U within the block, so U stays orthonormal (Om_U antisymmetric) and U_k U_k^T
-    #   gets its exact derivative; Om_V[i,j] = -A_ij / (s_i + s_j) + Sy_ij / s_j solves both the
-    #   (i, j) and the (j, i) entry of dP = Om_U S + dS + S Om_V^T exactly (also for s_i != s_j),
-    #   so U_k S_k V_k^T gets its exact derivative. V's tangent leaves the orthogonal group there.
-    # * ties across the cut (or among discarded values): the Sy term is dropped from both, the
-    #   derivative along directions that do not mix the tied vectors; the truncation is not
-    #   differentiable there.
-    # "Tie" means |s_i - s_j| <= sqrt(eps) s_max: the exact formula's rounding error grows like
-    # eps s_max / |s_i - s_j|, and inside the kept block the tie formula is exact for U_k U_k^T
-    # and U_k S_k V_k^T whatever the gap.
-    (X,), (dX,) = primals, tangents
-    U, s, Vt = _svd_kept(X, n_kept)
-    V = Vt.T
-    dP = U.T @ dX @ V
-    dS = jnp.diagonal(dP)
-
-    idx = jnp.arange(s.shape[0])
-    si, sj = s[:, None], s[None, :]
-    A = 0.5 * (dP - dP.T)
-    Sy = 0.5 * (dP + dP.T)
-    ssum = si + sj
-    sdiff = sj - si
-    off = idx[:, None] != idx[None, :]
-    tied = off & (jnp.abs(sdiff) <= _tie_tolerance(s))
-    distinct = off & ~tied
-    kept = idx < n_kept
-    inside = tied & kept[:, None] & kept[None, :]
-    # Double `where`: guard the divisions themselves, not only their results, so no NaN leaks into
-    # the tangent (0 / 0 at zero singular values, 1 / 0 at ties).
-    inv_sum = jnp.where(ssum > 0, 1 / jnp.where(ssum > 0, ssum, 1), 0)
-    inv_diff = jnp.where(distinct, 1 / jnp.where(distinct, sdiff, 1), 0)
-    safe_s = jnp.where(s > 0, s, 1)
-    inv_s = jnp.where(s > 0, 1 / safe_s, 0)
-    rotation = Sy * inv_diff          # zero on ties and on the diagonal (A is zero there too)
-    om_u = A * inv_sum + rotation
-    om_v = -A * inv_sum + rotation + jnp.where(inside, Sy * inv_s[None, :], 0)
-
-    dXV = dX @ V
-    dXtU = dX.T @ U
-    dU = U @ om_u + (dXV - U @ (U.T @ dXV)) * inv_s
-    dV = V @ om_v + (dXtU - V @ (V.T @ dXtU)) * inv_s
-    return (U, s, Vt), (dU, dS, dV.T)
-
-
-@partial(jax.jit, static_argnames=("rank",))
-def _truncated_svd(X, rank):
-    U, s, Vt = _svd_thin(X, rank)
-    return SVDResult(U[:, :rank], s[:rank], Vt[:rank])
-
-
-def _orthonormalize(Y):
-    """Householder QR: an orthonormal basis of range(Y), robust to rank deficiency."""
-    return jnp.linalg.qr(Y, mode="reduced")[0]
-
-
-def _cholesky_qr_rows(Yt, shift):
-    # Orthonormalizes the rows of Yt (l, m): Qt = R^-T Yt with R^T R = Yt Yt^T + shift * trace I.
-    # The products run at matrix-multiply speed, unlike forming Householder's Q (LAPACK orgqr),
-    # which dominates for tall thin matrices.
-    G = jnp.matmul(Yt, Yt.T, precision=jax.lax.Precision.HIGHEST)
-    G = G + (shift * jnp.trace(G) + jnp.finfo(Yt.dtype).tiny) * jnp.eye(G.shape[0], dtype=G.dtype)
-    R = jnp.linalg.cholesky(G, upper=True)
-    return jax.scipy.linalg.solve_triangular(R, Yt, trans="T", lower=False)
-
-
-def _normalize_rows(Yt):
-    """A well-conditioned basis (as rows) of the row space of Yt (l, m) for the power iterations:
-    shifted CholeskyQR3 (Fukaya, Kannan, Nakatsukasa, Yamamoto & Yanagisawa 2020), stable for
-    cond(Yt) up to 1/eps. The small shift of the last two passes keeps a rank-deficient Yt finite;
-    the final basis of the range finder still comes from :func:`_orthonormalize`."""
-    l, m = Yt.shape
-    eps = jnp.finfo(Yt.dtype).eps
-    # The Gram matrix squares the entries: rows of max-abs 1e19 overflow it in float32 and rows of
-    # 1e-20 underflow it. Scaling each row to max-abs 1 spans the same space, so the result does
-    # not depend on the scale of X.
-    peak = jnp.max(jnp.abs(Yt), axis=1, keepdims=True)
-    Yt = Yt / jnp.where(peak > 0, peak, 1)
-    Qt = _cholesky_qr_rows(Yt, 11 * (m * l + l * (l + 1)) * eps)
-    Qt = _cholesky_qr_rows(Qt, l * eps)
-    return _cholesky_qr_rows(Qt, l * eps)
-
-
-@partial(jax.jit, static_argnames=("rank", "n_samples", "n_iter"))
-def _randomized_svd(X, key, *, rank, n_samples, n_iter):
-    m, n = linop.shape_of(X)
-    dtype = linop.dtype_of(X)
-    if m < n:
-        # Sketch the column space of the smaller side: QR factors of m x l instead of n x l.
-        U, s, Vt = _randomized_svd_tall(_Transposed(X), key, rank, n_samples, n_iter, dtype)
-        U, s, Vt = Vt.T, s, U.T
-    else:
-        U, s, Vt = _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype)
-    return SVDResult(*_flip(U, s, Vt))
-
-
-class _Transposed:
-    """X^T as an operator, without copying X."""
-
-    def __init__(self, X):
-        self.X = X
-        self.shape = (linop.shape_of(X)[1], linop.shape_of(X)[0])
-        self.dtype = linop.dtype_of(X)
-
-
-# The sketches are kept as rows, (l, m) and (l, n): for a dense row-major X, the products
-# Bt @ X.T and Ct @ X run about twice as fast on CPU as X.T @ C, whose output XLA transposes.
-
-
-def _mm_rows(X, Bt):
-    """(X @ Bt.T).T = Bt @ X.T, shape (l, m)."""
-    if isinstance(X, _Transposed):
-        return _rmm_rows(X.X, Bt)
-    if isinstance(X, jax.Array):
-        return Bt @ X.T
-    return linop.matmul(X, Bt.T).T
-
-
-def _rmm_rows(X, Ct):
-    """(X.T @ Ct.T).T = Ct @ X, shape (l, n)."""
-    if isinstance(X, _Transposed):
-        return _mm_rows(X.X, Ct)
-    if isinstance(X, jax.Array):
-        return Ct @ X
-    return linop.rmatmul(X, Ct.T).T
-
-
-def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
-    n = X.shape[1]
-    omega_t = jax.random.normal(key, (n_samples, n), dtype)
-    Qt = _normalize_rows(_mm_rows(X, omega_t))
-
-    def power(_, Qt):
-        Zt = _normalize_rows(_rmm_rows(X, Qt))
-        return _normalize_rows(_mm_rows(X, Zt))
-
-    Q = _orthonormalize(jax.lax.fori_loop(0, n_iter, power, Qt).T)  # (m, l)
-    B = _rmm_rows(X, Q.T)                # (l, n) = Q^T X
-    Ub, s, Vbt = _svd_thin(B, rank)
-    U = Q @ Ub
-    return U[:, :rank], s[:rank], Vbt[:rank]
-
-
 @jax.jit
 def _shrink(X, tau):
-    U, s, Vt = _svd_thin(X)
+    U, s, Vt = _linalg.svd_thin(X)
     return SVDResult(U, jnp.maximum(s - tau, 0), Vt)
 
 
@@ -540,7 +345,7 @@ def _centre(X):
 
 def _pca_from_svd(Xc, U, s, Vt, mean):
     n_samples = Xc.shape[0]
-    U, s, Vt = _flip(U, s, Vt, u_based=False)
+    U, s, Vt = _linalg.flip(U, s, Vt, u_based=False)
     var = s**2 / (n_samples - 1)
     # ratio = s_i^2 / ||Xc||_F^2, formed from s_i / ||Xc||_F so that it neither overflows nor
     # underflows where the variances themselves would (|x| ~ 1e19 or 1e-19 in float32).
@@ -557,12 +362,12 @@ def _pca_exact(X, rank):
     Xc, mean = _centre(X)
     # The SVD of Xc^T: its U is PCA's V, whose tangent stays exact at tied variances (the
     # derivative of the components' projector V_k V_k^T), see _svd_kept_jvp.
-    V, s, Ut = _svd_thin(Xc.T, rank)
+    V, s, Ut = _linalg.svd_thin(Xc.T, rank)
     return _pca_from_svd(Xc, Ut.T[:, :rank], s[:rank], V.T[:rank], mean)
 
 
 @partial(jax.jit, static_argnames=("rank", "n_samples", "n_iter"))
 def _pca_randomized(X, key, *, rank, n_samples, n_iter):
     Xc, mean = _centre(X)
-    U, s, Vt = _randomized_svd(Xc, key, rank=rank, n_samples=n_samples, n_iter=n_iter)
+    U, s, Vt = _linalg.randomized_svd(Xc, key, rank=rank, n_samples=n_samples, n_iter=n_iter)
     return _pca_from_svd(Xc, U, s, Vt, mean)

@@ -17,9 +17,8 @@ import numpy as np
 
 from jaxfact import _checks
 from jaxfact import _implicit
-from jaxfact._subspace import subspace_svd as _subspace_svd
+from jaxfact import _linalg
 from jaxfact.completion import CompletionResult
-from jaxfact.svd import _flip, _truncated_svd
 
 __all__ = ["wlra"]
 
@@ -137,7 +136,7 @@ def _init(fn, init, shape, k, dtype):
         Z = _checks.as_float_array(fn, "init", init).astype(dtype)
         _checks.check_same_shape(fn, "init", Z, shape, "X")
         _checks.check_finite(fn, "init", Z)
-        U, S, Vt = _truncated_svd(Z, k)
+        U, S, Vt = _linalg.truncated_svd(Z, k)
         return U, S, Vt.T, False
     U, S, Vt = _checks.check_factors(fn, "init", init, shape, dtype, "an (n1, n2) array or a "
                                      "(U, S, Vt) triple such as a CompletionResult")
@@ -174,7 +173,7 @@ def _wlra(X, W, U, d, V, key, lam, tol, *, max_iter, n_power, fresh):
         Z = (U * d) @ V.T
         A = Z + W * (X - Z)   # EM "fill in": W X + (1 - W) Z
         passes = jnp.where(k == 0, first, n_power + 1)
-        U, s, V = _subspace_svd(lambda B: A @ B, lambda B: A.T @ B, V, passes, X.shape)
+        U, s, V = _linalg.subspace_svd(lambda B: A @ B, lambda B: A.T @ B, V, passes, X.shape)
         d = jnp.maximum(s - lam, 0)
         f_new = objective(U, d, V)
         # Relative decrease; f = 0 (an exact fit) is converged. tol = 0 runs every iteration:
@@ -190,5 +189,5 @@ def _wlra(X, W, U, d, V, key, lam, tol, *, max_iter, n_power, fresh):
     norm = jnp.sqrt(jnp.sum(W * X * X))
     R = X - (U * d) @ V.T
     res = jnp.sqrt(jnp.sum(W * R * R)) / jnp.where(norm > 0, norm, 1)
-    U, d, Vt = _flip(U, d, V.T)
+    U, d, Vt = _linalg.flip(U, d, V.T)
     return CompletionResult(U, d, Vt, k, done, res, hist, ranks)

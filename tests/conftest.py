@@ -14,6 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# The library must not lean on implicit promotion: mixing float32 with float64 arrays, or arrays of
+# different ranks without an explicit broadcast, raises in the whole suite.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
 # Few examples by default: every new shape compiles, and the suite must stay fast on 2 cores.
 settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True)
 settings.load_profile("ci")

@@ -1,0 +1,139 @@
+"""Reading a factored result: one protocol for every result that holds a low-rank matrix.
+
+Every factorization of jaxfact returns its matrix in factored form, and the same two functions read
+any of them:
+
+* :func:`reconstruct` (the dense matrix, O(m n k)) and
+* :func:`predict` (entries at given positions, O(len(rows) k), never forming the matrix),
+
+for these results (matched by their fields, so a NamedTuple of your own with the same fields works):
+
+=====================================  ==========================================================
+result                                 matrix
+=====================================  ==========================================================
+``SVDResult``, ``CompletionResult``,   ``U @ diag(S) @ Vt`` (leading batch axes allowed, e.g. a
+or a plain ``(U, S, Vt)`` triple       :func:`jaxfact.soft_impute_path`)
+``NMFResult``                          ``W @ H``
+``BiasedMFResult``                     ``mu + b_u + b_i + p_u . q_i`` (``user_factors``,
+                                       ``item_factors``, ``user_bias``, ``item_bias``, ``mu``)
+``ImplicitALSResult``                  ``user_factors @ item_factors.T`` (preference scores)
+=====================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfact import _checks
+from jaxfact import _linalg
+
+__all__ = ["reconstruct", "predict"]
+
+
+def reconstruct(result: Any) -> jax.Array:
+    """The dense matrix a factored result represents (see the module docstring), O(m n k).
+
+    Example:
+
+      >>> res = jaxfact.truncated_svd(X, 3)
+      >>> jaxfact.reconstruct(res).shape
+      (8, 6)
+    """
+    kind, parts = _parts("reconstruct", result)
+    if kind == "svd":
+        U, S, Vt = parts
+        return (U * S[..., None, :]) @ Vt
+    if kind == "nmf":
+        W, H = parts
+        return W @ H
+    if kind == "biased":
+        mu, bu, bi, P, Q = parts
+        return mu + bu[:, None] + bi[None, :] + P @ Q.T
+    X, Y = parts
+    return X @ Y.T
+
+
+def predict(result: Any, rows: Any, cols: Any, *, clip: tuple[float, float] | None = None
+            ) -> jax.Array:
+    """Entries ``(rows[j], cols[j])`` of the matrix a factored result represents, O(len(rows) k).
+
+    Args:
+      result: any factored result (see the module docstring); a ``(U, S, Vt)`` result may have
+        leading batch axes, which are kept.
+      rows, cols: integer index arrays of the same shape.
+      clip: ``(low, high)`` to clip the predictions to, e.g. a rating scale (Surprise clips to
+        it), or None.
+
+    Example:
+
+      >>> res = jaxfact.truncated_svd(X, 3)
+      >>> jaxfact.predict(res, jnp.array([0, 3]), jnp.array([2, 2])).shape
+      (2,)
+    """
+    fn = "predict"
+    kind, parts = _parts(fn, result)
+    if kind == "svd":
+        m, n = parts[0].shape[-2], parts[2].shape[-1]
+    elif kind == "nmf":
+        m, n = parts[0].shape[0], parts[1].shape[1]
+    else:
+        m, n = parts[-2].shape[0], parts[-1].shape[0]
+    r, c = _indices(fn, rows, cols, (m, n))
+    if clip is not None and not (isinstance(clip, (tuple, list)) and len(clip) == 2
+                                 and clip[0] <= clip[1]):
+        raise ValueError(f"{fn}: `clip` must be a pair (low, high) with low <= high; got {clip!r}")
+    if kind == "svd":
+        out = _linalg.gather(*parts, r, c)
+    elif kind == "nmf":
+        W, H = parts
+        out = jnp.sum(W[r] * H.T[c], axis=-1)
+    elif kind == "biased":
+        mu, bu, bi, P, Q = parts
+        out = mu + bu[r] + bi[c] + jnp.sum(P[r] * Q[c], axis=-1)
+    else:
+        X, Y = parts
+        out = jnp.sum(X[r] * Y[c], axis=-1)
+    return out if clip is None else jnp.clip(out, clip[0], clip[1])
+
+
+def _parts(fn: str, result: Any) -> tuple[str, tuple]:
+    """The kind of a factored result and its arrays, validated."""
+    if hasattr(result, "user_factors") and hasattr(result, "item_factors"):
+        X = _checks.as_float_array(fn, "result.user_factors", result.user_factors)
+        Y = _checks.as_float_array(fn, "result.item_factors", result.item_factors)
+        if X.shape[1] != Y.shape[1]:
+            raise ValueError(f"{fn}: `result.user_factors` and `result.item_factors` must have "
+                             f"the same number of columns; got {X.shape} and {Y.shape}")
+        if hasattr(result, "user_bias") and hasattr(result, "mu"):
+            return "biased", (jnp.asarray(result.mu), jnp.asarray(result.user_bias),
+                              jnp.asarray(result.item_bias), X, Y)
+        return "implicit", (X, Y)
+    if hasattr(result, "W") and hasattr(result, "H"):
+        W = _checks.as_float_array(fn, "result.W", result.W)
+        H = _checks.as_float_array(fn, "result.H", result.H)
+        if W.shape[1] != H.shape[0]:
+            raise ValueError(f"{fn}: `result.W` (m, k) and `result.H` (k, n) must share k; got "
+                             f"{W.shape} and {H.shape}")
+        return "nmf", (W, H)
+    U, S, Vt = _checks.check_svd_result(fn, "result", result, batched=True)
+    return "svd", (jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt))
+
+
+def _indices(fn: str, rows: Any, cols: Any, shape: tuple[int, int]
+             ) -> tuple[jax.Array, jax.Array]:
+    idx = []
+    for name, a, size in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
+        if not hasattr(a, "dtype"):
+            a = np.asarray(a)
+        if not jnp.issubdtype(a.dtype, jnp.integer):
+            raise TypeError(f"{fn}: `{name}` must hold integer indices; got dtype {a.dtype}")
+        _checks.check_index_range(fn, name, a, size)
+        idx.append(jnp.asarray(a))
+    if idx[0].shape != idx[1].shape:
+        raise ValueError(f"{fn}: `rows` and `cols` must have the same shape; got "
+                         f"{idx[0].shape} and {idx[1].shape}")
+    return idx[0], idx[1]
