@@ -203,7 +203,10 @@ def load_movielens(variant: str = "100k", *, data_home: str | os.PathLike | None
       >>> ml = load_movielens("100k")
       >>> ml.shape, len(ml.ratings)
       ((943, 1682), 100000)
-      >>> res = jaxfact.biased_mf(ml.users, ml.items, ml.ratings, ml.shape, 50, key=key)
+      >>> res = jaxfact.biased_mf(ml.users, ml.items, ml.ratings, ml.shape, 10, max_iter=2,
+      ...                         key=jax.random.key(0))
+      >>> res.n_iter.dtype
+      dtype('int32')
 
     The licence of MovieLens allows research use and forbids redistribution: the files are read
     in place, never copied elsewhere.
@@ -497,7 +500,9 @@ def load_orl_faces(*, scaled: bool = False) -> Faces:
     Example::
 
       >>> faces = load_orl_faces(scaled=True)
-      >>> V = faces.images.reshape(400, -1).T   # (10304, 400): one face per column, as in Lin (2007)
+      >>> V = faces.images.reshape(400, -1).T   # one face per column, as in Lin (2007)
+      >>> V.shape
+      (10304, 400)
 
     Reference: F. Samaria, A. Harter. Parameterisation of a stochastic model for human face
     identification. IEEE Workshop on Applications of Computer Vision, 1994.

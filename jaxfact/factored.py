@@ -39,9 +39,10 @@ def reconstruct(result: Any) -> jax.Array:
 
     Example:
 
-      >>> res = jaxfact.truncated_svd(X, 3)
-      >>> jaxfact.reconstruct(res).shape
-      (8, 6)
+      >>> X = jnp.arange(48.0).reshape(8, 6)
+      >>> res = jaxfact.truncated_svd(X, 2)    # X has rank 2
+      >>> print(float(jnp.max(jnp.abs(jaxfact.reconstruct(res) - X))) < 1e-3)
+      True
     """
     kind, parts = _parts("reconstruct", result)
     if kind == "svd":
@@ -70,9 +71,10 @@ def predict(result: Any, rows: Any, cols: Any, *, clip: tuple[float, float] | No
 
     Example:
 
-      >>> res = jaxfact.truncated_svd(X, 3)
-      >>> jaxfact.predict(res, jnp.array([0, 3]), jnp.array([2, 2])).shape
-      (2,)
+      >>> X = jnp.arange(48.0).reshape(8, 6)
+      >>> res = jaxfact.truncated_svd(X, 2)
+      >>> jaxfact.predict(res, jnp.array([0, 3]), jnp.array([2, 2]))   # X[0, 2], X[3, 2]
+      Array([ 2..., 20...], dtype=float32)
     """
     fn = "predict"
     kind, parts = _parts(fn, result)
