@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from jaxfact import _movielens
 from jaxfact import datasets
 
 
@@ -77,11 +78,11 @@ def _zip(path, folder, files, encoding="latin-1"):
 def movielens_spec(monkeypatch):
     """Points a variant at a test zip: returns set(variant, url, sha256). recbole's copy is hidden
     so that the cache and download paths are the ones exercised."""
-    monkeypatch.setattr(datasets, "_recbole_ml100k", lambda: None)
+    monkeypatch.setattr(_movielens, "recbole_ml100k", lambda: None)
 
     def point(variant, url, sha):
-        spec = datasets._MOVIELENS[variant]
-        monkeypatch.setitem(datasets._MOVIELENS, variant, spec._replace(url=url, sha256=sha))
+        spec = _movielens.VARIANTS[variant]
+        monkeypatch.setitem(_movielens.VARIANTS, variant, spec._replace(url=url, sha256=sha))
     return point
 
 
@@ -119,7 +120,7 @@ def test_movielens_1m_from_cache(tmp_path, movielens_spec):
 def test_movielens_recbole_format(tmp_path, monkeypatch):
     (tmp_path / "a.inter").write_text(INTER, encoding="utf8")
     (tmp_path / "a.item").write_text(ITEM, encoding="utf8")
-    monkeypatch.setattr(datasets, "_recbole_ml100k",
+    monkeypatch.setattr(_movielens, "recbole_ml100k",
                         lambda: (tmp_path / "a.inter", tmp_path / "a.item"))
     ml = datasets.load_movielens("100k", data_home=tmp_path / "empty")
     np.testing.assert_array_equal(ml.user_ids, [22, 186, 196])
@@ -181,7 +182,7 @@ def test_movielens_bad_arguments(tmp_path, monkeypatch):
     assert datasets.get_data_home(tmp_path / "x") == tmp_path / "x"
 
 
-@pytest.mark.skipif(datasets._recbole_ml100k() is None,
+@pytest.mark.skipif(_movielens.recbole_ml100k() is None,
                     reason="needs the ml-100k copy in recbole: pip install --no-deps recbole")
 def test_movielens_100k_real(tmp_path):
     ml = datasets.load_movielens("100k", data_home=tmp_path)   # empty cache: recbole's copy
