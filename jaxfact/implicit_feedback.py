@@ -138,7 +138,7 @@ def implicit_loss(user_factors: Any, item_factors: Any, rows: Any, cols: Any, co
       >>> users, items = jnp.array([0, 1], jnp.int32), jnp.array([0, 2], jnp.int32)
       >>> plays = jnp.array([1.0, 2.0])
       >>> print(round(float(implicit_loss(X, Y, users, items, plays, alpha=1.0, lam=0.0)), 4))
-      0.6667
+      0.5833
     """
     fn = "implicit_loss"
     X = _checks.as_float_array(fn, "user_factors", user_factors)

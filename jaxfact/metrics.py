@@ -98,7 +98,7 @@ def ndcg_at_k(user_factors: Any, item_factors: Any, test: Any, *, k: int = 10,
       >>> Y = jnp.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
       >>> test = (jnp.array([0, 1], jnp.int32), jnp.array([1, 0], jnp.int32))
       >>> print(round(float(ndcg_at_k(X, Y, test, k=2)), 4))
-      0.8155
+      0.3155
     """
     hits, n_rel = _topk_hits("ndcg_at_k", user_factors, item_factors, test, k, exclude,
                              batch_size, checks)

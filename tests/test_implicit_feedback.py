@@ -69,7 +69,7 @@ def test_implicit_als_matches_dense_hu_update(x64):
     assert int(res3.status) == Status.MAX_ITER and int(res3.n_iter) == 15
     # tol (traced: no new compilation) just above the relative decrease of iteration 5 stops there.
     t = (h[3] - h[4]) / h[3] * (1 + 1e-6)
-    assert np.all((h[:4] - h[1:5]) > t * h[:4])
+    assert np.all((h[:3] - h[1:4]) > t * h[:3])  # iterations 2 to 4 decrease by more
     stopped = implicit_als(r, c, counts, (m, n), k, alpha=alpha, lam=lam, max_iter=15, key=key,
                            init_std=0.1, tol=t)
     assert int(stopped.n_iter) == 5 and bool(stopped.converged)
