@@ -216,22 +216,7 @@ def predict_ratings(result: Any, rows: Any, cols: Any, *,
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernels (assume valid input)
-
-
-class _Factors(NamedTuple):
-    """The ALS iterate: biases and factors of users and items."""
-
-    user_bias: jax.Array     # (m,)
-    item_bias: jax.Array     # (n,)
-    user_factors: jax.Array  # (m, k)
-    item_factors: jax.Array  # (n, k)
-
-
-class _Table(NamedTuple):
-    """The SGD iterate: users and items in one buffer (see :func:`_biased_sgd`)."""
-
-    rows: jax.Array  # (m + n, k + 2), a user's row (b_u, 1, p_u), an item's row (1, b_i, q_i)
+# Validation helpers
 
 
 def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
@@ -253,6 +238,25 @@ def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
         _checks.check_finite(fn, f"warm_start.{name}", a, checks)
         out.append(a.astype(dtype))
     return _Factors(*out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels (assume valid input)
+
+
+class _Factors(NamedTuple):
+    """The ALS iterate: biases and factors of users and items."""
+
+    user_bias: jax.Array     # (m,)
+    item_bias: jax.Array     # (n,)
+    user_factors: jax.Array  # (m, k)
+    item_factors: jax.Array  # (n, k)
+
+
+class _Table(NamedTuple):
+    """The SGD iterate: users and items in one buffer (see :func:`_biased_sgd`)."""
+
+    rows: jax.Array  # (m + n, k + 2), a user's row (b_u, 1, p_u), an item's row (1, b_i, q_i)
 
 
 def _objective(mu, bu, bi, P, Q, rows, cols, values, lam):

@@ -156,14 +156,7 @@ def implicit_loss(user_factors: Any, item_factors: Any, rows: Any, cols: Any, co
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernels (assume valid input)
-
-
-class _Factors(NamedTuple):
-    """The ALS iterate."""
-
-    user_factors: jax.Array  # (m, k)
-    item_factors: jax.Array  # (n, k)
+# Validation helpers
 
 
 def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
@@ -183,6 +176,17 @@ def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
         _checks.check_finite(fn, f"warm_start.{name}", a, checks)
         out.append(a.astype(dtype))
     return _Factors(*out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels (assume valid input)
+
+
+class _Factors(NamedTuple):
+    """The ALS iterate."""
+
+    user_factors: jax.Array  # (m, k)
+    item_factors: jax.Array  # (n, k)
 
 
 @jax.jit

@@ -271,7 +271,7 @@ def test_checks_true_stages_value_checks_under_jit():
 
 
 def test_under_jit():
-    r, c, v = _small(seed=13)
+    r, c, v = _small(seed=6)  # the data of test_predict_clip_and_matches_formula: one compilation
     v = jnp.asarray(v, jnp.float32)
     key = jax.random.key(0)
     eager = biased_mf(r, c, v, (M, N), K, max_iter=3, key=key)

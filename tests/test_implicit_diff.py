@@ -309,7 +309,7 @@ def als_unrolled(res, rows, cols, values, lam, shape, n_iter):
     def half(bo, Fo, M, R):
         Xo = jnp.concatenate([jnp.ones((Fo.shape[0], 1)), Fo], 1)   # (n_other, k + 1)
         cnt = M.sum(1)
-        A = jnp.einsum("uj,ja,jb->uab", M, Xo, Xo) + lam * cnt[:, None, None] * jnp.eye(k + 1)
+        A = jnp.einsum("uj,ja,jb->uab", M, Xo, Xo) + lam * cnt[:, None, None] * jnp.eye(k + 1)[None]
         b = jnp.einsum("uj,ja->ua", M * (R - bo[None, :]), Xo)
         w = jnp.linalg.solve(A, b[..., None])[..., 0]
         return w[:, 0], w[:, 1:]
