@@ -119,9 +119,9 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         ``p_u . q_i`` (mu, b_u, b_i held at 0), like Surprise's ``SVD(biased=False)``: the
         "basic matrix factorization model" of Koren et al., eq. (2).
       diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
-      checks: under an outer ``jit``, stage the value checks (finite ``values``, indices in
-        range) with ``jax.experimental.checkify``; wrap the jitted function with
-        ``checkify.checkify`` to receive them. Concrete inputs are always checked.
+      checks: under an outer ``jit``, also check that ``values`` (and ``warm_start``) are finite
+        and the indices in range, with ``jax.experimental.checkify`` (wrap the jitted caller in
+        ``checkify.checkify``). Concrete inputs are always checked.
       init: deprecated name of ``warm_start``.
 
     Returns:

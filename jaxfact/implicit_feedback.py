@@ -71,9 +71,9 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
       init_std: standard deviation of the initial factors.
       warm_start: start from a previous :class:`ImplicitALSResult` of the same shape and rank, or
         from its factors ``(user_factors, item_factors)``.
-      checks: under an outer ``jit``, stage the value checks (finite, non-negative ``counts``,
-        indices in range) with ``jax.experimental.checkify``; wrap the jitted function with
-        ``checkify.checkify`` to receive them. Concrete inputs are always checked.
+      checks: under an outer ``jit``, also check that ``counts`` are finite and non-negative and
+        the indices in range, with ``jax.experimental.checkify`` (wrap the jitted caller in
+        ``checkify.checkify``). Concrete inputs are always checked.
 
     Returns:
       :class:`ImplicitALSResult`; score items for user u with ``Y @ X[u]``. ``history[t]`` is L

@@ -64,9 +64,9 @@ def precision_at_k(user_factors: Any, item_factors: Any, test: Any, *, k: int = 
       k: list length.
       exclude: ``(rows, cols)`` of pairs to leave out of the rankings (usually the training set).
       batch_size: users scored per batch.
-      checks: under an outer ``jit``, stage the value checks (finite factors, indices in range)
-        with ``jax.experimental.checkify``; wrap the jitted function with ``checkify.checkify`` to
-        receive them. Concrete inputs are always checked.
+      checks: under an outer ``jit``, also check that the factors are finite and the indices in
+        range, with ``jax.experimental.checkify`` (wrap the jitted caller in
+        ``checkify.checkify``). Concrete inputs are always checked.
 
     Example:
 
