@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._common import table
-from jaxfact import biased_mf, implicit_als, implicit_loss, predict_ratings, rmse, synthetic_ratings
+from jaxfact import biased_mf, implicit_als, implicit_loss, predict, rmse, synthetic_ratings
 
 _COMPILE = [0.0]
 
@@ -48,10 +48,11 @@ def _ours(fn):
 
 def _explicit(quick):
     if quick:
-        data = synthetic_ratings(n_users=1000, n_items=800, n_ratings=100_000, seed=0)
+        data = synthetic_ratings(n_users=1000, n_items=800, n_ratings=100_000,
+                                 key=jax.random.key(0))
         shape = (1000, 800)
     else:
-        data = synthetic_ratings(seed=0)
+        data = synthetic_ratings(key=jax.random.key(0))
         shape = (6040, 3706)
     u, i, r = data
     perm = np.random.default_rng(1).permutation(u.size)
@@ -93,7 +94,7 @@ def _explicit(quick):
     for name, kw in configs:
         sec, comp, res = _ours(lambda: biased_mf(u[tr], i[tr], r[tr], shape, 100,
                                                  key=jax.random.key(0), **kw))
-        err = float(rmse(predict_ratings(res, u[te], i[te], clip=(1, 5)), r[te]))
+        err = float(rmse(predict(res, u[te], i[te], clip=(1, 5)), r[te]))
         ratio = f"{sec / t_s:.2f}" if t_s else "-"
         gap = f"{err - rmse_s:+.4f}" if t_s else "-"
         rows.append([name, f"{sec:.2f}", f"{comp:.2f}", ratio, err, gap])

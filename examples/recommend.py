@@ -28,7 +28,8 @@ def load():
         ml = load_movielens("100k")
     except OSError as e:   # offline, no cached or installed copy
         n_users, n_items = 943, 1682
-        data = jf.synthetic_ratings(n_users=n_users, n_items=n_items, n_ratings=100_000, seed=0)
+        data = jf.synthetic_ratings(n_users=n_users, n_items=n_items, n_ratings=100_000,
+                                    key=jax.random.key(0))
         return (*data, (n_users, n_items), None, None,
                 f"synthetic ratings (MovieLens-100k unavailable: {str(e).splitlines()[0][:80]}...)")
     return (ml.users, ml.items, ml.ratings, ml.shape, ml.titles, ml.genres,
@@ -46,11 +47,11 @@ mean_pred = jnp.full(test.values.shape, jnp.mean(train.values))
 print(f"  global mean             {float(jf.rmse(mean_pred, test.values)):.4f}")
 als = jf.biased_mf(*train, shape, 20, lam=0.1, solver="als", max_iter=15, key=key)
 print(f"  biased MF, ALS (k=20)   "
-      f"{float(jf.rmse(jf.predict_ratings(als, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
+      f"{float(jf.rmse(jf.predict(als, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
       f"   ({int(als.n_iter)} iterations)")
 sgd = jf.biased_mf(*train, shape, 20, solver="sgd", max_iter=20, key=key)  # Surprise's defaults
 print(f"  biased MF, SGD (k=20)   "
-      f"{float(jf.rmse(jf.predict_ratings(sgd, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
+      f"{float(jf.rmse(jf.predict(sgd, test.rows, test.cols, clip=(1, 5)), test.values)):.4f}"
       f"   (20 epochs)")
 
 # --- 2. implicit feedback ----------------------------------------------------------------------

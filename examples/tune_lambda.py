@@ -58,7 +58,7 @@ def descend(fit, val_loss, lam0, lr, data):
 
 def main():
     data = jf.synthetic_ratings(n_users=SHAPE[0], n_items=SHAPE[1], n_ratings=8_000, rank=5,
-                                noise=0.5, seed=0)
+                                noise=0.5, key=jax.random.key(0))
     k1, k2 = jax.random.split(jax.random.key(0))
     train, rest = jf.train_test_split(*data, test_fraction=0.3, key=k1)
     val, test = jf.train_test_split(*rest, test_fraction=0.5, key=k2)
@@ -104,25 +104,25 @@ def main():
     t0 = time.perf_counter()
     fits = jax.vmap(lambda lam: jf.biased_mf(*train, SHAPE, 5, lam=lam, **mf_kw))(mf_lams)
     val_rmse = jax.vmap(lambda r: jnp.sqrt(jnp.mean(
-        (jf.predict_ratings(r, val.rows, val.cols) - val.values) ** 2)))(fits)
+        (jf.predict(r, val.rows, val.cols) - val.values) ** 2)))(fits)
     i = int(jnp.argmin(val_rmse))
     best = jax.tree.map(lambda a: a[i], fits)
     rows.append(("biased MF", "grid (batched)", float(mf_lams[i]),
-                 rmse(jf.predict_ratings(best, val.rows, val.cols), val),
-                 rmse(jf.predict_ratings(best, test.rows, test.cols), test), len(mf_lams),
+                 rmse(jf.predict(best, val.rows, val.cols), val),
+                 rmse(jf.predict(best, test.rows, test.cols), test), len(mf_lams),
                  time.perf_counter() - t0))
 
     def mf_fit(lam, warm, d):
-        return jf.biased_mf(*d[0], SHAPE, 5, lam=lam, init=warm, **mf_kw)
+        return jf.biased_mf(*d[0], SHAPE, 5, lam=lam, warm_start=warm, **mf_kw)
 
     def mf_loss(res, d):
-        return jnp.mean((jf.predict_ratings(res, d[1].rows, d[1].cols) - d[1].values) ** 2)
+        return jnp.mean((jf.predict(res, d[1].rows, d[1].cols) - d[1].values) ** 2)
 
     t0 = time.perf_counter()
     lam, res, solves = descend(mf_fit, mf_loss, 0.3, 0.5, (train, val, mu))
     rows.append(("biased MF", "gradient (Adam)", lam,
-                 rmse(jf.predict_ratings(res, val.rows, val.cols), val),
-                 rmse(jf.predict_ratings(res, test.rows, test.cols), test), solves,
+                 rmse(jf.predict(res, val.rows, val.cols), val),
+                 rmse(jf.predict(res, test.rows, test.cols), test), solves,
                  time.perf_counter() - t0))
 
     print(f"{'model':<11} {'search':<16} {'lam':>8} {'val RMSE':>9} {'test RMSE':>9} "

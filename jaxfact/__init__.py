@@ -13,20 +13,23 @@ from jaxfact.completion import CompletionResult
 from jaxfact.completion import soft_impute
 from jaxfact.completion import soft_impute_path
 from jaxfact.completion import svt
-from jaxfact.evaluation import Ratings
+from jaxfact.explicit_feedback import BiasedMFResult
+from jaxfact.explicit_feedback import biased_mf
+from jaxfact.explicit_feedback import predict_ratings  # deprecated alias of predict, not in __all__
 from jaxfact.factored import predict
 from jaxfact.factored import reconstruct
-from jaxfact.evaluation import mae
-from jaxfact.evaluation import ndcg_at_k
-from jaxfact.evaluation import precision_at_k
-from jaxfact.evaluation import rmse
-from jaxfact.evaluation import synthetic_ratings
-from jaxfact.evaluation import train_test_split
-from jaxfact.implicit import ImplicitALSResult
-from jaxfact.implicit import implicit_als
-from jaxfact.implicit import implicit_loss
+from jaxfact.implicit_feedback import ImplicitALSResult
+from jaxfact.implicit_feedback import implicit_als
+from jaxfact.implicit_feedback import implicit_loss
+from jaxfact.interactions import Ratings
+from jaxfact.interactions import synthetic_ratings
+from jaxfact.interactions import train_test_split
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
+from jaxfact.metrics import mae
+from jaxfact.metrics import ndcg_at_k
+from jaxfact.metrics import precision_at_k
+from jaxfact.metrics import rmse
 from jaxfact.nmf import NMFResult
 from jaxfact.nmf import nmf
 from jaxfact.nmf import nmf_init
@@ -34,9 +37,6 @@ from jaxfact.nmf import nmf_transform
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold
-from jaxfact.ratings import BiasedMFResult
-from jaxfact.ratings import biased_mf
-from jaxfact.ratings import predict_ratings
 from jaxfact.restarts import best_run
 from jaxfact.svd import PCAResult
 from jaxfact.svd import SVDResult
@@ -91,7 +91,6 @@ __all__ = [
     "ppmi",
     "precision_at_k",
     "predict",
-    "predict_ratings",
     "randomized_svd",
     "reconstruct",
     "rmse",

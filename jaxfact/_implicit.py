@@ -477,7 +477,7 @@ def biased_mf(result, rows, cols, values, lam, shape, objective, opts, *, biased
                                                     values_, lam_), argnums=(0, 1))(P, Q)
         return (bu, bi, gP + jnp.where(eu[:, None], P, 0), gQ + jnp.where(ei[:, None], Q, 0))
 
-    z = (result.user_bias, result.item_bias, result.P, result.Q)
+    z = (result.user_bias, result.item_bias, result.user_factors, result.item_factors)
     bu, bi, P, Q = root(F, opts, True, z, (values, lam), (rows, cols, empty))
     mu = jnp.mean(values) if biased else jnp.zeros_like(result.mu)
-    return result._replace(mu=mu, user_bias=bu, item_bias=bi, P=P, Q=Q)
+    return result._replace(mu=mu, user_bias=bu, item_bias=bi, user_factors=P, item_factors=Q)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from jaxfact.completion import CompletionResult
 from jaxfact.nmf import NMFResult
-from jaxfact.ratings import BiasedMFResult
+from jaxfact.explicit_feedback import BiasedMFResult
 
 __all__ = ["best_run"]
 

@@ -25,8 +25,7 @@ import time
 import jax
 import numpy as np
 
-from jaxfact import (BiasedMFResult, biased_mf, implicit_als, ndcg_at_k, precision_at_k,
-                     predict_ratings)
+from jaxfact import biased_mf, implicit_als, ndcg_at_k, precision_at_k, predict
 from jaxfact.datasets import load_movielens
 from paper_repro import _common
 from paper_repro._common import Report, figure_path, pyplot, table
@@ -48,13 +47,12 @@ def _split(n, fraction, seed):
 
 def _zeros(shape):
     m, n = shape
-    return BiasedMFResult(0.0, np.zeros(m, np.float32), np.zeros(n, np.float32),
-                          np.zeros((m, 1), np.float32), np.zeros((n, 1), np.float32), 0, False,
-                          None)
+    return (np.zeros(m, np.float32), np.zeros(n, np.float32), np.zeros((m, 1), np.float32),
+            np.zeros((n, 1), np.float32))
 
 
 def _sq_errors(res, u, i, r):
-    return (np.asarray(predict_ratings(res, u, i, clip=(1, 5)), np.float64) - r) ** 2
+    return (np.asarray(predict(res, u, i, clip=(1, 5)), np.float64) - r) ** 2
 
 
 def _rmse(sq):
@@ -223,13 +221,13 @@ def run(quick: bool = False) -> Report:
     vu, vi, vr = data(val_idx)
     val = {lam: _rmse(_sq_errors(als(fit_idx, LAM_RANK, lam), vu, vi, vr)) for lam in lams}
     lam = min(val, key=val.get)
-    base_val = {b: _rmse(_sq_errors(biased_mf(*data(fit_idx), shape, 1, lam=b, init=_zeros(shape),
+    base_val = {b: _rmse(_sq_errors(biased_mf(*data(fit_idx), shape, 1, lam=b, warm_start=_zeros(shape),
                                               max_iter=20), vu, vi, vr)) for b in lams}
     lam_base = min(base_val, key=base_val.get)
 
     tu, ti, tr_ = data(te)
     sq_mean = (float(np.mean(ml.ratings[tr])) - tr_.astype(np.float64)) ** 2
-    base = biased_mf(*data(tr), shape, 1, lam=lam_base, init=_zeros(shape), max_iter=20)
+    base = biased_mf(*data(tr), shape, 1, lam=lam_base, warm_start=_zeros(shape), max_iter=20)
     sq_base = _sq_errors(base, tu, ti, tr_)
     biased_sq, plain_sq, iters = {}, {}, {}
     for k in ranks:

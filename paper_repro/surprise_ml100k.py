@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from jaxfact import BiasedMFResult, biased_mf, nmf, predict, predict_ratings, soft_impute
+from jaxfact import biased_mf, nmf, predict, soft_impute
 from jaxfact.datasets import load_movielens
 from paper_repro import _common
 from paper_repro._common import Report, figure_path, pyplot, table
@@ -93,11 +93,10 @@ class _Fold:
 
 def _baseline(fold, idx, lam):
     m, n = fold.shape
-    zeros = BiasedMFResult(0.0, np.zeros(m, np.float32), np.zeros(n, np.float32),
-                           np.zeros((m, 1), np.float32), np.zeros((n, 1), np.float32), 0, False,
-                           None)
+    zeros = (np.zeros(m, np.float32), np.zeros(n, np.float32), np.zeros((m, 1), np.float32),
+             np.zeros((n, 1), np.float32))
     # ALS started from zero factors keeps them at zero: it fits the biases alone.
-    return biased_mf(*fold.data(idx), fold.shape, 1, lam=lam, init=zeros, max_iter=20)
+    return biased_mf(*fold.data(idx), fold.shape, 1, lam=lam, warm_start=zeros, max_iter=20)
 
 
 def _ours(fold: _Fold, grids):
@@ -107,7 +106,7 @@ def _ours(fold: _Fold, grids):
     out = {}
 
     def at(res, u, i):
-        return predict_ratings(res, u, i)
+        return predict(res, u, i)
 
     t0 = time.perf_counter()
     sgd = biased_mf(*fold.data(fold.train), fold.shape, 100, solver="sgd", max_iter=20, lr=0.005,
@@ -144,13 +143,13 @@ def _ours(fold: _Fold, grids):
     def soft_fit(idx, lam):
         u, i, r = fold.data(idx)
         b = _baseline(fold, idx, lam_b)
-        resid = r - np.asarray(predict_ratings(b, u, i))
+        resid = r - np.asarray(predict(b, u, i))
         return b, soft_impute(u, i, resid, fold.shape, lam=lam, max_rank=SOFT_RANK, max_iter=100,
                               key=key)
 
     def soft_at(model, u, i):
         b, si = model
-        return np.asarray(predict_ratings(b, u, i)) + np.asarray(predict(si, u, i))
+        return np.asarray(predict(b, u, i)) + np.asarray(predict(si, u, i))
 
     lam_s, soft, sec = fold.choose(grids["soft"], soft_fit, soft_at)
     out[SOFT] = _errors(soft_at(soft, te_u, te_i), te_r) + (

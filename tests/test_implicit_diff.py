@@ -304,12 +304,12 @@ def als_unrolled(res, rows, cols, values, lam, shape, n_iter):
     m, n = shape
     M = jnp.zeros((m, n)).at[rows, cols].set(1.0)
     R = jnp.zeros((m, n)).at[rows, cols].set(values - jnp.mean(values))
-    k = res.P.shape[1]
+    k = res.user_factors.shape[1]
 
     def half(bo, Fo, M, R):
         Xo = jnp.concatenate([jnp.ones((Fo.shape[0], 1)), Fo], 1)   # (n_other, k + 1)
         cnt = M.sum(1)
-        A = jnp.einsum("uj,ja,jb->uab", M, Xo, Xo) + lam * cnt[:, None, None] * jnp.eye(k + 1)
+        A = jnp.einsum("uj,ja,jb->uab", M, Xo, Xo) + lam * cnt[:, None, None] * jnp.eye(k + 1)[None]
         b = jnp.einsum("uj,ja->ua", M * (R - bo[None, :]), Xo)
         w = jnp.linalg.solve(A, b[..., None])[..., 0]
         return w[:, 0], w[:, 1:]
@@ -319,7 +319,8 @@ def als_unrolled(res, rows, cols, values, lam, shape, n_iter):
         bu, P = half(bi, Q, M, R)
         bi, Q = half(bu, P, M.T, R.T)
         return bu, bi, P, Q
-    z = tuple(jax.lax.stop_gradient(a) for a in (res.user_bias, res.item_bias, res.P, res.Q))
+    z = tuple(jax.lax.stop_gradient(a) for a in (res.user_bias, res.item_bias, res.user_factors,
+                                                res.item_factors))
     return jnp.mean(values), jax.lax.fori_loop(0, n_iter, body, z)
 
 
@@ -331,7 +332,7 @@ def test_biased_mf_matches_finite_differences_and_unrolled(x64):
     @jax.jit
     def loss_(values, lam, tr, tc):
         res = jf.biased_mf(rows, cols, values, shape, 2, lam=lam, **kw)
-        return jnp.sum(w * jf.predict_ratings(res, tr, tc))
+        return jnp.sum(w * jf.predict(res, tr, tc))
 
     loss = lambda values, lam: loss_(values, lam, tr, tc)
     lam = jnp.asarray(0.3)
@@ -355,7 +356,7 @@ def test_unbiased_mf_gradient_matches_finite_differences(x64):
 
     def loss(values, lam):
         res = jf.biased_mf(rows, cols, values, shape, 2, lam=lam, **kw)
-        return jnp.sum(w * jf.predict_ratings(res, tr, tc))
+        return jnp.sum(w * jf.predict(res, tr, tc))
 
     lam = jnp.asarray(0.3)
     grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(vals, lam)

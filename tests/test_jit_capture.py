@@ -80,7 +80,7 @@ CASES = {
     "wlra": (lambda X, W: jf.wlra(X, W, 2, max_iter=5), (X, W)),
     "biased_mf": (lambda r, c, v: jf.biased_mf(r, c, v, SHAPE, 2, max_iter=3, key=KEY),
                   (ROWS, COLS, VALUES)),
-    "predict_ratings": (jf.predict_ratings, (BIASED, ROWS, COLS)),
+    "predict_biased_mf": (jf.predict, (BIASED, ROWS, COLS)),
     "implicit_als": (lambda r, c, n: jf.implicit_als(r, c, n, SHAPE, 2, key=KEY, max_iter=3),
                      (ROWS, COLS, COUNTS)),
     "implicit_loss": (jf.implicit_loss, (P_FAC, Q_FAC, ROWS, COLS, COUNTS)),

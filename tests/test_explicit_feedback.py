@@ -1,4 +1,4 @@
-"""Tests for biased MF (jaxfact.ratings), implicit ALS (jaxfact.implicit) and jaxfact.evaluation.
+"""Tests for biased MF (jaxfact.explicit_feedback).
 
 References are NumPy loops over users/items of the same closed-form updates, so the vectorized
 kernels are checked entry by entry.
@@ -8,11 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.experimental import checkify
 
 from conftest import tol
-from jaxfact import (BiasedMFResult, biased_mf, implicit_als, implicit_loss, mae, ndcg_at_k,
-                     precision_at_k, predict_ratings, rmse, synthetic_ratings, train_test_split)
-from jaxfact.ratings import _biased_als
+from jaxfact import (BiasedMFResult, Status, biased_mf, mae, predict, predict_ratings, rmse,
+                     train_test_split)
+from jaxfact.explicit_feedback import _biased_als
 
 M, N, K = 30, 20, 3
 
@@ -26,10 +29,11 @@ def _small(seed=0, density=0.4):
 
 def _init(dtype, seed=1):
     rng = np.random.default_rng(seed)
-    return BiasedMFResult(0.0, rng.normal(0, 0.1, M).astype(dtype),
-                          rng.normal(0, 0.1, N).astype(dtype),
-                          rng.normal(0, 0.1, (M, K)).astype(dtype),
-                          rng.normal(0, 0.1, (N, K)).astype(dtype), 0, False, None)
+    return BiasedMFResult(mu=0.0, user_bias=rng.normal(0, 0.1, M).astype(dtype),
+                          item_bias=rng.normal(0, 0.1, N).astype(dtype),
+                          user_factors=rng.normal(0, 0.1, (M, K)).astype(dtype),
+                          item_factors=rng.normal(0, 0.1, (N, K)).astype(dtype),
+                          n_iter=0, converged=False, history=None, status=0)
 
 
 def _ridge_half(seg, other, n_seg, values, mu, other_bias, other_F, lam):
@@ -47,24 +51,39 @@ def _ridge_half(seg, other, n_seg, values, mu, other_bias, other_F, lam):
     return b, F
 
 
+def _objective_np(res, r, c, v, lam):
+    """J of eq. (5) in float64 NumPy from the returned factors (no normalization)."""
+    f = {k: np.asarray(getattr(res, k), np.float64) for k in
+         ("mu", "user_bias", "item_bias", "user_factors", "item_factors")}
+    P, Q = f["user_factors"], f["item_factors"]
+    e = v - (f["mu"] + f["user_bias"][r] + f["item_bias"][c] + np.sum(P[r] * Q[c], 1))
+    pen = f["user_bias"][r] ** 2 + f["item_bias"][c] ** 2 + np.sum(P[r] ** 2 + Q[c] ** 2, 1)
+    return float(np.sum(e**2 + lam * pen))
+
+
 def test_als_one_step_matches_numpy(dtype):
     r, c, v = _small()
     v = v.astype(dtype)
     init = _init(dtype)
     lam = 0.1
-    res = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, init=init)
+    res = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, warm_start=init)
     v64 = v.astype(np.float64)
     mu = v64.mean()
     bu, P = _ridge_half(r, c, M, v64, mu, np.asarray(init.item_bias, float),
-                        np.asarray(init.Q, float), lam)
+                        np.asarray(init.item_factors, float), lam)
     bi, Q = _ridge_half(c, r, N, v64, mu, bu, P, lam)
     # Well-conditioned (k+1)-dim ridge systems with O(1) entries: errors of a few ulps times k.
     atol = tol(dtype, 10)
     np.testing.assert_allclose(res.user_bias, bu, atol=atol)
-    np.testing.assert_allclose(res.P, P, atol=atol)
+    np.testing.assert_allclose(res.user_factors, P, atol=atol)
     np.testing.assert_allclose(res.item_bias, bi, atol=atol)
-    np.testing.assert_allclose(res.Q, Q, atol=atol)
-    assert res.P.dtype == dtype and int(res.n_iter) == 1
+    np.testing.assert_allclose(res.item_factors, Q, atol=atol)
+    assert res.user_factors.dtype == dtype and int(res.n_iter) == 1
+    assert int(res.status) == Status.MAX_ITER and not bool(res.converged)
+    # The same start given as a tuple of factors.
+    again = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0,
+                      warm_start=tuple(init[1:5]))
+    np.testing.assert_array_equal(again.user_factors, res.user_factors)
 
 
 def test_als_objective_never_increases_and_stops_on_tol():
@@ -73,12 +92,13 @@ def test_als_objective_never_increases_and_stops_on_tol():
                     key=jax.random.key(0))
     h = np.asarray(res.history)
     assert np.all(np.isfinite(h)) and int(res.n_iter) == 40 and not bool(res.converged)
+    assert int(res.status) == Status.MAX_ITER
     # Each half-step is an exact minimization, so J is monotone up to float32 rounding of J.
     assert np.all(np.diff(h) <= 4 * np.finfo(np.float32).eps * h[:-1])
     res2 = biased_mf(r, c, v.astype(np.float32), (M, N), K, lam=0.05, max_iter=40, tol=1e-3,
                      key=jax.random.key(0))
     n = int(res2.n_iter)
-    assert bool(res2.converged) and n < 40
+    assert bool(res2.converged) and n < 40 and int(res2.status) == Status.CONVERGED
     assert np.all(np.isnan(np.asarray(res2.history)[n:]))
 
 
@@ -86,9 +106,9 @@ def test_als_cg_exact_with_enough_steps_and_monotone(x64):
     r, c, v = _small(seed=12)
     init = _init(np.float64)
     lam = 0.1
-    exact = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, init=init)
+    exact = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, warm_start=init)
     # CG on a (K+1)-dim SPD system is exact after K+1 steps (twice that for rounding slack).
-    cg = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, init=init,
+    cg = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=1, tol=0.0, warm_start=init,
                    cg_steps=2 * (K + 1))
     for a, b in zip(exact[1:5], cg[1:5]):
         np.testing.assert_allclose(a, b, atol=1e-10)
@@ -115,12 +135,12 @@ def test_sgd_epoch_matches_sequential_numpy():
     key = jax.random.key(7)
     lr, lam = 0.01, 0.02
     res = biased_mf(r, c, v, (M, N), K, lam=lam, lr=lr, solver="sgd", max_iter=1, key=key,
-                    init=init)
+                    warm_start=init)
     # The kernel visits ratings in the order jax.random.permutation(fold_in(key, epoch), nnz).
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), r.size))
     mu = float(np.mean(v.astype(np.float64)))
     bu, bi = np.array(init.user_bias, float), np.array(init.item_bias, float)
-    P, Q = np.array(init.P, float), np.array(init.Q, float)
+    P, Q = np.array(init.user_factors, float), np.array(init.item_factors, float)
     for j in order:  # Surprise's SVD.sgd inner loop
         u, i = r[j], c[j]
         e = v[j] - (mu + bu[u] + bi[i] + P[u] @ Q[i])
@@ -131,8 +151,9 @@ def test_sgd_epoch_matches_sequential_numpy():
     atol = tol(np.float32, 10)
     np.testing.assert_allclose(res.user_bias, bu, atol=atol)
     np.testing.assert_allclose(res.item_bias, bi, atol=atol)
-    np.testing.assert_allclose(res.P, P, atol=atol)
-    np.testing.assert_allclose(res.Q, Q, atol=atol)
+    np.testing.assert_allclose(res.user_factors, P, atol=atol)
+    np.testing.assert_allclose(res.item_factors, Q, atol=atol)
+    assert int(res.status) == Status.MAX_ITER
 
 
 @pytest.fixture(scope="module")
@@ -155,111 +176,50 @@ def planted():
 def test_planted_model_rmse_recovered(planted, solver, kwargs):
     shape, train, test, noise = planted
     res = biased_mf(*train, shape, 3, lam=0.02, solver=solver, key=jax.random.key(1), **kwargs)
-    err = float(rmse(predict_ratings(res, test.rows, test.cols), test.values))
+    err = float(rmse(predict(res, test.rows, test.cols), test.values))
     base = float(rmse(jnp.full(test.values.shape, jnp.mean(train.values)), test.values))
     # Held-out error near the noise floor (the signal has std ~1.4): within 50% of sigma.
     assert err < 1.5 * noise, (err, base)
-    assert float(mae(predict_ratings(res, test.rows, test.cols), test.values)) < err
+    assert float(mae(predict(res, test.rows, test.cols), test.values)) < err
 
 
 def test_predict_clip_and_matches_formula():
     r, c, v = _small(seed=6)
     res = biased_mf(r, c, v.astype(np.float32), (M, N), K, max_iter=3, key=jax.random.key(0))
-    p = predict_ratings(res, r, c)
-    ref = (res.mu + res.user_bias[r] + res.item_bias[c] + np.sum(res.P[r] * res.Q[c], 1))
+    p = predict(res, r, c)
+    ref = (res.mu + res.user_bias[r] + res.item_bias[c]
+           + np.sum(res.user_factors[r] * res.item_factors[c], 1))
     np.testing.assert_allclose(p, ref, rtol=tol(np.float32))
-    pc = predict_ratings(res, r, c, clip=(2.5, 3.5))
+    pc = predict(res, r, c, clip=(2.5, 3.5))
     assert float(pc.min()) >= 2.5 and float(pc.max()) <= 3.5
     # Works under jit (the indices are tracers there).
-    np.testing.assert_allclose(jax.jit(predict_ratings)(res, r, c), p, rtol=tol(np.float32))
+    np.testing.assert_allclose(jax.jit(predict)(res, r, c), p, rtol=tol(np.float32))
 
 
-def _hu_update(F_other, C, Pref, lam):
-    """Hu et al. (2008) eq. 4 for every row, densely: (Y^T C^u Y + lam I)^-1 Y^T C^u p(u)."""
-    k = F_other.shape[1]
-    return np.stack([np.linalg.solve(F_other.T @ (C[u][:, None] * F_other) + lam * np.eye(k),
-                                      F_other.T @ (C[u] * Pref[u])) for u in range(C.shape[0])])
-
-
-def test_implicit_als_matches_dense_hu_update(x64):
-    rng = np.random.default_rng(8)
-    m, n, k = 25, 18, 4
-    r, c = np.nonzero(rng.random((m, n)) < 0.3)
-    counts = rng.integers(1, 6, r.size).astype(np.float64)
-    alpha, lam = 2.0, 0.1
-    key = jax.random.key(0)
-    # With cg_steps >= k, CG on a k x k SPD system is exact.
-    res = implicit_als(r, c, counts, (m, n), k, alpha=alpha, lam=lam, max_iter=2, key=key,
-                       cg_steps=2 * k, init_std=0.1)
-    Y0 = np.asarray(0.1 * jax.random.normal(jax.random.split(key)[1], (n, k), jnp.float64))
-    R = np.zeros((m, n))
-    R[r, c] = counts
-    C, Pref = 1 + alpha * R, (R > 0).astype(float)
-    X = _hu_update(Y0, C, Pref, lam)
-    Y = _hu_update(X, C.T, Pref.T, lam)
-    X = _hu_update(Y, C, Pref, lam)
-    Y = _hu_update(X, C.T, Pref.T, lam)
-    np.testing.assert_allclose(res.user_factors, X, atol=1e-10)
-    np.testing.assert_allclose(res.item_factors, Y, atol=1e-10)
-    L = (C * (Pref - X @ Y.T) ** 2).sum() + lam * ((X**2).sum() + (Y**2).sum())
-    np.testing.assert_allclose(res.history[-1], L / (m * n), rtol=1e-12)
-    np.testing.assert_allclose(implicit_loss(X, Y, r, c, counts, alpha=alpha, lam=lam),
-                               L / (m * n), rtol=1e-12)
-    # Three CG steps (the default) descend the same loss and get close to the exact fit.
-    res3 = implicit_als(r, c, counts, (m, n), k, alpha=alpha, lam=lam, max_iter=15, key=key,
-                        init_std=0.1)
-    h = np.asarray(res3.history)
-    assert np.all(np.diff(h) <= 1e-12) and h[-1] < h[0]
-
-
-def test_precision_and_ndcg_match_numpy_loop():
-    rng = np.random.default_rng(9)
-    m, n, d, k = 13, 30, 4, 5
-    X, Y = rng.normal(size=(m, d)), rng.normal(size=(n, d))
-    tr_r, tr_c = np.nonzero(rng.random((m, n)) < 0.2)
-    te = rng.random((m, n)) < 0.15
-    te[tr_r, tr_c] = False
-    te[3] = False  # a user without held-out items does not count
-    te_r, te_c = np.nonzero(te)
-    prec = precision_at_k(X, Y, (te_r, te_c), k=k, exclude=(tr_r, tr_c), batch_size=4)
-    nd = ndcg_at_k(X, Y, (te_r, te_c), k=k, exclude=(tr_r, tr_c), batch_size=4)
-    S = X @ Y.T
-    S[tr_r, tr_c] = -np.inf
-    ps, ns = [], []
-    for u in range(m):
-        rel = set(te_c[te_r == u])
-        if not rel:
-            continue
-        top = np.argsort(-S[u], kind="stable")[:k]
-        hits = np.array([t in rel for t in top], float)
-        ps.append(hits.sum() / k)
-        disc = 1 / np.log2(np.arange(k) + 2)
-        ns.append(hits @ disc / disc[:min(k, len(rel))].sum())
-    np.testing.assert_allclose(prec, np.mean(ps), rtol=1e-6)
-    np.testing.assert_allclose(nd, np.mean(ns), rtol=1e-6)
-
-
-def test_train_test_split_partitions():
-    r, c, v = _small(seed=10)
-    train, test = train_test_split(r, c, v.astype(np.float32), test_fraction=0.25,
-                                   key=jax.random.key(0))
-    assert test.rows.shape[0] == round(0.25 * r.size)
-    both = sorted(zip(np.r_[train.rows, test.rows].tolist(), np.r_[train.cols, test.cols].tolist()))
-    assert both == sorted(zip(r.tolist(), c.tolist()))
-
-
-def test_synthetic_ratings_shape_and_scale():
-    d = synthetic_ratings(n_users=200, n_items=100, n_ratings=3000, rank=5, seed=0)
-    assert d.rows.shape == (3000,) and d.values.dtype == np.float32
-    assert len(set(zip(d.rows.tolist(), d.cols.tolist()))) == 3000
-    assert set(np.unique(d.values)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+def test_deprecated_names_warn_and_agree():
+    r, c, v = _small(seed=6)
+    v = v.astype(np.float32)
+    init = _init(np.float32)
+    new = biased_mf(r, c, v, (M, N), K, max_iter=2, warm_start=init)
+    with pytest.warns(DeprecationWarning, match=r"biased_mf: `init` is renamed `warm_start`"):
+        old = biased_mf(r, c, v, (M, N), K, max_iter=2, init=init)
+    np.testing.assert_array_equal(old.user_factors, new.user_factors)
+    with pytest.raises(TypeError, match=r"biased_mf: give `warm_start` only"):
+        biased_mf(r, c, v, (M, N), K, max_iter=2, init=init, warm_start=init)
+    with pytest.warns(DeprecationWarning, match=r"BiasedMFResult: `P` is renamed `user_factors`"):
+        np.testing.assert_array_equal(new.P, new.user_factors)
+    with pytest.warns(DeprecationWarning, match=r"BiasedMFResult: `Q` is renamed `item_factors`"):
+        np.testing.assert_array_equal(new.Q, new.item_factors)
+    with pytest.warns(DeprecationWarning, match=r"predict_ratings is renamed `jaxfact.predict`"):
+        p = predict_ratings(new, r, c, clip=(1, 5))
+    np.testing.assert_array_equal(p, predict(new, r, c, clip=(1, 5)))
 
 
 def test_errors():
     r, c, v = _small(seed=11)
     v = v.astype(np.float32)
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"biased_mf: `rows` must be < 30"):
+    with pytest.raises(ValueError, match=r"biased_mf: `rows` must be in \[0, 29\]; got values in"):
         biased_mf(np.r_[r[:-1], 30], c, v, (M, N), K, key=key)
     with pytest.raises(ValueError, match=r"biased_mf: `rows`, `cols` and `values` must have the"):
         biased_mf(r[:-1], c, v, (M, N), K, key=key)
@@ -267,8 +227,10 @@ def test_errors():
         biased_mf(r, c, np.r_[v[:-1], np.nan].astype(np.float32), (M, N), K, key=key)
     with pytest.raises(ValueError, match=r"biased_mf: duplicate observed entry"):
         biased_mf(np.r_[r, r[0]], np.r_[c, c[0]], np.r_[v, v[0]], (M, N), K, key=key)
-    with pytest.raises(ValueError, match=r"biased_mf: `rank` must be an integer in \[1, inf\]"):
+    with pytest.raises(ValueError, match=r"biased_mf: `rank` must be an integer in \[1, 20\]"):
         biased_mf(r, c, v, (M, N), 0, key=key)
+    with pytest.raises(ValueError, match=r"biased_mf: `rank` must be an integer in \[1, 20\]"):
+        biased_mf(r, c, v, (M, N), N + 1, key=key)
     with pytest.raises(ValueError, match=r"biased_mf: `solver` must be one of 'als', 'sgd'"):
         biased_mf(r, c, v, (M, N), K, solver="adam", key=key)
     with pytest.raises(ValueError, match=r"biased_mf: `lam` must be a finite number in \(0"):
@@ -277,38 +239,44 @@ def test_errors():
         biased_mf(r, c, v, (M, N), K, cg_steps=0, key=key)
     with pytest.raises(ValueError, match=r"biased_mf: `key` is required"):
         biased_mf(r, c, v, (M, N), K)
-    with pytest.raises(ValueError, match=r"biased_mf: `init.P` must have the shape"):
-        biased_mf(r, c, v, (M, N), K + 1, init=_init(np.float32))
-    with pytest.raises(ValueError, match=r"implicit_als: `counts` must be non-negative"):
-        implicit_als(r, c, -np.abs(v), (M, N), K, key=key)
-    with pytest.raises(ValueError, match=r"implicit_als: `rank` must be an integer in \[1, inf\]"):
-        implicit_als(r, c, np.abs(v), (M, N), 0, key=key)
-    with pytest.raises(ValueError, match=r"implicit_als: `cols` must be < 20"):
-        implicit_als(r, np.r_[c[:-1], 20], np.abs(v), (M, N), K, key=key)
-    with pytest.raises(ValueError, match=r"predict_ratings: `cols` must be in \[0, 4\)"):
-        predict_ratings(_init(np.float32)._replace(Q=np.zeros((4, K), np.float32)), r, c)
-    with pytest.raises(ValueError, match=r"predict_ratings: `clip` must be a pair"):
-        predict_ratings(_init(np.float32), r, c, clip=(5, 1))
-    with pytest.raises(ValueError, match=r"rmse: `predictions` and `targets` must have the same"):
-        rmse(v, v[:-1])
-    with pytest.raises(ValueError, match=r"train_test_split: `test_fraction` must be a finite"):
-        train_test_split(r, c, v, test_fraction=1.0, key=key)
-    with pytest.raises(ValueError, match=r"precision_at_k: `k` must be an integer in \[1, 20\]"):
-        precision_at_k(np.ones((M, 2)), np.ones((N, 2)), (r, c), k=21)
+    with pytest.raises(ValueError, match=r"biased_mf: `key` is required"):
+        biased_mf(r, c, v, (M, N), K, solver="sgd", warm_start=_init(np.float32))
+    with pytest.raises(ValueError,
+                       match=r"biased_mf: `warm_start.user_factors` must have the shape"):
+        biased_mf(r, c, v, (M, N), K + 1, warm_start=_init(np.float32))
+    with pytest.raises(TypeError, match=r"biased_mf: `warm_start` must be a BiasedMFResult"):
+        biased_mf(r, c, v, (M, N), K, warm_start=5)
+    with pytest.raises(ValueError, match=r"predict: `cols` must be in \[0, 3\]"):
+        predict(_init(np.float32)._replace(item_factors=np.zeros((4, K), np.float32)), r, c)
+    with pytest.raises(ValueError, match=r"predict: `clip` must be a pair"):
+        predict(_init(np.float32), r, c, clip=(5, 1))
+    with pytest.raises(TypeError, match="biased_mf: `biased` must be True or False; got 1"):
+        biased_mf(r, c, v, (M, N), K, key=key, biased=1)
 
 
-def test_under_jit_and_vmap():
+def test_checks_true_stages_value_checks_under_jit():
     r, c, v = _small(seed=13)
+    v = v.astype(np.float32)
+    f = checkify.checkify(jax.jit(lambda r, c, v: biased_mf(
+        r, c, v, (M, N), K, max_iter=2, key=jax.random.key(0), checks=True).user_factors))
+    bad = v.copy()
+    bad[3] = np.nan
+    with pytest.raises(Exception, match=r"biased_mf: `values` must be finite"):
+        f(r, c, bad)[0].throw()
+    with pytest.raises(Exception, match=r"biased_mf: `cols` must be in \[0, 19\]; got values in "
+                                        r"\[0, 25\]"):
+        f(r, np.r_[c[:-1], 25].astype(np.int32), v)[0].throw()
+    err, out = f(r, c, v)
+    assert err.get() is None and out.shape == (M, K)
+
+
+def test_under_jit():
+    r, c, v = _small(seed=6)  # the data of test_predict_clip_and_matches_formula: one compilation
     v = jnp.asarray(v, jnp.float32)
     key = jax.random.key(0)
     eager = biased_mf(r, c, v, (M, N), K, max_iter=3, key=key)
     jitted = jax.jit(lambda v: biased_mf(r, c, v, (M, N), K, max_iter=3, key=key))(v)
-    np.testing.assert_allclose(jitted.P, eager.P, atol=tol(np.float32, 10))
-    keys = jax.random.split(key, 2)
-    hist = jax.vmap(lambda k: implicit_als(r, c, jnp.abs(v), (M, N), K, key=k, max_iter=3).history)(
-        keys)
-    one = implicit_als(r, c, jnp.abs(v), (M, N), K, key=keys[1], max_iter=3).history
-    np.testing.assert_allclose(hist[1], one, rtol=tol(np.float32, 10))
+    np.testing.assert_allclose(jitted.user_factors, eager.user_factors, atol=tol(np.float32, 10))
 
 
 def test_unbiased_mf_matches_numpy():
@@ -319,10 +287,10 @@ def test_unbiased_mf_matches_numpy():
     init = _init(np.float64)
     lam = 0.1
     with jax.enable_x64(True):
-        als = biased_mf(r, c, v64, (M, N), K, lam=lam, max_iter=1, tol=0.0, init=init,
+        als = biased_mf(r, c, v64, (M, N), K, lam=lam, max_iter=1, tol=0.0, warm_start=init,
                         biased=False)
         P = np.zeros((M, K))
-        Q0 = np.asarray(init.Q, float)
+        Q0 = np.asarray(init.item_factors, float)
         for s in range(M):
             j = r == s
             X = Q0[c[j]]
@@ -333,20 +301,51 @@ def test_unbiased_mf_matches_numpy():
             X = P[r[j]]
             Q[s] = np.linalg.solve(X.T @ X + lam * j.sum() * np.eye(K), X.T @ v64[j])
         assert float(als.mu) == 0 and not np.any(als.user_bias) and not np.any(als.item_bias)
-        np.testing.assert_allclose(als.P, P, atol=tol(np.float64, 10))
-        np.testing.assert_allclose(als.Q, Q, atol=tol(np.float64, 10))
+        np.testing.assert_allclose(als.user_factors, P, atol=tol(np.float64, 10))
+        np.testing.assert_allclose(als.item_factors, Q, atol=tol(np.float64, 10))
 
         key, lr = jax.random.key(3), 0.01
         sgd = biased_mf(r, c, v64, (M, N), K, lam=0.02, lr=lr, solver="sgd", max_iter=1,
-                        key=key, init=init, biased=False)
+                        key=key, warm_start=init, biased=False)
         order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), r.size))
-        P, Q = np.array(init.P, float), np.array(init.Q, float)
+        P, Q = np.array(init.user_factors, float), np.array(init.item_factors, float)
         for j in order:
             u, i = r[j], c[j]
             e = v64[j] - P[u] @ Q[i]
             P[u], Q[i] = P[u] + lr * (e * Q[i] - 0.02 * P[u]), Q[i] + lr * (e * P[u] - 0.02 * Q[i])
         assert float(sgd.mu) == 0 and not np.any(sgd.user_bias) and not np.any(sgd.item_bias)
-        np.testing.assert_allclose(sgd.P, P, atol=tol(np.float64, 10))
-        np.testing.assert_allclose(sgd.Q, Q, atol=tol(np.float64, 10))
-    with pytest.raises(TypeError, match="biased_mf: `biased` must be True or False; got 1"):
-        biased_mf(r, c, v, (M, N), K, key=key, biased=1)
+        np.testing.assert_allclose(sgd.user_factors, P, atol=tol(np.float64, 10))
+        np.testing.assert_allclose(sgd.item_factors, Q, atol=tol(np.float64, 10))
+
+
+# ------------------------------------------------------------------------------------------------
+# Invariants (hypothesis): one shape, so that every example reuses one compiled kernel per solver
+
+
+NNZ = 200
+
+
+def _drawn(seed):
+    rng = np.random.default_rng(seed)
+    cells = rng.permutation(M * N)[:NNZ]
+    r, c = (cells // N).astype(np.int32), (cells % N).astype(np.int32)
+    return r, c, rng.normal(3.0, 1.0, NNZ) * rng.uniform(0.2, 2.0)
+
+
+@given(seed=st.integers(0, 2**16), lam=st.floats(0.01, 1.0), cg=st.sampled_from([None, 2]),
+       tol_=st.sampled_from([0.0, 1e-6]))
+def test_als_invariants(seed, lam, cg, tol_):
+    """ALS (exact or CG) never increases J; the last history entry times nnz is J recomputed in
+    NumPy from the returned factors; converged == (status == CONVERGED)."""
+    r, c, v = _drawn(seed)
+    with jax.enable_x64(True):
+        res = biased_mf(r, c, v, (M, N), K, lam=lam, max_iter=8, tol=tol_, cg_steps=cg,
+                        key=jax.random.key(seed))
+        n = int(res.n_iter)
+        h = np.asarray(res.history)
+        assert 1 <= n <= 8 and np.all(np.isfinite(h[:n])) and np.all(np.isnan(h[n:]))
+        assert np.all(np.diff(h[:n]) <= 1e-12 * h[:n - 1])
+        np.testing.assert_allclose(h[n - 1] * NNZ, _objective_np(res, r, c, v, lam), rtol=1e-10)
+        assert bool(res.converged) == (int(res.status) == Status.CONVERGED)
+        assert int(res.status) in (Status.CONVERGED, Status.MAX_ITER)
+        assert (int(res.status) == Status.MAX_ITER) == (n == 8 and not bool(res.converged))

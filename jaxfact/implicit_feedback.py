@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from jaxfact import _als
 from jaxfact import _checks
-from jaxfact.ratings import _batched_cg, _layout
+from jaxfact import _solver
 
 __all__ = ["ImplicitALSResult", "implicit_als", "implicit_loss"]
 
@@ -28,13 +28,15 @@ class ImplicitALSResult(NamedTuple):
     user_factors: jax.Array  # (m, k), x_u as rows
     item_factors: jax.Array  # (n, k), y_i as rows
     n_iter: jax.Array        # () int32, ALS iterations run
-    converged: jax.Array     # () bool, relative decrease of the loss fell below `tol`
-    history: jax.Array       # (max_iter,), loss / (m n) after each iteration; NaN after n_iter
+    converged: jax.Array     # () bool, status == Status.CONVERGED
+    history: jax.Array       # (max_iter,), L / (m n) after each iteration; NaN after n_iter
+    status: jax.Array        # () int32, a jaxfact.Status
 
 
 def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank: int, *,
                  alpha: Any = 40.0, lam: Any = 0.01, max_iter: int = 15, key: Any = None,
-                 cg_steps: int = 3, tol: Any = 0.0, init_std: Any = 0.01) -> ImplicitALSResult:
+                 cg_steps: int = 3, tol: Any = 0.0, init_std: Any = 0.01,
+                 warm_start: Any = None, checks: bool = False) -> ImplicitALSResult:
     """Implicit-feedback matrix factorization by alternating least squares (Hu et al. 2008).
 
     Minimizes over all m x n pairs
@@ -51,29 +53,43 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
 
     Cost per iteration: O(nnz k cg_steps + (m + n) k^2 cg_steps) time, O((m + n) k + nnz k)
     memory; the m x n matrix is never formed. With ``cg_steps >= k`` the updates are the exact
-    solves of eq. 4 (up to rounding).
+    solves of eq. 4 (up to rounding) and L never increases.
 
     Args:
       rows, cols: (nnz,) integer user and item indices of the non-zero counts, each pair once.
       counts: (nnz,) non-negative float counts r_ui.
       shape: (m, n).
-      rank: k >= 1.
+      rank: k in [1, min(m, n)].
       alpha: confidence slope (Hu et al. use 40); traced.
       lam: L2 penalty >= 0; traced.
       max_iter: ALS iterations (user step + item step).
-      key: ``jax.random`` key for the initial factors (N(0, init_std^2)).
+      key: ``jax.random`` key for the initial factors (N(0, init_std^2)); required unless
+        ``warm_start`` is given (ALS itself draws nothing).
       cg_steps: conjugate-gradient steps per update (``implicit``'s default is 3).
-      tol: stop when ``(L_prev - L) <= tol * L_prev``; 0 (default) runs all iterations.
+      tol: stop (``Status.CONVERGED``) when ``(L_prev - L) <= tol * L_prev``; 0 (default) runs
+        all iterations.
       init_std: standard deviation of the initial factors.
+      warm_start: start from a previous :class:`ImplicitALSResult` of the same shape and rank, or
+        from its factors ``(user_factors, item_factors)``.
+      checks: under an outer ``jit``, also check that ``counts`` are finite and non-negative and
+        the indices in range, with ``jax.experimental.checkify`` (wrap the jitted caller in
+        ``checkify.checkify``). Concrete inputs are always checked.
 
     Returns:
-      :class:`ImplicitALSResult`; score items for user u with ``Y @ X[u]``.
+      :class:`ImplicitALSResult`; score items for user u with ``Y @ X[u]``. ``history[t]`` is L
+      after iteration t + 1 divided by ``m n`` (NaN after ``n_iter``), as :func:`implicit_loss`
+      returns it; ``status`` is ``Status.CONVERGED`` (the ``tol`` test held), ``MAX_ITER`` or
+      ``DIVERGED`` (L not finite), and ``converged == (status == Status.CONVERGED)``.
 
-    Example::
+    Example:
 
-      >>> res = implicit_als(users, items, plays, (n_users, n_items), 64, key=jax.random.key(0))
+      >>> users = jnp.array([0, 0, 1, 2, 2, 3], jnp.int32)
+      >>> items = jnp.array([0, 3, 1, 0, 2, 3], jnp.int32)
+      >>> plays = jnp.array([3.0, 1.0, 5.0, 2.0, 1.0, 4.0])
+      >>> res = implicit_als(users, items, plays, (4, 4), 2, key=jax.random.key(0))
       >>> scores = res.item_factors @ res.user_factors[0]       # rank items for user 0
-      >>> top10 = jnp.argsort(-scores)[:10]
+      >>> scores.shape, res.history.shape
+      ((4,), (15,))
 
     References:
       Y. Hu, Y. Koren, C. Volinsky. Collaborative filtering for implicit feedback datasets.
@@ -86,32 +102,43 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
     """
     fn = "implicit_als"
     rows, cols, counts, (m, n) = _checks.check_observed(fn, rows, cols, counts, shape,
-                                                        values_name="counts")
-    _checks.check_nonnegative(fn, "counts", counts)
-    rank = _checks.check_int(fn, "rank", rank, low=1)
+                                                        values_name="counts", checks=checks)
+    _checks.check_nonnegative(fn, "counts", counts, checks)
+    rank = _checks.check_rank(fn, rank, (m, n))
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     cg_steps = _checks.check_int(fn, "cg_steps", cg_steps, low=1)
     alpha = _checks.check_real(fn, "alpha", alpha, low=0.0)
     lam = _checks.check_real(fn, "lam", lam, low=0.0)
     tol = _checks.check_real(fn, "tol", tol, low=0.0)
     init_std = _checks.check_real(fn, "init_std", init_std, low=0.0, low_open=True)
-    key = _checks.check_key(fn, key, why="it draws the initial factors")
     dtype = counts.dtype
+    if warm_start is None:
+        key = _checks.check_key(fn, key, why="it draws the initial factors")
+        start = None
+    else:
+        start = _warm_start(fn, warm_start, m, n, rank, dtype, checks)
+        key = None
     hyper = tuple(jnp.asarray(h, dtype) for h in (alpha, lam, tol, init_std))
-    return _implicit_als(rows, cols, counts, hyper, key, shape=(m, n), rank=rank,
+    return _implicit_als(rows, cols, counts, hyper, key, start, shape=(m, n), rank=rank,
                          max_iter=max_iter, cg_steps=cg_steps)
 
 
 def implicit_loss(user_factors: Any, item_factors: Any, rows: Any, cols: Any, counts: Any, *,
-                  alpha: Any = 40.0, lam: Any = 0.01) -> jax.Array:
+                  alpha: Any = 40.0, lam: Any = 0.01, checks: bool = False) -> jax.Array:
     """The loss L of :func:`implicit_als` for given factors, divided by m n.
 
     Uses ``sum_{u,i} (x_u . y_i)^2 = trace((X^T X)(Y^T Y))`` plus a correction on the observed
-    pairs, so it costs O(nnz k + (m + n) k^2) and never forms X Y^T.
+    pairs, so it costs O(nnz k + (m + n) k^2) and never forms X Y^T. ``checks`` stages the value
+    checks under an outer ``jit``, as in :func:`implicit_als`.
 
-    Example::
+    Example:
 
-      >>> implicit_loss(res.user_factors, res.item_factors, users, items, plays)
+      >>> X = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+      >>> Y = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
+      >>> users, items = jnp.array([0, 1], jnp.int32), jnp.array([0, 2], jnp.int32)
+      >>> plays = jnp.array([1.0, 2.0])
+      >>> print(round(float(implicit_loss(X, Y, users, items, plays, alpha=1.0, lam=0.0)), 4))
+      0.5833
     """
     fn = "implicit_loss"
     X = _checks.as_float_array(fn, "user_factors", user_factors)
@@ -119,14 +146,47 @@ def implicit_loss(user_factors: Any, item_factors: Any, rows: Any, cols: Any, co
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"{fn}: `user_factors` and `item_factors` must have the same number of "
                          f"columns; got {X.shape} and {Y.shape}")
+    _checks.check_finite(fn, "user_factors", X, checks)
+    _checks.check_finite(fn, "item_factors", Y, checks)
     rows, cols, counts, _ = _checks.check_observed(fn, rows, cols, counts, (X.shape[0], Y.shape[0]),
-                                                   values_name="counts")
+                                                   values_name="counts", checks=checks)
+    _checks.check_nonnegative(fn, "counts", counts, checks)
     return _loss(X, Y, rows, cols, counts.astype(X.dtype), jnp.asarray(alpha, X.dtype),
                  jnp.asarray(lam, X.dtype))
 
 
 # ------------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
+    """A warm start (an ImplicitALSResult or its two factor arrays), validated, as _Factors."""
+    if hasattr(warm_start, "user_factors") and hasattr(warm_start, "item_factors"):
+        parts = (warm_start.user_factors, warm_start.item_factors)
+    elif isinstance(warm_start, (tuple, list)) and len(warm_start) == 2 and \
+            not hasattr(warm_start, "_fields"):
+        parts = tuple(warm_start)
+    else:
+        raise TypeError(f"{fn}: `warm_start` must be an ImplicitALSResult or a pair (user_factors, "
+                        f"item_factors); got {type(warm_start).__name__}")
+    out = []
+    for name, a, shp in zip(("user_factors", "item_factors"), parts, ((m, rank), (n, rank))):
+        a = _checks.as_float_array(fn, f"warm_start.{name}", a)
+        _checks.check_same_shape(fn, f"warm_start.{name}", a, shp, "the model")
+        _checks.check_finite(fn, f"warm_start.{name}", a, checks)
+        out.append(a.astype(dtype))
+    return _Factors(*out)
+
+
+# ------------------------------------------------------------------------------------------------
 # Kernels (assume valid input)
+
+
+class _Factors(NamedTuple):
+    """The ALS iterate."""
+
+    user_factors: jax.Array  # (m, k)
+    item_factors: jax.Array  # (n, k)
 
 
 @jax.jit
@@ -141,12 +201,12 @@ def _loss(X, Y, rows, cols, counts, alpha, lam):
     return total / (float(X.shape[0]) * float(Y.shape[0]))
 
 
-def _cg_update(F, G, layout, other, conf_m1, pref_c, lam, cg_steps):
+def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps):
     """cg_steps CG steps on (G^T G + lam I + G^T (C - I) G) f = G^T C p for every row of F at
     once, warm-started at F.
 
-    The observations of each row are laid out in padded pieces (``layout``, see
-    :func:`jaxfact.ratings._layout`): the rows of G they touch are gathered once, and every
+    The observations of each row are laid out in padded pieces (``lay``, see
+    :func:`jaxfact._als.layout`): the rows of G they touch are gathered once, and every
     product with the system is two batched contractions over the pieces plus a sorted segment sum
     over pieces, instead of a gather and a scatter of nnz rows. ``other``, ``conf_m1`` and
     ``pref_c`` are per observation, padded with one trailing entry for empty slots (confidence 0).
@@ -156,14 +216,14 @@ def _cg_update(F, G, layout, other, conf_m1, pref_c, lam, cg_steps):
     """
     n_own, k = F.shape
     GtG = G.T @ G + lam * jnp.eye(k, dtype=F.dtype)
-    Gp = G[other[layout.idx]]                    # (pieces, width, k), gathered once per update
-    cm1 = conf_m1[layout.idx]                    # (pieces, width), 0 in empty slots
-    pc = pref_c[layout.idx]
-    owner = jnp.minimum(layout.owner, n_own - 1)  # unused pieces: any row, all their weights are 0
+    Gp = G[other[lay.idx]]                     # (pieces, width, k), gathered once per update
+    cm1 = conf_m1[lay.idx]                     # (pieces, width), 0 in empty slots
+    pc = pref_c[lay.idx]
+    owner = jnp.minimum(lay.owner, n_own - 1)  # unused pieces: any row, all their weights are 0
 
     def seg(V):
         # Unused pieces carry owner == n_own and are dropped by segment_sum.
-        return jax.ops.segment_sum(V, layout.owner, num_segments=n_own, indices_are_sorted=True)
+        return jax.ops.segment_sum(V, lay.owner, num_segments=n_own, indices_are_sorted=True)
 
     def dots(V):
         return jnp.einsum("plk,pk->pl", Gp, V[owner])
@@ -172,10 +232,10 @@ def _cg_update(F, G, layout, other, conf_m1, pref_c, lam, cg_steps):
         return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm1 * dots(V), Gp))
 
     b = seg(jnp.einsum("pl,plk->pk", pc, Gp))    # G^T C^u p(u)
-    F = _batched_cg(apply, b, F, cg_steps)
+    F = _als.batched_cg(apply, b, F, cg_steps)
     s_obs = dots(F)
     # c (p - s)^2 - s^2 with c = 1 + cm1 and p = 1[count > 0] (pc = c p); 0 in empty slots.
-    valid = layout.idx < other.shape[0] - 1
+    valid = lay.idx < other.shape[0] - 1
     c = jnp.where(valid, 1 + cm1, 0)
     pref = jnp.where(pc > 0, 1, 0).astype(F.dtype)
     observed = jnp.sum(c * (pref - s_obs) ** 2 - jnp.where(valid, s_obs**2, 0))
@@ -183,36 +243,37 @@ def _cg_update(F, G, layout, other, conf_m1, pref_c, lam, cg_steps):
 
 
 @partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps"))
-def _implicit_als(rows, cols, counts, hyper, key, *, shape, rank, max_iter, cg_steps):
+def _implicit_als(rows, cols, counts, hyper, key, start, *, shape, rank, max_iter, cg_steps):
     m, n = shape
     alpha, lam, tol, init_std = hyper
     dtype = counts.dtype
-    kx, ky = jax.random.split(key)
-    X = init_std * jax.random.normal(kx, (m, rank), dtype)
-    Y = init_std * jax.random.normal(ky, (n, rank), dtype)
+    if start is None:  # drawn here, not eagerly: the same numbers as under an outer jit
+        kx, ky = jax.random.split(key)
+        start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
+                         init_std * jax.random.normal(ky, (n, rank), dtype))
     # The observations grouped by user and by item in padded pieces; index nnz is an empty slot.
-    user_layout = _layout(rows, m, 1)
-    item_layout = _layout(cols, n, 1)
+    user_layout = _als.layout(rows, m, 1)
+    item_layout = _als.layout(cols, n, 1)
     pad = lambda a: jnp.concatenate([a, jnp.zeros((1,), a.dtype)])
     conf_m1 = pad(alpha * counts)                                 # c_ui - 1 on observed pairs
     pref_c = pad(jnp.where(counts > 0, 1 + alpha * counts, 0))   # c_ui p_ui
     rows_p, cols_p = pad(rows), pad(cols)
 
-    def cond(state):
-        it, _, _, done = state[:4]
-        return (it < max_iter) & ~done
-
-    def body(state):
-        it, L_prev, history, _, X, Y = state
-        X, _ = _cg_update(X, Y, user_layout, cols_p, conf_m1, pref_c, lam, cg_steps)
-        Y, observed = _cg_update(Y, X, item_layout, rows_p, conf_m1, pref_c, lam, cg_steps)
+    def update(f: _Factors, _):
+        X, _ = _cg_update(f.user_factors, f.item_factors, user_layout, cols_p, conf_m1, pref_c,
+                          lam, cg_steps)
+        Y, observed = _cg_update(f.item_factors, X, item_layout, rows_p, conf_m1, pref_c, lam,
+                                 cg_steps)
         L = (jnp.sum((X.T @ X) * (Y.T @ Y)) + observed
              + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
-        done = (tol > 0) & ((L_prev - L) <= tol * L_prev)
-        return it + 1, L, history.at[it].set(L), done, X, Y
+        return _Factors(X, Y), L, None
 
-    L0 = _loss(X, Y, rows, cols, counts, alpha, lam)
-    history = jnp.full((max_iter,), jnp.nan, dtype)
-    it, _, history, done, X, Y = lax.while_loop(
-        cond, body, (jnp.int32(0), L0, history, jnp.array(False), X, Y))
-    return ImplicitALSResult(X, Y, it, done, history)
+    L0 = _loss(*start, rows, cols, counts, alpha, lam)
+
+    def stop(state):
+        return _solver.status_of(_solver.relative_decrease_below(state, tol, L0))
+
+    state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=dtype))
+    f = state.iterate
+    return ImplicitALSResult(f.user_factors, f.item_factors, state.n_iter,
+                             state.status == _solver.Status.CONVERGED, state.history, state.status)

@@ -1,0 +1,341 @@
+"""Biased matrix factorization of explicit feedback (ratings): Koren, Bell & Volinsky (2009).
+
+A rating matrix is known only at its observed entries ``(rows, cols, values)``; users and items get
+embeddings ``p_u``, ``q_i`` and biases ``b_u``, ``b_i`` such that ``mu + b_u + b_i + p_u . q_i``
+predicts the rating. Two solvers fit the same objective: alternating least squares, which solves
+every user's (then every item's) regularized least-squares problem exactly and at once, and the
+stochastic gradient descent of the paper, one rating at a time, with Surprise's defaults.
+
+Predictions come from :func:`jaxfact.predict`. Implicit feedback (clicks, plays) is in
+:mod:`jaxfact.implicit_feedback`; held-out splits are in :mod:`jaxfact.interactions` and error and
+ranking metrics in :mod:`jaxfact.metrics`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxfact import _als
+from jaxfact import _checks
+from jaxfact import _implicit
+from jaxfact import _solver
+from jaxfact import factored
+
+__all__ = ["BiasedMFResult", "biased_mf"]
+
+
+class BiasedMFResult(NamedTuple):
+    """A biased matrix factorization ``r_ui ~= mu + b_u + b_i + p_u . q_i``.
+
+    ``P`` and ``Q`` are deprecated read-only names of ``user_factors`` and ``item_factors``.
+    """
+
+    mu: jax.Array            # (), the global mean of the training ratings
+    user_bias: jax.Array     # (m,), b_u
+    item_bias: jax.Array     # (n,), b_i
+    user_factors: jax.Array  # (m, k), user factors p_u as rows
+    item_factors: jax.Array  # (n, k), item factors q_i as rows
+    n_iter: jax.Array        # () int32, ALS iterations or SGD epochs run
+    converged: jax.Array     # () bool, status == Status.CONVERGED
+    history: jax.Array       # (max_iter,), J / n_ratings after each iteration; NaN after n_iter
+    status: jax.Array        # () int32, a jaxfact.Status
+
+    @property
+    def P(self) -> jax.Array:
+        """Deprecated: ``user_factors``."""
+        _checks.warn_renamed("BiasedMFResult", "P", "user_factors")
+        return self.user_factors
+
+    @property
+    def Q(self) -> jax.Array:
+        """Deprecated: ``item_factors``."""
+        _checks.warn_renamed("BiasedMFResult", "Q", "item_factors")
+        return self.item_factors
+
+
+# ------------------------------------------------------------------------------------------------
+# Public functions
+
+
+def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: int, *,
+              lam: Any = 0.02, solver: str = "als", max_iter: int = 20, tol: Any = None,
+              key: Any = None, lr: Any = 0.005, init_std: Any = 0.1,
+              warm_start: Any = None, cg_steps: int | None = None,
+              biased: bool = True, diff: _implicit.ImplicitDiff | None = None,
+              checks: bool = False, init: Any = None) -> BiasedMFResult:
+    """Biased matrix factorization of a partially observed rating matrix.
+
+    Minimizes, over the observed set K (eq. 5 of Koren et al. 2009, the penalty inside the sum),
+
+    ``J = sum_{(u,i) in K} (r_ui - mu - b_u - b_i - p_u . q_i)^2
+          + lam (b_u^2 + b_i^2 + ||p_u||^2 + ||q_i||^2)``
+
+    with ``mu`` fixed to the mean training rating. Because the penalty sits inside the sum, user u's
+    terms are weighted by its number of ratings n_u: this is exactly the objective the paper's
+    SGD (and Surprise's ``SVD``) descends, and the "weighted-lambda" ALS of Zhou et al. (2008).
+
+    * ``solver="als"``: each iteration fixes the items and solves, for every user at once, the
+      (k+1)-dimensional ridge problem in ``(b_u, p_u)``:
+      ``(sum_i x_i x_i^T + lam n_u I) w_u = sum_i x_i (r_ui - mu - b_i)``, ``x_i = (1, q_i)``,
+      then the same for items. The Gram matrices are built by padded batched products (no loop over
+      users), the systems solved by batched Cholesky. J never increases. Cost per iteration:
+      O(|K| k^2 + (m + n) k^3) time, O((m + n) k^2) memory; with ``cg_steps`` a few
+      conjugate-gradient steps replace the exact solves, O(|K| k) per step.
+    * ``solver="sgd"``: the paper's updates, one rating at a time in a random order (reshuffled
+      every epoch with ``key``), e = r_ui - r^_ui and
+      ``b_u += lr (e - lam b_u)``, ``b_i += lr (e - lam b_i)``,
+      ``p_u += lr (e q_i - lam p_u)``, ``q_i += lr (e p_u - lam q_i)``;
+      the defaults (lr 0.005, lam 0.02, 20 epochs, factors ~ N(0, 0.1), zero biases) are
+      Surprise's. Cost: O(|K| k) per epoch, sequential.
+
+    Args:
+      rows, cols: (nnz,) integer user and item indices of the observed ratings, each pair once.
+      values: (nnz,) float ratings.
+      shape: (m, n), the numbers of users and items.
+      rank: k in [1, min(m, n)], the embedding dimension.
+      lam: L2 penalty, > 0 for ALS, >= 0 for SGD (traced).
+      solver: ``"als"`` or ``"sgd"``.
+      max_iter: ALS iterations or SGD epochs (Surprise: 20).
+      tol: stop (``Status.CONVERGED``) when ``(J_prev - J) <= tol * J_prev``; 0 runs all
+        ``max_iter`` iterations. Default 1e-4 for ALS and 0 for SGD (all epochs, as Surprise does).
+      key: ``jax.random`` key for the initial factors and the SGD order; required unless
+        ``warm_start`` is given with ``solver="als"`` (ALS itself draws nothing).
+      lr: SGD learning rate (traced).
+      init_std: standard deviation of the initial factors (traced).
+      warm_start: start from a previous :class:`BiasedMFResult` of the same shape and rank, or
+        from its factors ``(user_bias, item_bias, user_factors, item_factors)``; ``mu`` is
+        recomputed from ``values``.
+      cg_steps: ALS only. None (default) solves each ridge problem exactly; an integer runs that
+        many conjugate-gradient steps on it instead, warm-started at the current (b, p) (the
+        ALS-CG of Takacs, Pilaszy & Tikk 2011): O(|K| k cg_steps + (m + n) k cg_steps) per
+        iteration, no Gram matrices, J still never increases; ``cg_steps >= k + 1`` is exact.
+      biased: True (default) fits ``mu + b_u + b_i + p_u . q_i``; False fits the plain
+        ``p_u . q_i`` (mu, b_u, b_i held at 0), like Surprise's ``SVD(biased=False)``: the
+        "basic matrix factorization model" of Koren et al., eq. (2).
+      diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
+      checks: under an outer ``jit``, also check that ``values`` (and ``warm_start``) are finite
+        and the indices in range, with ``jax.experimental.checkify`` (wrap the jitted caller in
+        ``checkify.checkify``). Concrete inputs are always checked.
+      init: deprecated name of ``warm_start``.
+
+    Returns:
+      :class:`BiasedMFResult`. ``history[t]`` is the objective J after iteration t + 1 divided by
+      the number of ratings ``nnz`` (NaN after ``n_iter``); ``status`` is ``Status.CONVERGED``
+      (the ``tol`` test held), ``MAX_ITER`` or ``DIVERGED`` (J not finite), and
+      ``converged == (status == Status.CONVERGED)``.
+
+    Differentiable (reverse mode, ``solver="als"``) w.r.t. ``values`` and ``lam`` by implicit
+    differentiation of the stationarity condition ``grad J = 0`` at the returned factors (CG on
+    the Hessian of J, products O(|K| k) each, memory independent of ``max_iter``). J is invariant
+    to rotating the user and item factors together, so losses of the predictions
+    (:func:`jaxfact.predict`, biases, ``user_factors @ item_factors.T``) are well defined and the
+    raw factors are not. Assumes the fit converged.
+
+    Example:
+
+      >>> rows = jnp.array([0, 0, 1, 1, 2, 2, 3, 3], jnp.int32)
+      >>> cols = jnp.array([0, 1, 1, 2, 0, 2, 1, 2], jnp.int32)
+      >>> ratings = jnp.array([5.0, 3.0, 4.0, 1.0, 4.0, 2.0, 2.0, 5.0])
+      >>> res = biased_mf(rows, cols, ratings, (4, 3), 2, lam=0.1, key=jax.random.key(0))
+      >>> res.user_factors.shape, res.item_factors.shape
+      ((4, 2), (3, 2))
+      >>> r_hat = jaxfact.predict(res, rows, cols, clip=(1, 5))
+      >>> print(bool(jaxfact.rmse(r_hat, ratings) < 1.0))
+      True
+
+    References:
+      Y. Koren, R. Bell, C. Volinsky. Matrix factorization techniques for recommender systems.
+      IEEE Computer 42(8), 2009. Eq. (5) (objective), "Learning algorithms" (SGD and ALS updates).
+      N. Hug. Surprise: a Python library for recommender systems. JOSS 2020 (``SVD`` defaults).
+
+    Deviations: ``mu`` is the training mean, not a learned parameter (as in Surprise). The ALS
+    penalty is weighted by the number of ratings so that both solvers minimize the same J.
+    """
+    fn = "biased_mf"
+    if init is not None:
+        if warm_start is not None:
+            raise TypeError(f"{fn}: give `warm_start` only (`init` is its deprecated name)")
+        _checks.warn_renamed(fn, "init", "warm_start")
+        warm_start = init
+    rows, cols, values, (m, n) = _checks.check_observed(fn, rows, cols, values, shape,
+                                                        checks=checks)
+    solver = _checks.check_choice(fn, "solver", solver, ("als", "sgd"))
+    rank = _checks.check_rank(fn, rank, (m, n))
+    max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
+    if solver == "als":
+        lam = _checks.check_real(fn, "lam", lam, low=0.0, low_open=True)
+    else:
+        lam = _checks.check_real(fn, "lam", lam, low=0.0)
+    if tol is None:
+        tol = 1e-4 if solver == "als" else 0.0
+    tol = _checks.check_real(fn, "tol", tol, low=0.0)
+    lr = _checks.check_real(fn, "lr", lr, low=0.0, low_open=True)
+    init_std = _checks.check_real(fn, "init_std", init_std, low=0.0)
+    if cg_steps is not None:
+        cg_steps = _checks.check_int(fn, "cg_steps", cg_steps, low=1)
+    if not isinstance(biased, bool):
+        raise TypeError(f"{fn}: `biased` must be True or False; got {biased!r}")
+    dtype = values.dtype
+    if warm_start is not None:
+        start = _warm_start(fn, warm_start, m, n, rank, dtype, checks)
+    if solver == "sgd" or warm_start is None:
+        key = _checks.check_key(fn, key, why="it draws the initial factors and the SGD order")
+    if warm_start is None:
+        kp, kq, key = jax.random.split(key, 3)
+        start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
+                         init_std * jax.random.normal(kp, (m, rank), dtype),
+                         init_std * jax.random.normal(kq, (n, rank), dtype))
+    if not biased:
+        start = start._replace(user_bias=jnp.zeros((m,), dtype), item_bias=jnp.zeros((n,), dtype))
+    diff = _implicit.check_diff(fn, diff)
+    lam_in = jnp.asarray(lam, dtype)
+    sg = jax.lax.stop_gradient
+    hyper = tuple(sg(jnp.asarray(h, dtype)) for h in (lam, tol, lr))
+    start = sg(start)
+    if solver == "als":
+        res = _biased_als(rows, cols, sg(values), start, hyper, shape=(m, n), max_iter=max_iter,
+                          cg_steps=cg_steps, biased=biased)
+        return _implicit.biased_mf(res, rows, cols, values, lam_in, (m, n), _objective, diff,
+                                   biased=biased)
+    return _biased_sgd(rows, cols, values, start, hyper, key, shape=(m, n), max_iter=max_iter,
+                       biased=biased)
+
+
+def predict_ratings(result: Any, rows: Any, cols: Any, *,
+                    clip: tuple[float, float] | None = None) -> jax.Array:
+    """Deprecated alias of :func:`jaxfact.predict` (removed in the next release)."""
+    warnings.warn("predict_ratings is renamed `jaxfact.predict`; `predict_ratings` will be "
+                  "removed in the next release", DeprecationWarning, stacklevel=2)
+    return factored.predict(result, rows, cols, clip=clip)
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
+    """A warm start (a BiasedMFResult or its four factor arrays), validated, as _Factors."""
+    names = ("user_bias", "item_bias", "user_factors", "item_factors")
+    if all(hasattr(warm_start, f) for f in names):
+        parts = tuple(getattr(warm_start, f) for f in names)
+    elif isinstance(warm_start, (tuple, list)) and len(warm_start) == 4 and \
+            not hasattr(warm_start, "_fields"):
+        parts = tuple(warm_start)
+    else:
+        raise TypeError(f"{fn}: `warm_start` must be a BiasedMFResult or a tuple (user_bias, "
+                        f"item_bias, user_factors, item_factors); got {type(warm_start).__name__}")
+    want = ((m,), (n,), (m, rank), (n, rank))
+    out = []
+    for name, a, shp in zip(names, parts, want):
+        a = _checks.as_float_array(fn, f"warm_start.{name}", a, ndim=len(shp))
+        _checks.check_same_shape(fn, f"warm_start.{name}", a, shp, "the model")
+        _checks.check_finite(fn, f"warm_start.{name}", a, checks)
+        out.append(a.astype(dtype))
+    return _Factors(*out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels (assume valid input)
+
+
+class _Factors(NamedTuple):
+    """The ALS iterate: biases and factors of users and items."""
+
+    user_bias: jax.Array     # (m,)
+    item_bias: jax.Array     # (n,)
+    user_factors: jax.Array  # (m, k)
+    item_factors: jax.Array  # (n, k)
+
+
+class _Table(NamedTuple):
+    """The SGD iterate: users and items in one buffer (see :func:`_biased_sgd`)."""
+
+    rows: jax.Array  # (m + n, k + 2), a user's row (b_u, 1, p_u), an item's row (1, b_i, q_i)
+
+
+def _objective(mu, bu, bi, P, Q, rows, cols, values, lam):
+    """J of eq. (5) divided by the number of ratings (the penalty weighted by n_u and n_i)."""
+    e = values - (mu + bu[rows] + bi[cols] + jnp.sum(P[rows] * Q[cols], axis=-1))
+    pen = bu[rows] ** 2 + bi[cols] ** 2 + jnp.sum(P[rows] ** 2 + Q[cols] ** 2, axis=-1)
+    return jnp.mean(e**2 + lam * pen)
+
+
+def _result(mu, f: _Factors, state: _solver.State) -> BiasedMFResult:
+    return BiasedMFResult(mu, f.user_bias, f.item_bias, f.user_factors, f.item_factors,
+                          state.n_iter, state.status == _solver.Status.CONVERGED, state.history,
+                          state.status)
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "cg_steps", "biased"))
+def _biased_als(rows, cols, values, start, hyper, *, shape, max_iter, cg_steps, biased=True):
+    m, n = shape
+    lam, tol, _ = hyper
+    mu = jnp.mean(values) if biased else jnp.zeros((), values.dtype)
+    user_layout = _als.layout(rows, m, _als.CHUNK)
+    item_layout = _als.layout(cols, n, _als.CHUNK)
+
+    def update(f: _Factors, _):
+        bu, P = _als.als_half(user_layout, mu, f.user_bias, f.user_factors, f.item_bias,
+                              f.item_factors, cols, values, lam, m, _als.CHUNK, cg_steps, biased)
+        bi, Q = _als.als_half(item_layout, mu, f.item_bias, f.item_factors, bu, P, rows, values,
+                              lam, n, _als.CHUNK, cg_steps, biased)
+        f = _Factors(bu, bi, P, Q)
+        return f, _objective(mu, *f, rows, cols, values, lam), None
+
+    J0 = _objective(mu, *start, rows, cols, values, lam)
+
+    def stop(state):
+        return _solver.status_of(_solver.relative_decrease_below(state, tol, J0))
+
+    state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=values.dtype))
+    return _result(mu, state.iterate, state)
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "biased"))
+def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter, biased=True):
+    m, n = shape
+    lam, tol, lr = hyper
+    mu = jnp.mean(values) if biased else jnp.zeros((), values.dtype)
+    bu, bi, P, Q = start
+    k = P.shape[1]
+    dtype = values.dtype
+    # One buffer for users and items, each row (bias, 1, factors) for a user and (1, bias, factors)
+    # for an item, so that row_u . row_i = b_u + b_i + p_u . q_i and one 2-row gather and one
+    # 2-row scatter per rating do the whole update in place (two separate buffers make XLA copy
+    # them at every step). `mask` keeps the constant 1s fixed.
+    W = jnp.concatenate([
+        jnp.concatenate([bu[:, None], jnp.ones((m, 1), dtype), P], 1),
+        jnp.concatenate([jnp.ones((n, 1), dtype), bi[:, None], Q], 1)])
+    mask = jnp.ones((2, k + 2), dtype).at[0, 1].set(0).at[1, 0].set(0)
+    if not biased:  # the biases stay at their start, 0
+        mask = mask.at[0, 0].set(0).at[1, 1].set(0)
+
+    def rating(W, x):
+        u, i, r = x
+        idx = jnp.stack([u, i + m])
+        G = W[idx]                                     # (2, k + 2): user row, item row
+        e = r - mu - jnp.dot(G[0], G[1])
+        G = G + lr * mask * (e * G[::-1] - lam * G)
+        return W.at[idx].set(G, unique_indices=True), None
+
+    def unpack(W):
+        return _Factors(W[:m, 0], W[m:, 1], W[:m, 2:], W[m:, 2:])
+
+    def update(t: _Table, it):
+        perm = jax.random.permutation(jax.random.fold_in(key, it), rows.shape[0])
+        W, _ = lax.scan(rating, t.rows, (rows[perm], cols[perm], values[perm]))
+        return _Table(W), _objective(mu, *unpack(W), rows, cols, values, lam), None
+
+    J0 = _objective(mu, bu, bi, P, Q, rows, cols, values, lam)
+
+    def stop(state):
+        return _solver.status_of(_solver.relative_decrease_below(state, tol, J0))
+
+    state = _solver.run(update, stop, _solver.start(_Table(W), max_iter=max_iter, dtype=dtype))
+    return _result(mu, unpack(state.iterate.rows), state)
