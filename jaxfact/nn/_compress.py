@@ -107,11 +107,21 @@ def compress(model: nnx.Module, *, rank: Any = None, method: str = "svd",
         layer's ``min(shape)`` or a float rank outside (0, 1), NMF on a signed table, a shared
         parameter that the swap would untie; each message names the argument and the layer path.
 
-    Example::
-
-      >>> small, report = compress(model, rank=32)                 # every nnx.Embed
-      >>> small, report = compress(model, rank=0.9, include="all")  # and every nnx.Linear
+    Example:
+      >>> class TiedLM(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.embed = nnx.Embed(100, 16, rngs=rngs)
+      ...         self.mix = nnx.Linear(16, 16, rngs=rngs)
+      ...     def __call__(self, ids):
+      ...         return self.embed.attend(self.mix(self.embed(ids)))
+      >>> small, report = compress(TiedLM(nnx.Rngs(0)), rank=4)     # every nnx.Embed
+      >>> type(small.embed).__name__, small(jnp.arange(3)).shape
+      ('FactorizedEmbed', (3, 100))
       >>> print(report)
+      | layer | replaced | shape | rank | params before | params after | rel. error |
+      |---|---|---|---|---|---|---|
+      | embed | Embed -> FactorizedEmbed | 100 x 16 | 4 | 1600 | 464 | 0.7... |
+      | (model) | | | | 1872 | 736 | |
     """
     fn = "compress"
     if not isinstance(model, nnx.Module):
