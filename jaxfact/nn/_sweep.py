@@ -112,8 +112,9 @@ def rank_sweep(source: Any, ranks: Sequence[int], evaluate: Callable | None = No
         for i, t in enumerate(targets):
             where = f" (layer {t.path!r})"
             layer_key = None if key is None else jax.random.fold_in(key, i)
-            layers.append((t, _Sweeper(fn, _graph.weights(t)[0], kmax, method, layer_key, nmf_options,
-                                       where, "table" if t.kind == "embed" else "kernel")))
+            name = "table" if t.kind == "embed" else "kernel"
+            layers.append((t, _Sweeper(fn, _graph.weights(t)[0], kmax, method, layer_key,
+                                       nmf_options, where, name)))
         before = _graph.count_params(model)
         rows = []
         for k in ranks:
