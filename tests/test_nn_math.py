@@ -36,9 +36,10 @@ def test_mixed_dtypes_promote_explicitly():
 
 
 def test_parameter_shapes_are_listed_in_creation_order():
-    assert list(_math.factorized_shapes(7, 5, 2, True).items()) == [
+    assert list(_math.low_rank_shapes(_math.EMBED_PARAMS, 7, 5, 2, True).items()) == [
         ("embedding", (7, 2)), ("projection", (2, 5)), ("bias", (5,))]
-    assert _math.linear_shapes(7, 5, 2, False) == {"kernel_a": (7, 2), "kernel_b": (2, 5)}
+    assert _math.low_rank_shapes(_math.LINEAR_PARAMS, 7, 5, 2, False) == {
+        "kernel_a": (7, 2), "kernel_b": (2, 5)}
     assert list(_math.adaptive_shapes((6, 20, 50), 12, 2, False).items()) == [
         ("embedding_0", (6, 12)), ("projection_0", None), ("embedding_1", (14, 6)),
         ("projection_1", (6, 12)), ("embedding_2", (30, 3)), ("projection_2", (3, 12))]

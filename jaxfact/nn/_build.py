@@ -40,8 +40,8 @@ __all__ = []
 
 METHODS = ("svd", "pca", "nmf")
 KERNEL_METHODS = ("svd", "nmf")   # a kernel's mean row is not a bias: no "pca"
-EMBED_NAMES = (("embedding", "projection"), ("num_embeddings", "features"))
-LINEAR_NAMES = (("kernel_a", "kernel_b"), ("in_features", "out_features"))
+EMBED_NAMES = (_math.EMBED_PARAMS, ("num_embeddings", "features"))
+LINEAR_NAMES = (_math.LINEAR_PARAMS, ("in_features", "out_features"))
 
 
 class Factored(NamedTuple):

@@ -147,21 +147,18 @@ def adaptive_param_count(cutoffs: Sequence[int], features: int, factor: float = 
 # Parameters: names and shapes, in creation order (the shells draw initializers in this order)
 
 
-def factorized_shapes(num_embeddings: int, features: int, rank: int,
-                      use_bias: bool) -> dict[str, tuple[int, ...]]:
-    """FactorizedEmbed's parameters: ``embedding`` (V, r), ``projection`` (r, F), ``bias`` (F,)."""
-    shapes = {"embedding": (num_embeddings, rank), "projection": (rank, features)}
-    if use_bias:
-        shapes["bias"] = (features,)
-    return shapes
+EMBED_PARAMS = ("embedding", "projection")   # FactorizedEmbed's A (V, r) and B (r, F)
+LINEAR_PARAMS = ("kernel_a", "kernel_b")      # FactorizedLinear's A (in, r) and B (r, out)
 
 
-def linear_shapes(in_features: int, out_features: int, rank: int,
-                  use_bias: bool) -> dict[str, tuple[int, ...]]:
-    """FactorizedLinear's parameters: ``kernel_a`` (in, r), ``kernel_b`` (r, out), ``bias``."""
-    shapes = {"kernel_a": (in_features, rank), "kernel_b": (rank, out_features)}
+def low_rank_shapes(names: tuple[str, str], rows: int, cols: int, rank: int,
+                    use_bias: bool) -> dict[str, tuple[int, ...]]:
+    """``A @ B (+ bias)``'s parameters: ``names[0]`` (rows, r), ``names[1]`` (r, cols) and
+    ``bias`` (cols,); ``EMBED_PARAMS`` for FactorizedEmbed, ``LINEAR_PARAMS`` for
+    FactorizedLinear."""
+    shapes = {names[0]: (rows, rank), names[1]: (rank, cols)}
     if use_bias:
-        shapes["bias"] = (out_features,)
+        shapes["bias"] = (cols,)
     return shapes
 
 

@@ -76,8 +76,9 @@ class FactorizedEmbed(nnx.Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         inits = {"embedding": embedding_init, "projection": projection_init, "bias": bias_init}
-        _init_params(self, _math.factorized_shapes(num_embeddings, features, rank, self.use_bias),
-                     inits, param_dtype, rngs)
+        shapes = _math.low_rank_shapes(_math.EMBED_PARAMS, num_embeddings, features, rank,
+                                       self.use_bias)
+        _init_params(self, shapes, inits, param_dtype, rngs)
         if not self.use_bias:
             self.bias = None
 
@@ -215,8 +216,9 @@ class FactorizedLinear(nnx.Module):
         self.param_dtype = param_dtype
         self.precision = precision
         inits = {"kernel_a": kernel_a_init, "kernel_b": kernel_b_init, "bias": bias_init}
-        _init_params(self, _math.linear_shapes(in_features, out_features, rank, self.use_bias),
-                     inits, param_dtype, rngs)
+        shapes = _math.low_rank_shapes(_math.LINEAR_PARAMS, in_features, out_features, rank,
+                                       self.use_bias)
+        _init_params(self, shapes, inits, param_dtype, rngs)
         if not self.use_bias:
             self.bias = None
 

@@ -77,7 +77,8 @@ class FactorizedEmbed(nn.Module):
                                             self.features, self.rank)
         inits = {"embedding": self.embedding_init, "projection": self.projection_init,
                  "bias": self.bias_init}
-        p = _init_params(self, _math.factorized_shapes(*shape, self.use_bias), inits)
+        p = _init_params(self, _math.low_rank_shapes(_math.EMBED_PARAMS, *shape, self.use_bias),
+                         inits)
         self.embedding, self.projection, self.bias = p["embedding"], p["projection"], p["bias"]
 
     def __call__(self, ids: jax.Array) -> jax.Array:
@@ -135,7 +136,8 @@ class FactorizedLinear(nn.Module):
                                         self.rank)
         inits = {"kernel_a": self.kernel_a_init, "kernel_b": self.kernel_b_init,
                  "bias": self.bias_init}
-        p = _init_params(self, _math.linear_shapes(*shape, self.use_bias), inits)
+        p = _init_params(self, _math.low_rank_shapes(_math.LINEAR_PARAMS, *shape, self.use_bias),
+                         inits)
         self.kernel_a, self.kernel_b, self.bias = p["kernel_a"], p["kernel_b"], p["bias"]
 
     def __call__(self, x: jax.Array) -> jax.Array:
