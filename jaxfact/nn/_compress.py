@@ -93,7 +93,8 @@ def compress(model: nnx.Module, *, rank: Any = None, method: str = "svd",
       include: what to replace: ``"embed"`` (every ``nnx.Embed``), ``"linear"`` (every
         ``nnx.Linear``), ``"all"``, or glob patterns on layer paths (``"blocks/*/mlp"``), or a
         sequence mixing these. Each pattern must match at least one layer.
-      key: ``jax.random`` key: randomized SVD, or NMF's initialization (folded in per layer).
+      key: ``None`` (the default) for exact, deterministic SVD / PCA, or a ``jax.random`` key for
+        randomized ones (and NMF's random initializations), folded in per layer.
       nmf_options: keyword arguments for :func:`jaxfact.nmf` (method="nmf").
       cutoffs, factor: the bands of ``method="adaptive"`` (see :class:`AdaptiveEmbed`).
 
@@ -101,6 +102,10 @@ def compress(model: nnx.Module, *, rank: Any = None, method: str = "svd",
       ``(new_model, report)``: the compressed clone and a :class:`CompressReport` (per layer:
       path, shape, rank, parameters before and after, relative error ``||T - T_k|| / ||T||``,
       band errors for "adaptive"); ``print(report)`` gives a Markdown table.
+
+    ``compress`` runs on the host (it rewires the module graph and reads each layer's error as a
+    Python float), never under ``jit``, so the weights are concrete and their values (finite,
+    non-negative for "nmf") are always checked: it has no ``checks`` option.
 
     Raises:
       ValueError: no layer to replace, an ``include`` pattern matching nothing, a rank above a
