@@ -15,9 +15,9 @@ arguments, parameters and outputs. Both call the same pure functions of (paramet
 
 from jaxfact.nn._compress import CompressReport
 from jaxfact.nn._compress import LayerReport
-from jaxfact.nn._compress import RankSweep
 from jaxfact.nn._compress import compress
-from jaxfact.nn._compress import rank_sweep
+from jaxfact.nn._sweep import RankSweep
+from jaxfact.nn._sweep import rank_sweep
 from jaxfact.nn._nnx import AdaptiveEmbed
 from jaxfact.nn._nnx import FactorizedEmbed
 from jaxfact.nn._nnx import FactorizedLinear

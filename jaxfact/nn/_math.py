@@ -144,13 +144,65 @@ def adaptive_param_count(cutoffs: Sequence[int], features: int, factor: float = 
 
 
 # ------------------------------------------------------------------------------------------------
+# Parameters: names and shapes, in creation order (the shells draw initializers in this order)
+
+
+EMBED_PARAMS = ("embedding", "projection")   # FactorizedEmbed's A (V, r) and B (r, F)
+LINEAR_PARAMS = ("kernel_a", "kernel_b")      # FactorizedLinear's A (in, r) and B (r, out)
+
+
+def low_rank_shapes(names: tuple[str, str], rows: int, cols: int, rank: int,
+                    use_bias: bool) -> dict[str, tuple[int, ...]]:
+    """``A @ B (+ bias)``'s parameters: ``names[0]`` (rows, r), ``names[1]`` (r, cols) and
+    ``bias`` (cols,); ``EMBED_PARAMS`` for FactorizedEmbed, ``LINEAR_PARAMS`` for
+    FactorizedLinear."""
+    shapes = {names[0]: (rows, rank), names[1]: (rank, cols)}
+    if use_bias:
+        shapes["bias"] = (cols,)
+    return shapes
+
+
+def adaptive_shapes(cutoffs: tuple[int, ...], features: int, factor: float,
+                    head_projection: bool) -> dict[str, tuple[int, ...] | None]:
+    """AdaptiveEmbed's parameters: per band ``embedding_i`` (size_i, d_i) then ``projection_i``
+    (d_i, F), None for a band without projection."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    lo = 0
+    for i, (hi, d) in enumerate(zip(cutoffs, band_dims(cutoffs, features, factor))):
+        shapes[f"embedding_{i}"] = (hi - lo, d)
+        shapes[f"projection_{i}"] = (d, features) if band_has_projection(
+            i, d, features, head_projection) else None
+        lo = hi
+    return shapes
+
+
+def adaptive_bands(params: Any, n_bands: int) -> tuple[list, list]:
+    """``(E, P)`` band tables and projections (None where absent) from a mapping of parameters."""
+    E = [params[f"embedding_{i}"] for i in range(n_bands)]
+    P = [params.get(f"projection_{i}") for i in range(n_bands)]
+    return E, P
+
+
+# ------------------------------------------------------------------------------------------------
 # Pure math (assumes validated input; works under jit, vmap, grad). Each function is jitted so
 # that an eager call compiles once instead of dispatching op by op; under an outer jit it inlines.
 
 
+def _result_dtype(*arrays):
+    # NumPy-style promotion of the parameters and the query (e.g. bfloat16 parameters with a
+    # float32 query compute in float32), also under jax_numpy_dtype_promotion="strict".
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.result_type(*arrays)
+
+
 def _promote(*arrays, dtype=None):
-    dtype = jnp.result_type(*arrays) if dtype is None else dtype
+    dtype = _result_dtype(*arrays) if dtype is None else dtype
     return tuple(a.astype(dtype) for a in arrays)
+
+
+def _add_row(out, row):
+    """``out + row`` with the (F,) row broadcast over the leading axes of ``out`` explicitly."""
+    return out + jnp.reshape(row, (1,) * (out.ndim - 1) + row.shape)
 
 
 def _gather_rows(table, ids, n):
@@ -163,14 +215,20 @@ def _gather_rows(table, ids, n):
 
 @partial(jax.jit, static_argnames=("dtype",))
 def factorized_lookup(ids, embedding, projection, bias=None, *, dtype=None):
-    """``A[ids] @ B (+ b)``: (..., F) from ids (...). O(|ids| r F), never forms A @ B."""
+    """``A[ids] @ B (+ b)``: (..., F) from ids (...). O(|ids| r F), never forms A @ B.
+
+    Example:
+      >>> A = jnp.arange(6.0).reshape(3, 2)
+      >>> factorized_lookup(jnp.array([2]), A, jnp.ones((2, 4)))
+      Array([[9., 9., 9., 9.]], dtype=float32)
+    """
     params = (embedding, projection) + (() if bias is None else (bias,))
     params = _promote(*params, dtype=dtype)
     A, B = params[0], params[1]
     rows, valid = _gather_rows(A, ids, A.shape[0])
     out = rows @ B
     if bias is not None:
-        out = out + params[2]
+        out = _add_row(out, params[2])
     return jnp.where(valid[..., None], out, jnp.nan)
 
 
@@ -194,13 +252,13 @@ def factorized_dense(x, kernel_a, kernel_b, bias=None, *, dtype=None, precision=
     params = _promote(*params, dtype=dtype)
     x, A, B = params[:3]
     y = jnp.matmul(jnp.matmul(x, A, precision=precision), B, precision=precision)
-    return y if bias is None else y + params[3]
+    return y if bias is None else _add_row(y, params[3])
 
 
 def factorized_table(embedding, projection, bias=None):
     """The dense (V, F) table ``A @ B (+ b)``; O(V r F) time and O(V F) memory."""
     table = embedding @ projection
-    return table if bias is None else table + bias
+    return table if bias is None else _add_row(table, bias)
 
 
 @partial(jax.jit, static_argnames=("cutoffs", "dtype"))
@@ -213,7 +271,7 @@ def adaptive_lookup(ids, embeddings, projections, cutoffs, *, dtype=None):
     outside a band, so the gradient of a band's parameters comes from its own ids only.
     """
     leaves = list(embeddings) + [p for p in projections if p is not None]
-    dtype = jnp.result_type(*leaves) if dtype is None else dtype
+    dtype = _result_dtype(*leaves) if dtype is None else dtype
     features = next((p.shape[1] for p in projections if p is not None), embeddings[0].shape[1])
     out = jnp.zeros(ids.shape + (features,), dtype)
     lo = 0
@@ -234,7 +292,7 @@ def adaptive_attend(x, embeddings, projections, *, dtype=None):
     ``(x @ P_i^T) @ E_i^T``; the blocks are concatenated in id order.
     O(|x| sum_i d_i (F + size_i))."""
     leaves = [x] + list(embeddings) + [p for p in projections if p is not None]
-    dtype = jnp.result_type(*leaves) if dtype is None else dtype
+    dtype = _result_dtype(*leaves) if dtype is None else dtype
     x = x.astype(dtype)
     blocks = []
     for E, P in zip(embeddings, projections):

@@ -39,8 +39,7 @@ class FactorizedEmbed(nnx.Module):
     Ids outside [0, V) raise ``ValueError`` when concrete; under ``jit`` they cannot be checked and
     give NaN rows (like ``flax.nnx.Embed``), negative ids included.
 
-    Example::
-
+    Example:
       >>> emb = FactorizedEmbed(1000, 64, 8, rngs=nnx.Rngs(0))
       >>> emb(jnp.array([[1, 2, 3]])).shape, emb.attend(jnp.ones((2, 64))).shape
       ((1, 3, 64), (2, 1000))
@@ -68,20 +67,20 @@ class FactorizedEmbed(nnx.Module):
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
                  embedding_init=default_embed_init, projection_init=default_projection_init,
                  bias_init=nnx.initializers.zeros_init(), rngs: nnx.Rngs):
-        fn = "FactorizedEmbed"
-        num_embeddings, features, rank = _math.check_factorized_args(fn, num_embeddings, features,
-                                                                     rank)
+        num_embeddings, features, rank = _math.check_factorized_args(
+            "FactorizedEmbed", num_embeddings, features, rank)
         self.num_embeddings = num_embeddings
         self.features = features
         self.rank = rank
         self.use_bias = bool(use_bias)
         self.dtype = dtype
         self.param_dtype = param_dtype
-        self.embedding = nnx.Param(embedding_init(rngs.params(), (num_embeddings, rank),
-                                                  param_dtype))
-        self.projection = nnx.Param(projection_init(rngs.params(), (rank, features), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (features,), param_dtype)) \
-            if self.use_bias else None
+        inits = {"embedding": embedding_init, "projection": projection_init, "bias": bias_init}
+        shapes = _math.low_rank_shapes(_math.EMBED_PARAMS, num_embeddings, features, rank,
+                                       self.use_bias)
+        _init_params(self, shapes, inits, param_dtype, rngs)
+        if not self.use_bias:
+            self.bias = None
 
     def _bias(self):
         return None if self.bias is None else self.bias[...]
@@ -117,27 +116,21 @@ class FactorizedEmbed(nnx.Module):
           A: (V, r) codes. B: (r, F) projection. bias: optional (F,) row added to every embedding.
           dtype: computation dtype. param_dtype: storage dtype (default: ``A``'s dtype).
 
-        Example::
-
-          >>> emb = FactorizedEmbed.from_factors(U * S, Vt)
+        Example:
+          >>> U, S, Vt = jnp.linalg.svd(jnp.ones((6, 4)), full_matrices=False)
+          >>> emb = FactorizedEmbed.from_factors(U[:, :2] * S[None, :2], Vt[:2])
+          >>> emb(jnp.array([0, 5])).round(3)
+          Array([[1., 1., 1., 1.],
+                 [1., 1., 1., 1.]], dtype=float32)
         """
-        fn = "FactorizedEmbed.from_factors"
-        A, B, bias = _build.check_factors(fn, A, B, bias)
-        param_dtype = A.dtype if param_dtype is None else param_dtype
-        V, r = A.shape
-        F = B.shape[1]
-        module = nnx.eval_shape(lambda: cls(V, F, r, use_bias=bias is not None, dtype=dtype,
-                                             param_dtype=param_dtype, rngs=nnx.Rngs(0)))
-        module.embedding.set_value(jnp.asarray(A, param_dtype))
-        module.projection.set_value(jnp.asarray(B, param_dtype))
-        if bias is not None:
-            module.bias.set_value(jnp.asarray(bias, param_dtype))
-        return module
+        args, kw, params = _build.factor_params("FactorizedEmbed.from_factors", A, B, bias,
+                                                param_dtype)
+        return _with_params(lambda: cls(*args, **kw, dtype=dtype, rngs=nnx.Rngs(0)), params)
 
     @classmethod
-    def from_table(cls, table: Any, rank: int, *, method: str = "svd", key: Any = None,
+    def from_table(cls, table: Any, rank: Any, *, method: str = "svd", key: Any = None,
                    nmf_options: dict | None = None, dtype: Dtype | None = None,
-                   param_dtype: Dtype | None = None) -> "FactorizedEmbed":
+                   param_dtype: Dtype | None = None, checks: bool = False) -> "FactorizedEmbed":
         """Compresses a trained (V, F) table into a rank-``rank`` :class:`FactorizedEmbed`.
 
         * ``method="svd"``: the best rank-k approximation ``U_k S_k V_k^T`` (Eckart & Young),
@@ -146,7 +139,7 @@ class FactorizedEmbed(nnx.Module):
         * ``method="pca"``: the best rank-k approximation of the centred table plus its column mean
           ``mu`` as the bias, by :func:`jaxfact.pca`: never worse than "svd" at the same rank, for
           ``F`` more parameters (the seed's PCA-versus-SVD distinction).
-        * ``method="nmf"``: non-negative parts ``W H`` by :func:`jaxfact.nmf.nmf` (``table`` must be
+        * ``method="nmf"``: non-negative parts ``W H`` by :func:`jaxfact.nmf` (``table`` must be
           non-negative); options such as ``solver`` or ``max_iter`` go in ``nmf_options``.
 
         Cost: O(V F min(V, F)) for the exact SVD/PCA, O(V F k) for the randomized one.
@@ -159,22 +152,27 @@ class FactorizedEmbed(nnx.Module):
             an unknown noise level (:func:`jaxfact.optimal_hard_threshold`). Both rules read
             all singular values of the table (one extra O(V F min(V, F)) pass).
           method: "svd", "pca" or "nmf".
-          key: ``jax.random`` key: randomized SVD/PCA, or the NMF initialization's randomness.
-          nmf_options: extra keyword arguments for :func:`jaxfact.nmf.nmf` (``solver``,
-            ``max_iter``, ...); an unknown key raises ``TypeError`` and ``rank``/``key``/``X``
-            (set by this method) raise ``ValueError``, each naming the key.
+          key: ``None`` (the default) for the exact, deterministic SVD / PCA, or a ``jax.random``
+            key for the randomized one; with "nmf" it goes to :func:`jaxfact.nmf` (only its
+            random initializations need one).
+          nmf_options: extra keyword arguments for :func:`jaxfact.nmf` (``solver``,
+            ``max_iter``, ...); an unknown key raises ``TypeError`` and ``rank``/``key``/``X``/
+            ``checks`` (set by this method) raise ``ValueError``, each naming the key.
           dtype, param_dtype: as in the constructor (param_dtype defaults to the table's dtype).
+          checks: under an outer ``jit``, also check that the table is finite (and non-negative
+            for "nmf"), with ``jax.experimental.checkify`` (wrap the jitted caller in
+            ``checkify.checkify``).
 
-        Example::
-
+        Example:
           >>> table = jax.random.normal(jax.random.key(0), (1000, 64))
           >>> emb = FactorizedEmbed.from_table(table, 8, method="pca")
           >>> emb.num_params   # 1000 * 8 + 8 * 64 + 64
           8576
         """
-        A, B, bias = _build.factors_from_table("FactorizedEmbed.from_table", table, rank, method,
-                                               key, nmf_options)
-        return cls.from_factors(A, B, bias, dtype=dtype, param_dtype=param_dtype)
+        args, kw, params = _build.table_params(
+            "FactorizedEmbed.from_table", table, rank, method=method, key=key,
+            nmf_options=nmf_options, param_dtype=param_dtype, checks=checks)
+        return _with_params(lambda: cls(*args, **kw, dtype=dtype, rngs=nnx.Rngs(0)), params)
 
 
 class FactorizedLinear(nnx.Module):
@@ -185,8 +183,7 @@ class FactorizedLinear(nnx.Module):
     and O(r (in + out)) time per input row. ``from_kernel`` builds the layer from a trained
     kernel: the best rank-r approximation by truncated SVD (Eckart & Young), or NMF factors.
 
-    Example::
-
+    Example:
       >>> layer = FactorizedLinear(512, 256, 32, rngs=nnx.Rngs(0))
       >>> layer(jnp.ones((4, 512))).shape, layer.num_params   # 512*32 + 32*256 + 256
       ((4, 256), 24832)
@@ -218,10 +215,12 @@ class FactorizedLinear(nnx.Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
-        self.kernel_a = nnx.Param(kernel_a_init(rngs.params(), (in_features, rank), param_dtype))
-        self.kernel_b = nnx.Param(kernel_b_init(rngs.params(), (rank, out_features), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) \
-            if self.use_bias else None
+        inits = {"kernel_a": kernel_a_init, "kernel_b": kernel_b_init, "bias": bias_init}
+        shapes = _math.low_rank_shapes(_math.LINEAR_PARAMS, in_features, out_features, rank,
+                                       self.use_bias)
+        _init_params(self, shapes, inits, param_dtype, rngs)
+        if not self.use_bias:
+            self.bias = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """(..., in_features) -> (..., out_features)."""
@@ -245,24 +244,16 @@ class FactorizedLinear(nnx.Module):
                      param_dtype: Dtype | None = None, precision: Any = None,
                      ) -> "FactorizedLinear":
         """A layer computing ``(x @ A) @ B (+ bias)`` for factors A (in, r), B (r, out)."""
-        A, B, bias = _build.check_factors("FactorizedLinear.from_factors", A, B, bias,
-                                          names=("in_features", "out_features"))
-        param_dtype = A.dtype if param_dtype is None else param_dtype
-        (n_in, r), n_out = A.shape, B.shape[1]
-        module = nnx.eval_shape(lambda: cls(n_in, n_out, r, use_bias=bias is not None,
-                                            dtype=dtype, param_dtype=param_dtype,
-                                            precision=precision, rngs=nnx.Rngs(0)))
-        module.kernel_a.set_value(jnp.asarray(A, param_dtype))
-        module.kernel_b.set_value(jnp.asarray(B, param_dtype))
-        if bias is not None:
-            module.bias.set_value(jnp.asarray(bias, param_dtype))
-        return module
+        args, kw, params = _build.factor_params("FactorizedLinear.from_factors", A, B, bias,
+                                                param_dtype, _build.LINEAR_NAMES)
+        return _with_params(lambda: cls(*args, **kw, dtype=dtype, precision=precision,
+                                        rngs=nnx.Rngs(0)), params)
 
     @classmethod
     def from_kernel(cls, kernel: Any, rank: Any, *, bias: Any = None, method: str = "svd",
                     key: Any = None, nmf_options: dict | None = None, dtype: Dtype | None = None,
                     param_dtype: Dtype | None = None, precision: Any = None,
-                    ) -> "FactorizedLinear":
+                    checks: bool = False) -> "FactorizedLinear":
         """Compresses a trained (in, out) kernel (and its bias, kept as is) to rank ``rank``.
 
         * ``method="svd"``: ``A = U S^(1/2)``, ``B = S^(1/2) V^T`` of the truncated SVD, the best
@@ -279,22 +270,22 @@ class FactorizedLinear(nnx.Module):
           rank: k in [1, min(in, out)], a float in (0, 1) (the smallest k keeping that share of
             ``sum(S**2)``) or ``"gavish-donoho"`` (optimal hard threshold, unknown noise).
           bias: optional (out,) bias of the original layer.
-          method, key, nmf_options: see above.
+          method, key, nmf_options, checks: as in :meth:`FactorizedEmbed.from_table`.
           dtype, param_dtype, precision: as in the constructor (param_dtype defaults to the
             kernel's dtype).
 
-        Example::
-
+        Example:
           >>> dense = nnx.Linear(256, 128, rngs=nnx.Rngs(0))
           >>> low = FactorizedLinear.from_kernel(dense.kernel[...], 16, bias=dense.bias[...])
+          >>> low.kernel().shape, low.num_params   # 256*16 + 16*128 + 128
+          ((256, 128), 6272)
         """
-        fn = "FactorizedLinear.from_kernel"
-        f = _build.factorize(fn, kernel, rank, method, key, nmf_options, name="kernel",
-                             methods=_build.KERNEL_METHODS)
-        if param_dtype is None:
-            param_dtype = jnp.asarray(kernel).dtype
-        return cls.from_factors(f.A, f.B, bias, dtype=dtype, param_dtype=param_dtype,
-                                precision=precision)
+        args, kw, params = _build.table_params(
+            "FactorizedLinear.from_kernel", kernel, rank, method=method, key=key,
+            nmf_options=nmf_options, param_dtype=param_dtype, checks=checks, bias=bias,
+            names=_build.LINEAR_NAMES)
+        return _with_params(lambda: cls(*args, **kw, dtype=dtype, precision=precision,
+                                        rngs=nnx.Rngs(0)), params)
 
 
 class AdaptiveEmbed(nnx.Module):
@@ -321,8 +312,7 @@ class AdaptiveEmbed(nnx.Module):
     over the tied weights), which is simpler and exact but costs O(V) per query. Ids outside
     [0, V) raise ``ValueError`` when concrete and give NaN rows under ``jit``.
 
-    Example::
-
+    Example:
       >>> emb = AdaptiveEmbed((100, 1000, 5000), 64, rngs=nnx.Rngs(0))
       >>> emb(jnp.array([3, 500, 4999])).shape, emb.attend(jnp.ones((64,))).shape
       ((3, 64), (5000,))
@@ -345,9 +335,8 @@ class AdaptiveEmbed(nnx.Module):
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
                  embedding_init=default_embed_init, projection_init=default_projection_init,
                  rngs: nnx.Rngs):
-        fn = "AdaptiveEmbed"
-        cutoffs, features, factor = _math.check_adaptive_args(fn, cutoffs, features, factor,
-                                                              num_embeddings)
+        cutoffs, features, factor = _math.check_adaptive_args("AdaptiveEmbed", cutoffs, features,
+                                                              factor, num_embeddings)
         self.cutoffs = cutoffs
         self.features = features
         self.factor = factor
@@ -356,21 +345,16 @@ class AdaptiveEmbed(nnx.Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.dims = tuple(_math.band_dims(cutoffs, features, factor))
-        lo = 0
-        for i, (hi, d) in enumerate(zip(cutoffs, self.dims)):
-            setattr(self, f"embedding_{i}",
-                    nnx.Param(embedding_init(rngs.params(), (hi - lo, d), param_dtype)))
-            if _math.band_has_projection(i, d, features, self.head_projection):
-                setattr(self, f"projection_{i}",
-                        nnx.Param(projection_init(rngs.params(), (d, features), param_dtype)))
-            else:
-                setattr(self, f"projection_{i}", None)
-            lo = hi
+        shapes = _math.adaptive_shapes(cutoffs, features, factor, self.head_projection)
+        inits = {name: embedding_init if name.startswith("embedding") else projection_init
+                 for name in shapes}
+        _init_params(self, shapes, inits, param_dtype, rngs)
 
     def _bands(self):
-        E = [getattr(self, f"embedding_{i}")[...] for i in range(len(self.cutoffs))]
-        P = [getattr(self, f"projection_{i}") for i in range(len(self.cutoffs))]
-        return E, [None if p is None else p[...] for p in P]
+        n = len(self.cutoffs)
+        names = [f"{kind}_{i}" for i in range(n) for kind in ("embedding", "projection")]
+        params = {name: getattr(self, name) for name in names}
+        return _math.adaptive_bands({k: p[...] for k, p in params.items() if p is not None}, n)
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         """Embeds integer ids of any shape: (...) -> (..., features)."""
@@ -393,7 +377,7 @@ class AdaptiveEmbed(nnx.Module):
     @classmethod
     def from_table(cls, table: Any, cutoffs: Sequence[int], *, factor: float = 4,
                    head_projection: bool = False, key: Any = None, dtype: Dtype | None = None,
-                   param_dtype: Dtype | None = None) -> "AdaptiveEmbed":
+                   param_dtype: Dtype | None = None, checks: bool = False) -> "AdaptiveEmbed":
         """Converts a trained (V, F) table, rows sorted by frequency, into adaptive bands.
 
         Band i's table and projection are the truncated SVD of that band's rows at rank
@@ -409,30 +393,44 @@ class AdaptiveEmbed(nnx.Module):
         Args:
           table: (V, F) real array, finite.
           cutoffs, factor, head_projection: as in the constructor (``cutoffs[-1]`` must be V).
-          key: optional ``jax.random`` key for randomized SVDs of the bands.
+          key: ``None`` (the default) for exact SVDs of the bands, or a ``jax.random`` key for
+            randomized ones.
           dtype, param_dtype: as in the constructor (param_dtype defaults to the table's dtype).
+          checks: under an outer ``jit``, also check that the table is finite, with
+            ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
-        Example::
-
+        Example:
           >>> table = jax.random.normal(jax.random.key(0), (5000, 64))
           >>> emb = AdaptiveEmbed.from_table(table, (100, 1000, 5000))
           >>> emb.dims
           (64, 16, 4)
         """
-        module, _ = adaptive_from_table(cls, "AdaptiveEmbed.from_table", table, cutoffs, factor,
-                                        head_projection, key, dtype, param_dtype)
-        return module
+        bands = _build.adaptive_from_table("AdaptiveEmbed.from_table", table, cutoffs, factor,
+                                           head_projection, key, param_dtype, checks)
+        return adaptive_from_bands(cls, bands, head_projection, dtype)
 
 
-def adaptive_from_table(cls, fn, table, cutoffs, factor, head_projection, key, dtype,
-                        param_dtype):
-    """``(module, band_errors)``; see :meth:`AdaptiveEmbed.from_table`."""
-    b = _build.adaptive_from_table(fn, table, cutoffs, factor, head_projection, key, param_dtype)
-    module = nnx.eval_shape(lambda: cls(b.cutoffs, b.features, factor=b.factor,
-                                        head_projection=head_projection, dtype=dtype,
-                                        param_dtype=b.param_dtype, rngs=nnx.Rngs(0)))
-    for i, (e, p) in enumerate(zip(b.E, b.P)):
-        getattr(module, f"embedding_{i}").set_value(e)
-        if p is not None:
-            getattr(module, f"projection_{i}").set_value(p)
-    return module, b.errors
+def adaptive_from_bands(cls, bands: _build.AdaptiveBands, head_projection: bool,
+                        dtype: Dtype | None) -> AdaptiveEmbed:
+    """The module holding the bands of :func:`jaxfact.nn._build.adaptive_from_table`."""
+    return _with_params(lambda: cls(bands.cutoffs, bands.features, factor=bands.factor,
+                                    head_projection=head_projection, dtype=dtype,
+                                    param_dtype=bands.param_dtype, rngs=nnx.Rngs(0)),
+                        bands.params)
+
+
+def _init_params(module, shapes, inits, param_dtype, rngs):
+    # In the order of `shapes`, so each initializer draws the same key as it always has.
+    for name, shape in shapes.items():
+        value = None if shape is None else nnx.Param(inits[name](rngs.params(), shape,
+                                                                 param_dtype))
+        setattr(module, name, value)
+
+
+def _with_params(make, params):
+    """``make()``'s module (built abstractly: nothing is initialized, so the key is unused) with
+    its parameters set to ``params``."""
+    module = nnx.eval_shape(make)
+    for name, value in params.items():
+        getattr(module, name).set_value(value)
+    return module

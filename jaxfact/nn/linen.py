@@ -1,39 +1,43 @@
 """Flax Linen twins of :mod:`jaxfact.nn`'s NNX modules.
 
 Same names, the same arguments (as dataclass fields), the same parameter names and shapes, and the
-same outputs for the same parameters: both call :mod:`jaxfact.nn._math`. ``attend`` is a method::
-
-  >>> emb = FactorizedEmbed(1000, 64, 8)
-  >>> variables = emb.init(jax.random.key(0), jnp.zeros((2,), jnp.int32))
-  >>> logits = emb.apply(variables, jnp.ones((2, 64)), method="attend")
+same outputs for the same parameters: both call :mod:`jaxfact.nn._math`. ``attend`` is a method
+(``module.apply(variables, x, method="attend")``).
 
 Compressing a trained Linen model takes :func:`compress_params` (new parameters and the module
-definitions to use) and :func:`swap_modules` (the model with those modules swapped in)::
+definitions to use) and :func:`swap_modules` (the model with those modules swapped in).
 
-  >>> params, modules, report = compress_params(variables["params"], ["embed"], rank=32)
+Example:
+  >>> class TiedLM(nn.Module):
+  ...     embed: nn.Module
+  ...     def __call__(self, ids):
+  ...         return self.embed.attend(self.embed(ids))
+  >>> model, ids = TiedLM(nn.Embed(100, 16)), jnp.arange(5)
+  >>> variables = model.init(jax.random.key(0), ids)
+  >>> params, modules, report = compress_params(variables["params"], ["embed"], rank=4)
   >>> small = swap_modules(model, modules)
-  >>> logits = small.apply({"params": params}, ids)
+  >>> small.apply({"params": params}, ids).shape, report.params_after   # 100*4 + 4*16
+  ((5, 100), 464)
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import dataclasses
-from collections.abc import Mapping
-
 import numpy as np
 from flax import linen as nn
 from flax.core import unfreeze
 from flax.linen.linear import default_embed_init
 from flax.linen.linear import default_kernel_init
 
-from jaxfact.nn import _build
 from jaxfact import _checks
+from jaxfact.nn import _build
 from jaxfact.nn import _math
-from jaxfact.nn._compress import METHODS as _COMPRESS_METHODS
+from jaxfact.nn._compress import METHODS as COMPRESS_METHODS
 from jaxfact.nn._compress import CompressReport
 from jaxfact.nn._compress import LayerReport
 
@@ -48,7 +52,14 @@ class FactorizedEmbed(nn.Module):
     """Linen twin of :class:`jaxfact.nn.FactorizedEmbed`: table ``A @ B (+ b)``, never formed.
 
     Parameters ``embedding`` (V, r), ``projection`` (r, F) and, with ``use_bias``, ``bias`` (F,):
-    ``V r + r F (+ F)`` in all. ``from_table`` returns ``(module, variables)``.
+    ``V r + r F (+ F)`` in all. ``from_factors`` and ``from_table`` return
+    ``(module, variables)``.
+
+    Example:
+      >>> emb = FactorizedEmbed(1000, 64, 8)
+      >>> variables = emb.init(jax.random.key(0), jnp.zeros((2,), jnp.int32))
+      >>> emb.apply(variables, jnp.ones((2, 64)), method="attend").shape
+      (2, 1000)
     """
 
     num_embeddings: int
@@ -62,12 +73,13 @@ class FactorizedEmbed(nn.Module):
     bias_init: Callable = nn.initializers.zeros_init()
 
     def setup(self):
-        V, F, r = _math.check_factorized_args("FactorizedEmbed", self.num_embeddings,
-                                              self.features, self.rank)
-        self.embedding = self.param("embedding", self.embedding_init, (V, r), self.param_dtype)
-        self.projection = self.param("projection", self.projection_init, (r, F), self.param_dtype)
-        self.bias = self.param("bias", self.bias_init, (F,), self.param_dtype) \
-            if self.use_bias else None
+        shape = _math.check_factorized_args("FactorizedEmbed", self.num_embeddings,
+                                            self.features, self.rank)
+        inits = {"embedding": self.embedding_init, "projection": self.projection_init,
+                 "bias": self.bias_init}
+        p = _init_params(self, _math.low_rank_shapes(_math.EMBED_PARAMS, *shape, self.use_bias),
+                         inits)
+        self.embedding, self.projection, self.bias = p["embedding"], p["projection"], p["bias"]
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         ids = _math.check_ids("FactorizedEmbed", ids, self.num_embeddings)
@@ -83,25 +95,21 @@ class FactorizedEmbed(nn.Module):
     def from_factors(cls, A: Any, B: Any, bias: Any = None, *, dtype: Dtype | None = None,
                      param_dtype: Dtype | None = None) -> tuple["FactorizedEmbed", dict]:
         """``(module, variables)`` whose table is ``A @ B (+ bias)``."""
-        A, B, bias = _build.check_factors("FactorizedEmbed.from_factors", A, B, bias)
-        param_dtype = A.dtype if param_dtype is None else param_dtype
-        module = cls(A.shape[0], B.shape[1], A.shape[1], use_bias=bias is not None, dtype=dtype,
-                     param_dtype=param_dtype)
-        params = {"embedding": jnp.asarray(A, param_dtype),
-                  "projection": jnp.asarray(B, param_dtype)}
-        if bias is not None:
-            params["bias"] = jnp.asarray(bias, param_dtype)
-        return module, {"params": params}
+        args, kw, params = _build.factor_params("FactorizedEmbed.from_factors", A, B, bias,
+                                                param_dtype)
+        return cls(*args, **kw, dtype=dtype), {"params": params}
 
     @classmethod
-    def from_table(cls, table: Any, rank: int, *, method: str = "svd", key: Any = None,
+    def from_table(cls, table: Any, rank: Any, *, method: str = "svd", key: Any = None,
                    nmf_options: dict | None = None, dtype: Dtype | None = None,
-                   param_dtype: Dtype | None = None) -> tuple["FactorizedEmbed", dict]:
+                   param_dtype: Dtype | None = None, checks: bool = False,
+                   ) -> tuple["FactorizedEmbed", dict]:
         """``(module, variables)`` compressing ``table``; see
         :meth:`jaxfact.nn.FactorizedEmbed.from_table`."""
-        A, B, bias = _build.factors_from_table("FactorizedEmbed.from_table", table, rank, method,
-                                               key, nmf_options)
-        return cls.from_factors(A, B, bias, dtype=dtype, param_dtype=param_dtype)
+        args, kw, params = _build.table_params(
+            "FactorizedEmbed.from_table", table, rank, method=method, key=key,
+            nmf_options=nmf_options, param_dtype=param_dtype, checks=checks)
+        return cls(*args, **kw, dtype=dtype), {"params": params}
 
 
 class FactorizedLinear(nn.Module):
@@ -109,7 +117,7 @@ class FactorizedLinear(nn.Module):
 
     Parameters ``kernel_a`` (in, r), ``kernel_b`` (r, out) and, with ``use_bias``, ``bias``
     (out,). Unlike ``nn.Dense`` it takes ``in_features`` explicitly (the NNX twin's arguments).
-    ``from_kernel`` returns ``(module, variables)``.
+    ``from_factors`` and ``from_kernel`` return ``(module, variables)``.
     """
 
     in_features: int
@@ -124,12 +132,13 @@ class FactorizedLinear(nn.Module):
     bias_init: Callable = nn.initializers.zeros_init()
 
     def setup(self):
-        n_in, n_out, r = _math.check_linear_args("FactorizedLinear", self.in_features,
-                                                 self.out_features, self.rank)
-        self.kernel_a = self.param("kernel_a", self.kernel_a_init, (n_in, r), self.param_dtype)
-        self.kernel_b = self.param("kernel_b", self.kernel_b_init, (r, n_out), self.param_dtype)
-        self.bias = self.param("bias", self.bias_init, (n_out,), self.param_dtype) \
-            if self.use_bias else None
+        shape = _math.check_linear_args("FactorizedLinear", self.in_features, self.out_features,
+                                        self.rank)
+        inits = {"kernel_a": self.kernel_a_init, "kernel_b": self.kernel_b_init,
+                 "bias": self.bias_init}
+        p = _init_params(self, _math.low_rank_shapes(_math.LINEAR_PARAMS, *shape, self.use_bias),
+                         inits)
+        self.kernel_a, self.kernel_b, self.bias = p["kernel_a"], p["kernel_b"], p["bias"]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = _math.check_query("FactorizedLinear", x, self.in_features)
@@ -141,36 +150,30 @@ class FactorizedLinear(nn.Module):
                      param_dtype: Dtype | None = None, precision: Any = None,
                      ) -> tuple["FactorizedLinear", dict]:
         """``(module, variables)`` computing ``(x @ A) @ B (+ bias)``."""
-        A, B, bias = _build.check_factors("FactorizedLinear.from_factors", A, B, bias,
-                                          names=("in_features", "out_features"))
-        param_dtype = A.dtype if param_dtype is None else param_dtype
-        module = cls(A.shape[0], B.shape[1], A.shape[1], use_bias=bias is not None, dtype=dtype,
-                     param_dtype=param_dtype, precision=precision)
-        params = {"kernel_a": jnp.asarray(A, param_dtype), "kernel_b": jnp.asarray(B, param_dtype)}
-        if bias is not None:
-            params["bias"] = jnp.asarray(bias, param_dtype)
-        return module, {"params": params}
+        args, kw, params = _build.factor_params("FactorizedLinear.from_factors", A, B, bias,
+                                                param_dtype, _build.LINEAR_NAMES)
+        return cls(*args, **kw, dtype=dtype, precision=precision), {"params": params}
 
     @classmethod
     def from_kernel(cls, kernel: Any, rank: Any, *, bias: Any = None, method: str = "svd",
                     key: Any = None, nmf_options: dict | None = None, dtype: Dtype | None = None,
                     param_dtype: Dtype | None = None, precision: Any = None,
-                    ) -> tuple["FactorizedLinear", dict]:
+                    checks: bool = False) -> tuple["FactorizedLinear", dict]:
         """``(module, variables)`` compressing ``kernel``; see
         :meth:`jaxfact.nn.FactorizedLinear.from_kernel`."""
-        f = _build.factorize("FactorizedLinear.from_kernel", kernel, rank, method, key,
-                             nmf_options, name="kernel", methods=_build.KERNEL_METHODS)
-        if param_dtype is None:
-            param_dtype = jnp.asarray(kernel).dtype
-        return cls.from_factors(f.A, f.B, bias, dtype=dtype, param_dtype=param_dtype,
-                                precision=precision)
+        args, kw, params = _build.table_params(
+            "FactorizedLinear.from_kernel", kernel, rank, method=method, key=key,
+            nmf_options=nmf_options, param_dtype=param_dtype, checks=checks, bias=bias,
+            names=_build.LINEAR_NAMES)
+        return cls(*args, **kw, dtype=dtype, precision=precision), {"params": params}
 
 
 class AdaptiveEmbed(nn.Module):
     """Linen twin of :class:`jaxfact.nn.AdaptiveEmbed` (Baevski & Auli 2019).
 
     Parameters ``embedding_i`` (size_i, d_i) and ``projection_i`` (d_i, F) (none for the head band
-    unless ``head_projection``): ``sum_i size_i d_i + sum_{i>0} d_i F``.
+    unless ``head_projection``): ``sum_i size_i d_i + sum_{i>0} d_i F``. ``from_table`` returns
+    ``(module, variables)``.
     """
 
     cutoffs: Sequence[int]
@@ -188,20 +191,10 @@ class AdaptiveEmbed(nn.Module):
                                                        self.features, self.factor,
                                                        self.num_embeddings)
         self._cut = cutoffs
-        dims = _math.band_dims(cutoffs, F, factor)
-        E, P = [], []
-        lo = 0
-        for i, (hi, d) in enumerate(zip(cutoffs, dims)):
-            E.append(self.param(f"embedding_{i}", self.embedding_init, (hi - lo, d),
-                                self.param_dtype))
-            if _math.band_has_projection(i, d, F, self.head_projection):
-                P.append(self.param(f"projection_{i}", self.projection_init, (d, F),
-                                    self.param_dtype))
-            else:
-                P.append(None)
-            lo = hi
-        self._E = E
-        self._P = P
+        shapes = _math.adaptive_shapes(cutoffs, F, factor, self.head_projection)
+        inits = {name: self.embedding_init if name.startswith("embedding")
+                 else self.projection_init for name in shapes}
+        self._E, self._P = _math.adaptive_bands(_init_params(self, shapes, inits), len(cutoffs))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         ids = _math.check_ids("AdaptiveEmbed", ids, self._cut[-1])
@@ -214,24 +207,28 @@ class AdaptiveEmbed(nn.Module):
     @classmethod
     def from_table(cls, table: Any, cutoffs: Sequence[int], *, factor: float = 4,
                    head_projection: bool = False, key: Any = None, dtype: Dtype | None = None,
-                   param_dtype: Dtype | None = None) -> tuple["AdaptiveEmbed", dict]:
+                   param_dtype: Dtype | None = None, checks: bool = False,
+                   ) -> tuple["AdaptiveEmbed", dict]:
         """``(module, variables)`` converting a trained table into adaptive bands; see
         :meth:`jaxfact.nn.AdaptiveEmbed.from_table`."""
-        module, variables, _ = adaptive_from_table(
-            cls, "AdaptiveEmbed.from_table", table, cutoffs, factor, head_projection, key, dtype,
-            param_dtype)
-        return module, variables
+        bands = _build.adaptive_from_table("AdaptiveEmbed.from_table", table, cutoffs, factor,
+                                           head_projection, key, param_dtype, checks)
+        return _adaptive_from_bands(cls, bands, head_projection, dtype)
 
 
-def adaptive_from_table(cls, fn, table, cutoffs, factor, head_projection, key, dtype,
-                        param_dtype):
-    """``(module, variables, band_errors)``; see :meth:`AdaptiveEmbed.from_table`."""
-    b = _build.adaptive_from_table(fn, table, cutoffs, factor, head_projection, key, param_dtype)
-    module = cls(b.cutoffs, b.features, factor=b.factor, head_projection=head_projection,
-                 dtype=dtype, param_dtype=b.param_dtype)
-    params = {f"embedding_{i}": e for i, e in enumerate(b.E)}
-    params.update({f"projection_{i}": p for i, p in enumerate(b.P) if p is not None})
-    return module, {"params": params}, b.errors
+def _init_params(module, shapes, inits):
+    """The parameters named in ``shapes`` (None where the shape is None), created in order."""
+    params = {"bias": None}
+    for name, shape in shapes.items():
+        params[name] = None if shape is None else module.param(name, inits[name], shape,
+                                                                module.param_dtype)
+    return params
+
+
+def _adaptive_from_bands(cls, bands, head_projection, dtype):
+    module = cls(bands.cutoffs, bands.features, factor=bands.factor,
+                 head_projection=head_projection, dtype=dtype, param_dtype=bands.param_dtype)
+    return module, {"params": bands.params}
 
 
 def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any = None,
@@ -269,14 +266,9 @@ def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any
       ``(new_params, modules, report)``: the parameters in the same layout as ``params``, a dict
       path -> module definition, and a :class:`jaxfact.nn.CompressReport`.
 
-    Example::
-
-      >>> params, modules, report = compress_params(variables["params"], ["embed"], rank=32)
-      >>> small = swap_modules(model, modules)
-      >>> logits = small.apply({"params": params}, ids)
+    See the module's example.
     """
     fn = "compress_params"
-    from jaxfact.nn import _compress
     if not isinstance(params, Mapping):
         raise TypeError(f"{fn}: `params` must be a Linen parameter dict; got "
                         f"{type(params).__name__}")
@@ -284,8 +276,8 @@ def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any
     wrapped = set(tree) == {"params"} or ("params" in tree and isinstance(tree["params"], Mapping)
                                           and not _is_layer(tree["params"]))
     root = tree["params"] if wrapped else tree
-    method = _checks.check_choice(fn, "method", method, _COMPRESS_METHODS)
-    rank = _compress._check_rank_for(fn, rank, method, cutoffs)
+    method = _checks.check_choice(fn, "method", method, COMPRESS_METHODS)
+    rank = _build.check_rank_option(fn, rank, method, cutoffs)
     if key is not None:
         key = _checks.check_key(fn, key)
     paths = _check_paths(fn, module_paths)
@@ -301,8 +293,8 @@ def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any
                              f"{sorted(leaf)}; expected an nn.Embed ({{'embedding'}}) or an "
                              f"nn.Dense ({{'kernel'}} or {{'kernel', 'bias'}})")
         if kind == "linear" and method in ("pca", "adaptive"):
-            raise ValueError(_compress._pca_linear_message(fn, path, method).replace(
-                "`include`", "`module_paths`").replace("nnx.Linear", "nn.Dense"))
+            raise ValueError(_build.linear_method_message(fn, path, method, arg="module_paths",
+                                                          layer="nn.Dense"))
         W = leaf["embedding"] if kind == "embed" else leaf["kernel"]
         param_dtype = jnp.asarray(W).dtype
         size = sum(int(np.size(v)) for v in leaf.values())
@@ -310,17 +302,18 @@ def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any
             if jnp.shape(W)[0] != cutoffs[-1]:
                 raise ValueError(f"{fn}: `cutoffs` must end at the vocabulary size "
                                  f"{jnp.shape(W)[0]} of layer {path!r}; got {tuple(cutoffs)}")
-            module, variables, errors = adaptive_from_table(
-                AdaptiveEmbed, fn, W, cutoffs, factor, False, layer_key, dtype, param_dtype)
+            bands = _build.adaptive_from_table(fn, W, cutoffs, factor, False, layer_key,
+                                               param_dtype)
+            module, variables = _adaptive_from_bands(AdaptiveEmbed, bands, False, dtype)
             new = variables["params"]
             approx = module.apply(variables, jnp.arange(jnp.shape(W)[0]))
             err = float(jnp.linalg.norm(approx - W) / max(float(jnp.linalg.norm(W)), 1e-300))
             report = LayerReport(path, "Embed -> AdaptiveEmbed", tuple(jnp.shape(W)),
                                  tuple(_math.band_dims(module.cutoffs, module.features,
                                                        module.factor)),
-                                 size, _count(new), err, errors)
+                                 size, _count(new), err, tuple(float(e) for e in bands.errors))
         else:
-            f = _build.factorize(fn, W, _compress._rank_of(fn, rank, path), method, layer_key,
+            f = _build.factorize(fn, W, _build.rank_for_layer(fn, rank, path), method, layer_key,
                                  nmf_options, where=where,
                                  name="table" if kind == "embed" else "kernel",
                                  methods=(_build.METHODS if kind == "embed"

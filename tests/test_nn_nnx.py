@@ -1,4 +1,4 @@
-"""Tests of jaxfact.nn: FactorizedEmbed and AdaptiveEmbed (NNX) and their Linen twins."""
+"""Tests of jaxfact.nn._nnx: the NNX modules FactorizedEmbed, FactorizedLinear and AdaptiveEmbed."""
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +9,11 @@ from flax import nnx
 
 from conftest import max_intermediate, tol
 from jaxfact import nn as jnn
-from jaxfact.nn import _math
 from jaxfact.nn import linen as jln
+from nn_testing import rel, svd_tail
 
 V, F, R = 50, 12, 4
+HID = 10
 CUTOFFS = (6, 20, 50)   # band dims with F = 12, factor 2: (12, 6, 3)
 
 
@@ -42,10 +43,6 @@ def fact():
 @pytest.fixture(scope="module")
 def adaptive():
     return jnn.AdaptiveEmbed(CUTOFFS, F, factor=2, rngs=nnx.Rngs(1))
-
-
-# ------------------------------------------------------------------------------------------------
-# Parameter counts and shapes
 
 
 @pytest.mark.parametrize("use_bias", [False, True])
@@ -78,10 +75,6 @@ def test_output_shapes(fact, adaptive, shape):
         assert emb.attend(jnp.ones(shape + (F,))).shape == shape + (V,)
 
 
-# ------------------------------------------------------------------------------------------------
-# Lookup and attend against the explicit dense table
-
-
 def test_factorized_lookup_and_attend_match_dense(fact):
     T = dense_table(fact)
     ids = jax.random.randint(jax.random.key(2), (3, 9), 0, V)
@@ -111,10 +104,6 @@ def test_attend_never_forms_the_table():
     jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s).attend(x))(
         state, jax.ShapeDtypeStruct((1, 256), jnp.float32))
     assert max_intermediate(jaxpr.jaxpr) == 20000 * 8 < 20000 * 256
-
-
-# ------------------------------------------------------------------------------------------------
-# from_table / from_factors: the truncated-SVD and PCA optima
 
 
 @pytest.fixture(scope="module")
@@ -169,47 +158,6 @@ def test_from_factors_roundtrip_and_dtypes():
     np.testing.assert_allclose(module.apply(variables, jnp.array([5])), [A[5] @ B + b])
 
 
-# ------------------------------------------------------------------------------------------------
-# Linen twins: same parameters, same outputs
-
-
-def _nnx_from_linen(nnx_module, variables):
-    for name, value in variables["params"].items():
-        getattr(nnx_module, name).set_value(value)
-    return nnx_module
-
-
-def test_linen_twin_factorized():
-    lin = jln.FactorizedEmbed(V, F, R, use_bias=True, bias_init=nn_normal())
-    variables = lin.init(jax.random.key(5), jnp.zeros((1,), jnp.int32))
-    emb = _nnx_from_linen(nnx.eval_shape(lambda: jnn.FactorizedEmbed(
-        V, F, R, use_bias=True, rngs=nnx.Rngs(0))), variables)
-    ids = jnp.array([[0, 3, 49], [7, 7, 1]])
-    x = jax.random.normal(jax.random.key(6), (4, F))
-    np.testing.assert_array_equal(lin.apply(variables, ids), emb(ids))
-    np.testing.assert_array_equal(lin.apply(variables, x, method="attend"), emb.attend(x))
-
-
-def test_linen_twin_adaptive():
-    lin = jln.AdaptiveEmbed(CUTOFFS, F, factor=2)
-    variables = lin.init(jax.random.key(7), jnp.zeros((1,), jnp.int32))
-    emb = _nnx_from_linen(nnx.eval_shape(lambda: jnn.AdaptiveEmbed(CUTOFFS, F, factor=2,
-                                                                   rngs=nnx.Rngs(0))), variables)
-    assert set(variables["params"]) == set(nnx.state(emb, nnx.Param).keys())
-    ids = jnp.arange(V).reshape(2, 25)
-    x = jax.random.normal(jax.random.key(8), (3, F))
-    np.testing.assert_array_equal(lin.apply(variables, ids), emb(ids))
-    np.testing.assert_array_equal(lin.apply(variables, x, method="attend"), emb.attend(x))
-
-
-def nn_normal():
-    return jax.nn.initializers.normal(1.0)
-
-
-# ------------------------------------------------------------------------------------------------
-# Transformations, gradients, training, dtypes
-
-
 def test_band_local_gradients(adaptive):
     graph, params = nnx.split(adaptive, nnx.Param)
     ids = jnp.array([[7, 8, 19], [10, 10, 12]])   # band 1 only: [6, 20)
@@ -248,7 +196,8 @@ def test_one_optimizer_step_lowers_the_loss(kind):
     @nnx.jit
     def step(m, opt):
         loss, grads = nnx.value_and_grad(loss_fn)(m)
-        opt.update(m, grads)
+        with jax.numpy_dtype_promotion("standard"):   # optax's Adam mixes its int32 count
+            opt.update(m, grads)
         return loss
 
     before = float(step(model, opt))
@@ -286,18 +235,6 @@ def test_bfloat16_compute_and_storage(kind):
     assert store(ids).dtype == jnp.bfloat16
     # bfloat16 has an 8-bit mantissa: relative error ~ a few 2^-8 per product and sum.
     np.testing.assert_allclose(np.asarray(out, np.float32), ref(ids), rtol=3e-2, atol=3e-2)
-
-
-def test_pure_math_is_shared():
-    A = jnp.arange(6.0).reshape(3, 2)
-    B = jnp.ones((2, 4))
-    out = _math.factorized_lookup(jnp.array([2]), A, B)
-    np.testing.assert_allclose(out, [[9.0] * 4])
-    assert _math.factorized_param_count(3, 4, 2, True) == 3 * 2 + 2 * 4 + 4
-
-
-# ------------------------------------------------------------------------------------------------
-# Bad input
 
 
 def test_errors_ids(fact, adaptive):
@@ -357,7 +294,7 @@ def test_errors_from_table(trained_table):
 
 
 def test_from_table_nmf_gives_nonnegative_parts(trained_table):
-    from jaxfact.nmf import nmf
+    from jaxfact import nmf
     X = np.abs(trained_table)
     emb = jnn.FactorizedEmbed.from_table(X, 4, method="nmf", nmf_options={"solver": "hals"})
     A, B = np.asarray(emb.embedding[...]), np.asarray(emb.projection[...])
@@ -384,9 +321,45 @@ def test_scan_over_chunks(fact, adaptive):
         np.testing.assert_allclose(s, jnp.sum(emb(ids)), rtol=1e-5)
 
 
-def test_linen_from_table_matches_nnx(trained_table):
-    module, variables = jln.FactorizedEmbed.from_table(trained_table, 3, method="pca")
-    emb = jnn.FactorizedEmbed.from_table(trained_table, 3, method="pca")
-    ids = jnp.array([0, 5, 79])
-    np.testing.assert_array_equal(module.apply(variables, ids), emb(ids))
-    assert set(variables["params"]) == {"embedding", "projection", "bias"}
+# ------------------------------------------------------------------------------------------------
+# FactorizedLinear
+
+
+def test_factorized_linear_from_kernel_full_rank_equals_dense():
+    dense = nnx.Linear(F, HID, rngs=nnx.Rngs(0), bias_init=nnx.initializers.normal(1.0))
+    low = jnn.FactorizedLinear.from_kernel(dense.kernel[...], min(F, HID),
+                                           bias=dense.bias[...])
+    x = jax.random.normal(jax.random.key(1), (3, 5, F))
+    np.testing.assert_allclose(low(x), dense(x), atol=tol(np.float32, 10))
+    assert low.num_params == F * HID + HID * HID + HID
+    assert low.kernel_a[...].shape == (F, HID) and low.kernel_b[...].shape == (HID, HID)
+
+
+def test_factorized_linear_reaches_eckart_young_and_matches_linen():
+    K = jax.random.normal(jax.random.key(2), (F, HID))
+    k = 3
+    b = jnp.linspace(-1.0, 1.0, HID)
+    low = jnn.FactorizedLinear.from_kernel(K, k, bias=b)
+    assert rel(low.kernel(), K) == pytest.approx(svd_tail(K, k), rel=1e-5)
+    module, variables = jln.FactorizedLinear.from_kernel(K, k, bias=b)
+    x = jax.random.normal(jax.random.key(3), (4, F))
+    np.testing.assert_array_equal(module.apply(variables, x), low(x))
+    # The Linen layer initializes parameters of the same names and shapes as the NNX one.
+    shapes = jax.tree.map(jnp.shape, module.init(jax.random.key(0), x)["params"])
+    assert shapes == {"kernel_a": (F, k), "kernel_b": (k, HID), "bias": (HID,)}
+
+
+def test_factorized_linear_init_and_dtypes():
+    layer = jnn.FactorizedLinear(F, HID, 4, param_dtype=jnp.bfloat16, dtype=jnp.float32,
+                                 rngs=nnx.Rngs(0))
+    assert layer.kernel_a[...].dtype == jnp.bfloat16
+    y = layer(jnp.ones((2, F), jnp.bfloat16))
+    assert y.dtype == jnp.float32 and y.shape == (2, HID)
+    with pytest.raises(ValueError, match=r"FactorizedLinear: `rank` must be an integer in "
+                                         r"\[1, 10\]"):
+        jnn.FactorizedLinear(F, HID, 11, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"FactorizedLinear: `x` must have a last axis of size"):
+        layer(jnp.ones((2, F + 1)))
+    with pytest.raises(ValueError, match=r"FactorizedLinear.from_kernel: `method` must be one of "
+                                         r"'svd', 'nmf'; got 'pca'"):
+        jnn.FactorizedLinear.from_kernel(jnp.ones((4, 3)), 1, method="pca")
