@@ -256,12 +256,14 @@ def check_shape2(fn: str, shape: Any, name: str = "shape") -> tuple[int, int]:
 
 
 def check_observed(fn: str, rows: Any, cols: Any, values: Any, shape: Any, *,
-                   values_name: str = "values") -> tuple[jax.Array, jax.Array, jax.Array,
-                                                         tuple[int, int]]:
+                   values_name: str = "values", checks: bool = False
+                   ) -> tuple[jax.Array, jax.Array, jax.Array, tuple[int, int]]:
     """Validates an observed-entries matrix given as (rows, cols, values, shape).
 
     Raises for: non-integer indices, non-float values, lengths that differ, an empty set of
     observations, negative or out-of-range indices, duplicate (row, col) pairs and NaN/Inf values.
+    With ``checks``, traced indices and values get staged checkify checks of their range and
+    finiteness (duplicates are checked on concrete indices only).
     """
     m, n = check_shape2(fn, shape)
     arrays = {}
@@ -291,16 +293,25 @@ def check_observed(fn: str, rows: Any, cols: Any, values: Any, shape: Any, *,
             dup = np.setdiff1d(np.arange(flat.size), first)[0]
             raise ValueError(f"{fn}: duplicate observed entry (row {r[dup]}, col {c[dup]}); each "
                              f"(row, col) pair may appear once (sum or average duplicates first)")
-    check_finite(fn, values_name, values)
+    else:
+        for name, size in (("rows", m), ("cols", n)):
+            check_index_range(fn, name, arrays[name], size, checks)
+    check_finite(fn, values_name, values, checks)
     rows_j = jnp.asarray(arrays["rows"], dtype=jnp.int32)
     cols_j = jnp.asarray(arrays["cols"], dtype=jnp.int32)
     return rows_j, cols_j, values, (m, n)
 
 
-def check_index_range(fn: str, name: str, idx: Any, size: int) -> None:
+def check_index_range(fn: str, name: str, idx: Any, size: int, checks: bool = False) -> None:
     """Raises ``ValueError`` if a concrete integer index array has entries outside [0, size - 1]
-    (one message for every function that takes indices)."""
-    if not is_concrete(idx) or not getattr(idx, "size", 1):
+    (one message for every function that takes indices); for tracers, stages a checkify check
+    when ``checks`` is true and does nothing otherwise."""
+    if not is_concrete(idx):
+        if checks:
+            checkify.check(jnp.all((idx >= 0) & (idx < size)),
+                           f"{fn}: `{name}` must be in [0, {size - 1}]")
+        return
+    if not getattr(idx, "size", 1):
         return
     lo, hi = value_range(idx)
     if lo < 0 or hi >= size:
