@@ -192,11 +192,11 @@ def _wlra(X, W, U, d, V, key, lam, tol, *, max_iter, n_power, fresh):
     norm = jnp.where(norm > 0, norm, 1)
 
     def weighted_sq(U, d, V):
-        R = X - (U * d) @ V.T
+        R = X - (U * d[None, :]) @ V.T
         return jnp.sum(W * R * R)
 
     def update(it, n_iter):
-        Z = (it.U * it.d) @ it.V.T
+        Z = (it.U * it.d[None, :]) @ it.V.T
         A = Z + W * (X - Z)   # EM "fill in": W X + (1 - W) Z
         passes = jnp.where(n_iter == 0, first, n_power + 1)
         U, s, V = _linalg.subspace_svd(lambda B: A @ B, lambda B: A.T @ B, it.V, passes, X.shape)

@@ -103,10 +103,9 @@ def test_svt_status_and_objective_history(svt_case, x64):
 def test_svt_status_diverged(x64):
     rows, cols, vals, M = _problem(frac=0.7)
     # Steps far beyond the paper's 0 < delta < 2 (delta = 5 / p): the residual blows up.
-    res = jaxfact.svt(rows, cols, jnp.asarray(vals), (N1, N2), delta=5 * N1 * N2 / len(vals),
-                      max_iter=100)
+    res = jaxfact.svt(rows, cols, jnp.asarray(vals), (N1, N2), delta=5 * N1 * N2 / len(vals))
     assert int(res.status) == jaxfact.Status.DIVERGED and not bool(res.converged)
-    assert float(res.residual) > 1e5 and int(res.n_iter) < 100
+    assert float(res.residual) > 1e5 and int(res.n_iter) < 50
 
 
 def test_svt_status_buffer_full_under_jit(svt_case, x64):
@@ -121,10 +120,6 @@ def test_svt_status_buffer_full_under_jit(svt_case, x64):
     assert int(jnp.sum(out.S > 0)) <= 1
     np.testing.assert_allclose(np.asarray(out.residual_history[:n]), hist_ref[:n], rtol=1e-5)
     assert float(out.residual) == float(out.residual_history[n - 1])
-    # Eagerly, the same buffer grows and the solve gives the default's iterates.
-    grown = jaxfact.svt(rows, cols, jnp.asarray(vals), (N1, N2), buffer_size=6)
-    assert int(grown.status) == jaxfact.Status.CONVERGED and int(grown.n_iter) == int(res.n_iter)
-    np.testing.assert_allclose(dense(grown), dense(res), atol=1e-6 * np.abs(X_ref).max())
 
 
 def test_svt_does_not_depend_on_the_key(svt_case, x64):
@@ -321,13 +316,14 @@ def test_soft_impute_status_and_residual_history(si_case, x64):
 def test_soft_impute_max_rank_is_deprecated():
     rows, cols, vals, M = _problem(seed=1, noise=0.1)
     v = jnp.asarray(vals, jnp.float32)
+    kw = dict(lam=LAM, tol=1e-7, max_iter=500)   # as in test_soft_impute_jit_and_vmap: no compile
     with pytest.warns(DeprecationWarning, match=r"soft_impute: `max_rank` is renamed `rank`"):
-        old = jaxfact.soft_impute(rows, cols, v, (N1, N2), lam=LAM, max_rank=4, max_iter=5)
-    new = jaxfact.soft_impute(rows, cols, v, (N1, N2), lam=LAM, rank=4, max_iter=5)
+        old = jaxfact.soft_impute(rows, cols, v, (N1, N2), max_rank=8, **kw)
+    new = jaxfact.soft_impute(rows, cols, v, (N1, N2), rank=8, **kw)
     np.testing.assert_array_equal(np.asarray(old.S), np.asarray(new.S))
     with pytest.warns(DeprecationWarning, match=r"soft_impute_path: `max_rank` is renamed"):
-        jaxfact.soft_impute_path(rows, cols, v, (N1, N2), lams=jnp.array([2.0]), max_rank=4,
-                                 max_iter=5)
+        with pytest.raises(ValueError, match=r"soft_impute_path: `lams` must hold at least one"):
+            jaxfact.soft_impute_path(rows, cols, v, (N1, N2), lams=jnp.zeros(0), max_rank=8)
     with pytest.raises(TypeError, match=r"soft_impute: pass `rank` only"):
         jaxfact.soft_impute(rows, cols, v, (N1, N2), lam=LAM, rank=4, max_rank=4)
     with pytest.raises(TypeError, match=r"soft_impute: missing the keyword argument `rank`"):
@@ -336,29 +332,23 @@ def test_soft_impute_max_rank_is_deprecated():
 
 def test_checks_true_stages_value_checks_under_jit():
     rows, cols, vals, M = _problem(seed=1, noise=0.1)
-    bad = np.asarray(vals, np.float32)
-    bad[3] = np.nan
+    good = jnp.asarray(vals, jnp.float32)
+    bad = good.at[3].set(jnp.nan)
+    f = checkify.checkify(jax.jit(lambda r, c, v: jaxfact.svt(r, c, v, (N1, N2), max_iter=1,
+                                                             checks=True).S))
+    with pytest.raises(Exception, match=r"svt: `values` must be finite"):
+        f(rows, cols, bad)[0].throw()
+    assert f(rows, cols, good)[0].get() is None
+    g = checkify.checkify(jax.jit(lambda r, c, v, lams: jaxfact.soft_impute_path(
+        r, c, v, (N1, N2), lams=lams, rank=3, max_iter=1, checks=True).S))
     lams = jnp.array([2.0, 1.0])
-    fns = {
-        "svt": lambda r, c, v: jaxfact.svt(r, c, v, (N1, N2), max_iter=3, checks=True).S,
-        "soft_impute": lambda r, c, v: jaxfact.soft_impute(r, c, v, (N1, N2), lam=LAM, rank=3,
-                                                           max_iter=3, checks=True).S,
-        "soft_impute_path": lambda r, c, v: jaxfact.soft_impute_path(
-            r, c, v, (N1, N2), lams=lams, rank=3, max_iter=3, checks=True).S,
-    }
-    for name, fn in fns.items():
-        f = checkify.checkify(jax.jit(fn))
-        with pytest.raises(Exception, match=rf"{name}: `values` must be finite"):
-            f(rows, cols, bad)[0].throw()
-        with pytest.raises(Exception, match=rf"{name}: `rows` must be in \[0, {N1 - 1}\]"):
-            f(rows + 1, cols, jnp.asarray(vals, jnp.float32))[0].throw()
-        err, _ = f(rows, cols, jnp.asarray(vals, jnp.float32))
-        assert err.get() is None
-    g = checkify.checkify(jax.jit(lambda l: jaxfact.soft_impute_path(
-        rows, cols, jnp.asarray(vals, jnp.float32), (N1, N2), lams=l, rank=3, max_iter=3,
-        checks=True).S))
+    with pytest.raises(Exception, match=r"soft_impute_path: `values` must be finite"):
+        g(rows, cols, bad, lams)[0].throw()
+    with pytest.raises(Exception, match=rf"soft_impute_path: `rows` must be in \[0, {N1 - 1}\]"):
+        g(rows + 1, cols, good, lams)[0].throw()
     with pytest.raises(Exception, match=r"soft_impute_path: `lams` must be non-negative"):
-        g(jnp.array([1.0, -1.0]))[0].throw()
+        g(rows, cols, good, -lams)[0].throw()
+    assert g(rows, cols, good, lams)[0].get() is None
 
 
 _SHAPES = [(8, 6), (5, 9)]
@@ -423,7 +413,7 @@ def test_errors_observed_entries():
     r, c, v = np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0], np.float32)
     with pytest.raises(ValueError, match=r"svt: `rows` must be in \[0, 2\]; got values in \[0, 3\]"):
         jaxfact.svt(np.array([0, 1, 3]), c, v, (3, 3))
-    with pytest.raises(ValueError, match=r"svt: `cols` must be non-negative"):
+    with pytest.raises(ValueError, match=r"svt: `cols` must be in \[0, 2\]; got values in \[-1, 2\]"):
         jaxfact.svt(r, np.array([0, -1, 2]), v, (3, 3))
     with pytest.raises(ValueError, match=r"svt: `rows`, `cols` and `values` must have the same"):
         jaxfact.svt(r[:2], c, v, (3, 3))
