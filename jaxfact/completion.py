@@ -99,7 +99,9 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
       buffer_size: the initial size of the rank buffer, not a target rank: the rank of X is set
         by ``tau``, and the buffer doubles whenever fewer than 5 of its values fall below tau.
       n_power: extra subspace (power) iterations per SVT step (1 matches full-accuracy SVDs).
-      checks: {checks}
+      checks: under an outer ``jit``, also check that the indices are in range and the
+        values finite, with ``jax.experimental.checkify`` (wrap the jitted caller in
+        ``checkify.checkify``).
 
     Returns:
       ``CompletionResult``: ``X^k = U diag(S) Vt`` with ``U`` (n1, r), ``S`` (r,), ``Vt``
@@ -158,8 +160,8 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     # function): then the buffer cannot grow.
     concrete = _checks.is_concrete(state.status)
     while concrete and int(state.status) == Status.BUFFER_FULL and K < nmin:
-        # Double the buffer (new random directions beside the computed subspace) and go on from
-        # the step that filled it. One compilation per buffer size.
+        # Double the buffer (new random directions beside the computed subspace), redo the SVD
+        # of the last Y with it and go on. One compilation per buffer size.
         K = min(2 * K, nmin)
         key, sub = jax.random.split(key)
         state, result = run(state, sub, K)
@@ -280,8 +282,8 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
       warm_start: optional start for the first lambda.
       diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
       checks: under an outer ``jit``, also check that the indices are in range and the
-        values finite, with ``jax.experimental.checkify`` (wrap the jitted caller in
-        ``checkify.checkify``). (and ``lams``).
+        values and ``lams`` finite (``lams`` non-negative), with ``jax.experimental.checkify``
+        (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       A ``CompletionResult`` whose fields have a leading axis of length ``len(lams)``, each fit

@@ -379,10 +379,11 @@ def test_soft_impute_invariants(shape_index, seed, lam_frac):
         R = np.zeros((n1, n2))
         R[rows, cols] = vals - np.asarray(jaxfact.predict(res, rows, cols))
         norm_R = np.linalg.norm(R, 2)
-        if bool(res.converged):
-            assert norm_R <= lam * (1 + 1e-5)
-            if float(res.S[0]) > 0:
-                assert norm_R >= lam * (1 - 1e-5)
+        # (A relative change below 1e-20 leaves ~1e-7 of slack in these small problems.)
+        assert bool(res.converged)
+        assert norm_R <= lam * (1 + 1e-6)
+        if float(res.S[0]) > 0:
+            assert norm_R >= lam * (1 - 1e-6)
 
 
 def test_soft_impute_jit_and_vmap():
