@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxfact import _checks
 from jaxfact import _completion
 from jaxfact import _implicit
-from jaxfact._solver import Status
+from jaxfact import _solver
 
 __all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path"]
 
@@ -110,7 +110,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
       problem SVT solves, ``tau ||X^k||_* + 1/2 ||X^k||_F^2``, after each iteration (it grows
       towards the constrained optimum: it is not monotone in general); ``rank_history`` the rank
       of X^k. Under an outer ``jit`` the buffer cannot grow: it stays at ``buffer_size``
-      (untrimmed), and if it fills the solve stops with ``status == Status.BUFFER_FULL`` and the
+      (untrimmed), and if it fills the solve stops with ``status == _solver.Status.BUFFER_FULL`` and the
       last iterate that fitted (X = 0 if none did).
 
     Example:
@@ -159,7 +159,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     # Traced under an outer jit, also when every input is concrete (closed over by the jitted
     # function): then the buffer cannot grow.
     concrete = _checks.is_concrete(state.status)
-    while concrete and int(state.status) == Status.BUFFER_FULL and K < nmin:
+    while concrete and int(state.status) == _solver.Status.BUFFER_FULL and K < nmin:
         # Double the buffer (new random directions beside the computed subspace), redo the SVD
         # of the last Y with it and go on. One compilation per buffer size.
         K = min(2 * K, nmin)

@@ -103,7 +103,7 @@ def test_zero_one_weights_with_lam_is_soft_impute(x64):
     rows, cols = np.nonzero(mask)
     res = jaxfact.wlra(X, mask.astype(np.float64), N2, lam=3.0, max_iter=3000, tol=1e-14)
     si = jaxfact.soft_impute(rows.astype(np.int32), cols.astype(np.int32), X[rows, cols],
-                             (N1, N2), lam=3.0, max_rank=N2, tol=1e-16, max_iter=3000)
+                             (N1, N2), lam=3.0, rank=N2, tol=1e-16, max_iter=3000)
     x = np.asarray(jaxfact.predict(si, rows, cols))
     obj_si = 0.5 * np.sum((x - X[rows, cols]) ** 2) + 3.0 * float(jnp.sum(si.S))
     np.testing.assert_allclose(float(res.history[int(res.n_iter) - 1]), obj_si, rtol=1e-7)
