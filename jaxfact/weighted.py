@@ -134,28 +134,26 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
 
 def _check_values(fn, X, W, checks):
     """Weights finite, non-negative, not all zero; X finite where the weight is positive."""
-    if not _checks.is_concrete(W):
-        if checks:
-            checkify.check(jnp.all(jnp.isfinite(W)), f"{fn}: `weights` must be finite")
-            checkify.check(jnp.all(W >= 0), f"{fn}: `weights` must be non-negative")
-            checkify.check(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0))),
-                           f"{fn}: `X` must be finite where `weights` > 0")
-        return
-    with _checks.eager():  # also for a concrete W closed over by jit
-        if bool(jnp.any(jnp.isnan(W))):
-            raise ValueError(f"{fn}: `weights` must not contain NaN; got "
-                             f"{int(jnp.sum(jnp.isnan(W)))} NaN entries")
-        _checks.check_finite(fn, "weights", W)
-        _checks.check_nonnegative(fn, "weights", W)
-        if not float(jnp.max(W)) > 0:
-            raise ValueError(f"{fn}: `weights` must have a positive entry; got all zeros")
-        if _checks.is_concrete(X):
+    if _checks.is_concrete(W):
+        with _checks.eager():  # also for a concrete W closed over by jit
+            if bool(jnp.any(jnp.isnan(W))):
+                raise ValueError(f"{fn}: `weights` must not contain NaN; got "
+                                 f"{int(jnp.sum(jnp.isnan(W)))} NaN entries")
+            _checks.check_finite(fn, "weights", W)
+            _checks.check_nonnegative(fn, "weights", W)
+            if not float(jnp.max(W)) > 0:
+                raise ValueError(f"{fn}: `weights` must have a positive entry; got all zeros")
+    else:
+        _checks.check_finite(fn, "weights", W, checks)
+        _checks.check_nonnegative(fn, "weights", W, checks)
+    if _checks.is_concrete((X, W)):
+        with _checks.eager():
             if not bool(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0)))):
                 raise ValueError(f"{fn}: `X` must be finite where `weights` > 0 (NaN or Inf is "
                                  f"allowed only at zero weight)")
-        elif checks:
-            checkify.check(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0))),
-                           f"{fn}: `X` must be finite where `weights` > 0")
+    elif checks:
+        checkify.check(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0))),
+                       f"{fn}: `X` must be finite where `weights` > 0")
 
 
 def _start(fn, warm_start, shape, k, dtype, key):
