@@ -1,7 +1,8 @@
-"""The jitted kernels behind :mod:`jaxfact.completion` (SVT, SoftImpute) and the start factors
-:mod:`jaxfact.weighted` shares. They assume the input validated by the public wrappers.
+"""The jitted kernels behind :mod:`jaxfact.completion` (SVT, SoftImpute), the result type they
+build (``CompletionResult``, public as ``jaxfact.completion.CompletionResult``) and the start
+factors :mod:`jaxfact.weighted` shares. They assume the input validated by the public wrappers.
 
-Every solve runs on :func:`jaxfact._solver.run`; the iterates are the NamedTuples below.
+Every solve runs on the shared driver (``_solver.run``); the iterates are the NamedTuples below.
 """
 
 from __future__ import annotations
@@ -40,25 +41,35 @@ class Factors(NamedTuple):
     V: jax.Array  # (n2, K)
 
 
-class Completed(NamedTuple):
-    """The fields of a CompletionResult; the public module wraps them into one."""
+class CompletionResult(NamedTuple):
+    """A completed (or weighted low-rank) matrix ``X = U @ diag(S) @ Vt``, kept factored.
 
-    U: jax.Array
-    S: jax.Array
-    Vt: jax.Array
-    n_iter: jax.Array
-    converged: jax.Array
-    residual: jax.Array
-    history: jax.Array
-    rank_history: jax.Array
-    status: jax.Array
-    residual_history: jax.Array
+    Unused components of the rank buffer have ``S == 0``; for :func:`~jaxfact.completion.svt`
+    (concrete input) the buffer is trimmed to the final rank. ``history`` is the objective of the
+    solver's problem after each iteration (each function says which), ``residual_history`` the
+    relative residual on the data (the quantity of ``residual``) after each iteration; both are
+    NaN after ``n_iter``, and ``rank_history`` is -1 there.
+    """
+
+    U: jax.Array          # (n1, k), orthonormal columns
+    S: jax.Array          # (k,), non-negative, descending
+    Vt: jax.Array         # (k, n2), orthonormal rows
+    n_iter: jax.Array     # () int32, iterations run
+    converged: jax.Array  # () bool, status == Status.CONVERGED
+    residual: jax.Array   # () relative residual on the data at the end (see each function)
+    history: jax.Array    # (max_iter,) objective after each iteration; NaN after n_iter
+    rank_history: jax.Array  # (max_iter,) int32, rank of X after each iteration; -1 after n_iter
+    status: jax.Array     # () int32, a jaxfact.Status: how the solve ended
+    residual_history: jax.Array  # (max_iter,) relative residual after each iteration; NaN after
 
 
-def completed(state: _solver.State, U, S, V, residual) -> Completed:
+def completed(state: _solver.State, U, S, V, residual) -> CompletionResult:
+    """The result of a solve that ended in ``state``, X = U diag(S) V^T (signs made
+    deterministic)."""
     U, S, Vt = _linalg.flip(U, S, V.T)
-    return Completed(U, S, Vt, state.n_iter, state.status == _solver.Status.CONVERGED, residual,
-                     state.history, state.trace.rank, state.status, state.trace.residual)
+    return CompletionResult(U, S, Vt, state.n_iter, state.status == _solver.Status.CONVERGED,
+                            residual, state.history, state.trace.rank, state.status,
+                            state.trace.residual)
 
 
 def _record(dtype) -> Record:
@@ -130,7 +141,7 @@ def _svt_grow(state, key, rows, cols, tau, shape, K, n_power):
 def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, n_power):
     """Runs SVT with a rank buffer of K components from its start (``state`` None) or from a state
     that stopped with a full smaller buffer, until it converges, diverges, reaches max_iter or
-    fills the buffer. Returns (state, Completed)."""
+    fills the buffer. Returns (state, CompletionResult)."""
     if state is None:
         state = _svt_start(key, rows, cols, b, tau, delta, shape, K, max_iter, n_power)
     else:

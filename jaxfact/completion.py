@@ -14,7 +14,7 @@ are in ``jaxfact/_completion.py``; every solve runs on the shared iteration driv
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,26 +27,9 @@ from jaxfact import _solver
 __all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path"]
 
 
-class CompletionResult(NamedTuple):
-    """A completed (or weighted low-rank) matrix ``X = U @ diag(S) @ Vt``, kept factored.
-
-    Unused components of the rank buffer have ``S == 0``; for :func:`svt` (concrete input) the
-    buffer is trimmed to the final rank. ``history`` is the objective of the solver's problem
-    after each iteration (each function says which), ``residual_history`` the relative residual
-    on the data (the quantity of ``residual``) after each iteration; both are NaN after
-    ``n_iter``, and ``rank_history`` is -1 there.
-    """
-
-    U: jax.Array          # (n1, k), orthonormal columns
-    S: jax.Array          # (k,), non-negative, descending
-    Vt: jax.Array         # (k, n2), orthonormal rows
-    n_iter: jax.Array     # () int32, iterations run
-    converged: jax.Array  # () bool, status == Status.CONVERGED
-    residual: jax.Array   # () relative residual on the data at the end (see each function)
-    history: jax.Array    # (max_iter,) objective after each iteration; NaN after n_iter
-    rank_history: jax.Array  # (max_iter,) int32, rank of X after each iteration; -1 after n_iter
-    status: jax.Array     # () int32, a jaxfact.Status: how the solve ended
-    residual_history: jax.Array  # (max_iter,) relative residual after each iteration; NaN after
+# Defined beside the kernels that build it; its public home is this module.
+CompletionResult = _completion.CompletionResult
+CompletionResult.__module__ = __name__
 
 
 def _rank_argument(fn, rank, max_rank):
@@ -110,7 +93,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
       problem SVT solves, ``tau ||X^k||_* + 1/2 ||X^k||_F^2``, after each iteration (it grows
       towards the constrained optimum: it is not monotone in general); ``rank_history`` the rank
       of X^k. Under an outer ``jit`` the buffer cannot grow: it stays at ``buffer_size``
-      (untrimmed), and if it fills the solve stops with ``status == _solver.Status.BUFFER_FULL`` and the
+      (untrimmed), and if it fills the solve stops with ``status == Status.BUFFER_FULL`` and the
       last iterate that fitted (X = 0 if none did).
 
     Example:
@@ -168,7 +151,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     if concrete:
         r = int(jnp.sum(result.S > 0))
         result = result._replace(U=result.U[:, :r], S=result.S[:r], Vt=result.Vt[:r])
-    return CompletionResult(*result)
+    return result
 
 
 def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, lam: Any,
@@ -259,7 +242,7 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     res = _completion.soft_impute(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam),
                                   tol, shape=(n1, n2), max_iter=max_iter, n_power=n_power,
                                   fresh=warm_start is None)
-    return _implicit.soft_impute(CompletionResult(*res), rows, cols, values, lam, rank, diff)
+    return _implicit.soft_impute(res, rows, cols, values, lam, rank, diff)
 
 
 def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, lams: Any,
@@ -324,7 +307,7 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     path = _completion.soft_impute_path(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key,
                                         sg(lams), tol, shape=(n1, n2), max_iter=max_iter,
                                         n_power=n_power, fresh=warm_start is None)
-    return _implicit.soft_impute_path(CompletionResult(*path), rows, cols, values, lams, rank,
+    return _implicit.soft_impute_path(path, rows, cols, values, lams, rank,
                                       diff)
 
 

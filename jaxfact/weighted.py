@@ -129,7 +129,7 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     sg = jax.lax.stop_gradient
     res = _wlra(sg(X), sg(W), sg(U0), sg(d0), sg(V0), key, sg(lam), tol, max_iter=max_iter,
                 n_power=n_power, fresh=warm_start is None)
-    return _implicit.wlra(CompletionResult(*res), X, W, lam, rank, diff)
+    return _implicit.wlra(res, X, W, lam, rank, diff)
 
 
 def _check_values(fn, X, W, checks):

@@ -412,9 +412,11 @@ def test_predict_matches_dense(si_case, x64):
 
 def test_errors_observed_entries():
     r, c, v = np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([1.0, 2.0, 3.0], np.float32)
-    with pytest.raises(ValueError, match=r"svt: `rows` must be in \[0, 2\]; got values in \[0, 3\]"):
+    with pytest.raises(ValueError, match=r"svt: `rows` must be in \[0, 2\]; got values in "
+                                         r"\[0, 3\]"):
         jaxfact.svt(np.array([0, 1, 3]), c, v, (3, 3))
-    with pytest.raises(ValueError, match=r"svt: `cols` must be in \[0, 2\]; got values in \[-1, 2\]"):
+    with pytest.raises(ValueError, match=r"svt: `cols` must be in \[0, 2\]; got values in "
+                                         r"\[-1, 2\]"):
         jaxfact.svt(r, np.array([0, -1, 2]), v, (3, 3))
     with pytest.raises(ValueError, match=r"svt: `rows`, `cols` and `values` must have the same"):
         jaxfact.svt(r[:2], c, v, (3, 3))
