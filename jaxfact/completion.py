@@ -32,18 +32,6 @@ CompletionResult = _completion.CompletionResult
 CompletionResult.__module__ = __name__
 
 
-def _rank_argument(fn, rank, max_rank):
-    """``rank``, or its deprecated name ``max_rank`` (with a DeprecationWarning)."""
-    if max_rank is not None:
-        if rank is not None:
-            raise TypeError(f"{fn}: pass `rank` only; `max_rank` is its deprecated name")
-        _checks.warn_renamed(fn, "max_rank", "rank", stacklevel=4)
-        return max_rank
-    if rank is None:
-        raise TypeError(f"{fn}: missing the keyword argument `rank` (the rank cap)")
-    return rank
-
-
 def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any = None,
         delta: Any = None, tol: Any = 1e-4, max_iter: int = 500, key: Any = None,
         buffer_size: int = 16, n_power: int = 1, checks: bool = False) -> CompletionResult:
@@ -307,8 +295,7 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     path = _completion.soft_impute_path(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key,
                                         sg(lams), tol, shape=(n1, n2), max_iter=max_iter,
                                         n_power=n_power, fresh=warm_start is None)
-    return _implicit.soft_impute_path(path, rows, cols, values, lams, rank,
-                                      diff)
+    return _implicit.soft_impute_path(path, rows, cols, values, lams, rank, diff)
 
 
 def _start(fn, warm_start, shape, k, dtype, key):
@@ -319,3 +306,15 @@ def _start(fn, warm_start, shape, k, dtype, key):
     U, S, Vt = _checks.check_factors(fn, "warm_start", warm_start, shape, dtype,
                                      "a CompletionResult or a (U, S, Vt) triple")
     return _completion.start_factors(U, S, Vt, key, k)
+
+
+def _rank_argument(fn, rank, max_rank):
+    """``rank``, or its deprecated name ``max_rank`` (with a DeprecationWarning)."""
+    if max_rank is not None:
+        if rank is not None:
+            raise TypeError(f"{fn}: pass `rank` only; `max_rank` is its deprecated name")
+        _checks.warn_renamed(fn, "max_rank", "rank", stacklevel=4)
+        return max_rank
+    if rank is None:
+        raise TypeError(f"{fn}: missing the keyword argument `rank` (the rank cap)")
+    return rank
