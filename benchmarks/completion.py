@@ -158,7 +158,7 @@ def _bench_soft_impute(n, r, seed=0):
     jax.clear_caches()
     vals32 = jnp.asarray(values, jnp.float32)
     t_ours, res = time_once(lambda: jaxfact.soft_impute(
-        rows, cols, vals32, (n, n), lam=float(lam), max_rank=k, tol=tol, max_iter=max_iter))
+        rows, cols, vals32, (n, n), lam=float(lam), rank=k, tol=tol, max_iter=max_iter))
     x = np.einsum("ij,j,ji->i", np.asarray(res.U, np.float64)[rows], np.asarray(res.S, np.float64),
                   np.asarray(res.Vt, np.float64)[:, cols])
     obj = 0.5 * np.sum((x - values) ** 2) + lam * np.sum(np.asarray(res.S, np.float64))

@@ -34,7 +34,7 @@ def _si_case(quick):
     rows, cols = jnp.asarray(rows), jnp.asarray(cols)
     lam = 0.1 * float(np.sqrt(rows.size))
     one = lambda rows, cols, vals, k: jaxfact.soft_impute(rows, cols, vals, (n1, n2), lam=lam,
-                                                          max_rank=10, key=k, max_iter=200)
+                                                          rank=10, key=k, max_iter=200)
     return one, (rows, cols, vals)
 
 

@@ -45,7 +45,7 @@ lam_max = float(jaxfact.randomized_svd(observed, 1, key=jax.random.key(0)).S[0])
 lams = lam_max * jnp.geomspace(0.5, 0.01, 8)
 
 path = jaxfact.soft_impute_path(users[train], items[train], centred[train], shape, lams=lams,
-                                max_rank=24, tol=1e-5, max_iter=200)
+                                rank=24, tol=1e-5, max_iter=200)
 pred = mean + np.asarray(jaxfact.predict(path, users[test], items[test]))   # (len(lams), n_test)
 rmse = np.sqrt(np.mean((pred - ratings[test]) ** 2, axis=1))
 

@@ -69,7 +69,7 @@ def main():
     rows = []
 
     # SoftImpute: grid along the regularization path, then gradient descent.
-    si_kw = dict(max_rank=30, tol=1e-6, max_iter=300, diff=DIFF)
+    si_kw = dict(rank=30, tol=1e-6, max_iter=300, diff=DIFF)
     lam_max = float(jf.randomized_svd(jf.ObservedMatrix(train.rows, train.cols, centred, SHAPE),
                                       1, key=jax.random.key(1)).S[0])
     lams = lam_max * jnp.geomspace(1.0, 0.02, GRID)

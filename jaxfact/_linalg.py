@@ -32,7 +32,7 @@ def flip(U, S, Vt, u_based=True):
     idx = jnp.argmax(jnp.abs(basis), axis=0)
     signs = jnp.sign(basis[idx, jnp.arange(basis.shape[1])])
     signs = jnp.where(signs == 0, 1, signs).astype(U.dtype)
-    return U * signs, S, Vt * signs[:, None]
+    return U * signs[None, :], S, Vt * signs[:, None]
 
 
 def tie_tolerance(s):

@@ -33,8 +33,9 @@ def best_run(results: Any, *, scores: Any = None) -> Any:
     """The run with the lowest final objective from a batch of runs (leading axis = restarts).
 
     The objective is ``loss`` for an :class:`NMFResult` and the last entry of ``history`` (the
-    objective after the final iteration) for a :class:`CompletionResult` (SoftImpute, WLRA; the
-    residual for SVT) or a :class:`BiasedMFResult`; any other batch of results needs ``scores``.
+    objective after the final iteration) for a :class:`CompletionResult` (SoftImpute, WLRA; for
+    SVT, whose objective is that of its constrained problem, pass ``scores=results.residual``) or
+    a :class:`BiasedMFResult`; any other batch of results needs ``scores``.
     Works under ``jit`` (the index is traced).
 
     Args:

@@ -9,25 +9,27 @@ SVD: an EM / majorization-minimization step, so the weighted objective never inc
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 from jaxfact import _checks
+from jaxfact import _completion
 from jaxfact import _implicit
 from jaxfact import _linalg
+from jaxfact import _solver
 from jaxfact.completion import CompletionResult
 
 __all__ = ["wlra"]
 
-_COLD_PASSES = 5  # power iterations of the first step from a random start
-
 
 def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500,
-         tol: Any = 1e-7, key: Any = None, init: Any = None,
-         n_power: int = 1, diff: _implicit.ImplicitDiff | None = None) -> CompletionResult:
+         tol: Any = 1e-7, key: Any = None, warm_start: Any = None, n_power: int = 1,
+         diff: _implicit.ImplicitDiff | None = None, checks: bool = False,
+         init: Any = None) -> CompletionResult:
     """Weighted low-rank approximation by EM / proximal gradient (Srebro & Jaakkola 2003).
 
     Minimizes ``f(Z) = 1/2 ||sqrt(W) * (X - Z)||_F^2 + lam ||Z||_*`` over rank(Z) <= ``rank``,
@@ -42,7 +44,8 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     SoftImpute on a dense grid. Both majorize f, so ``history`` never increases. The SVD of each
     step is a block subspace iteration warm-started from Z's right singular vectors; every such
     step minimizes the majorizer over a subspace holding the previous Z, so monotonicity is kept.
-    Stops when the relative decrease of f falls to ``tol`` or at ``max_iter``.
+    Stops when the relative decrease of f falls to ``tol`` (``Status.CONVERGED``) or at
+    ``max_iter`` (``Status.MAX_ITER``).
 
     Entries with zero weight are ignored, so ``X`` may hold NaN there (missing values).
 
@@ -57,15 +60,24 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
       max_iter: iteration cap.
       tol: stopping tolerance on ``(f_old - f_new) / f_old`` (traced); 0 runs all ``max_iter``
         iterations.
-      key: random key for the starting block when ``init`` is None (None: ``jax.random.key(0)``).
-      init: starting Z: a ``CompletionResult`` / ``SVDResult`` / (U, S, Vt) triple, or a dense
-        (n1, n2) array (truncated to rank k by an exact SVD). Default: Z = 0.
+      key: random key for the starting block of the first step from Z = 0 (``warm_start`` None)
+        and for the directions that pad a warm start of rank below k; ``None`` uses
+        ``jax.random.key(0)``. The start is Z = 0 whatever the key, which only seeds the
+        subspace iteration of the first step (its LRA_k(W X)): the result does not depend on it
+        beyond the tolerance (tests compare two keys).
+      warm_start: starting Z: a ``CompletionResult`` / ``SVDResult`` / (U, S, Vt) triple, or a
+        dense (n1, n2) array (truncated to rank k by an exact SVD). Default: Z = 0. (``init`` is
+        its deprecated name.)
       n_power: extra subspace iterations per step.
       diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
+      checks: under an outer ``jit``, also check that ``weights`` are finite and non-negative
+        and ``X`` finite where ``weights > 0``, with ``jax.experimental.checkify`` (wrap the
+        jitted caller in ``checkify.checkify``).
 
     Returns:
       ``CompletionResult`` with U (n1, k), S (k,), Vt (k, n2); ``residual`` is
-      ``||sqrt(W) (X - Z)||_F / ||sqrt(W) X||_F``; ``history`` the objective f per iteration.
+      ``||sqrt(W) (X - Z)||_F / ||sqrt(W) X||_F`` (``residual_history`` after each iteration);
+      ``history`` the objective f after each iteration (non-increasing).
 
     Differentiable (reverse mode) w.r.t. ``X``, ``weights`` and ``lam``, by implicit
     differentiation of the fixed point ``Z = D_lam(LRA_k(W X + (1 - W) Z))`` at the returned
@@ -74,11 +86,15 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     Backward: one full SVD of an (n1, n2) matrix, then GMRES products of O(n1 n2 min(n1, n2))
     each; memory O(n1 n2), independent of ``max_iter``. Assumes the forward solve converged.
 
-    Example::
+    Example:
 
-      >>> W = 1.0 / sigma**2
-      >>> res = wlra(X, W, 5)
-      >>> Z = reconstruct(res[:3])
+      >>> rng = np.random.default_rng(0)
+      >>> L = rng.standard_normal((20, 2)) @ rng.standard_normal((2, 15))
+      >>> sigma = rng.uniform(0.1, 1.0, (20, 15))
+      >>> X = (L + sigma * rng.standard_normal((20, 15))).astype(np.float32)
+      >>> res = wlra(X, (1 / sigma**2).astype(np.float32), 2, max_iter=1000, tol=1e-6)
+      >>> print(jaxfact.Status(int(res.status)).name, jaxfact.reconstruct(res).shape)
+      CONVERGED (20, 15)
 
     References:
       N. Srebro, T. Jaakkola. Weighted low-rank approximations. ICML 2003, section 3 (EM).
@@ -87,6 +103,11 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     iteration (``n_power + 1`` passes), a generalized EM step with the same fixed points.
     """
     fn = "wlra"
+    if init is not None:
+        if warm_start is not None:
+            raise TypeError(f"{fn}: pass `warm_start` only; `init` is its deprecated name")
+        _checks.warn_renamed(fn, "init", "warm_start")
+        warm_start = init
     X = _checks.as_float_array(fn, "X", X)
     W = weights
     if not hasattr(W, "dtype"):
@@ -95,12 +116,24 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
         W = jnp.asarray(W).astype(X.dtype)
     W = _checks.as_float_array(fn, "weights", W).astype(X.dtype)
     _checks.check_same_shape(fn, "weights", W, X.shape, "X")
-    n1, n2 = X.shape
     rank = _checks.check_rank(fn, rank, X.shape)
     lam = _checks.check_real(fn, "lam", lam, low=0.0)
     tol = _checks.check_real(fn, "tol", tol, low=0.0)
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     n_power = _checks.check_int(fn, "n_power", n_power, low=0)
+    _check_values(fn, X, W, checks)
+    key = jax.random.key(0) if key is None else _checks.check_key(fn, key)
+    diff = _implicit.check_diff(fn, diff)
+    U0, d0, V0 = _start(fn, warm_start, X.shape, rank, X.dtype, key)
+    lam, tol = jnp.asarray(lam, X.dtype), jnp.asarray(tol, X.dtype)
+    sg = jax.lax.stop_gradient
+    res = _wlra(sg(X), sg(W), sg(U0), sg(d0), sg(V0), key, sg(lam), tol, max_iter=max_iter,
+                n_power=n_power, fresh=warm_start is None)
+    return _implicit.wlra(res, X, W, lam, rank, diff)
+
+
+def _check_values(fn, X, W, checks):
+    """Weights finite, non-negative, not all zero; X finite where the weight is positive."""
     if _checks.is_concrete(W):
         with _checks.eager():  # also for a concrete W closed over by jit
             if bool(jnp.any(jnp.isnan(W))):
@@ -110,45 +143,39 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
             _checks.check_nonnegative(fn, "weights", W)
             if not float(jnp.max(W)) > 0:
                 raise ValueError(f"{fn}: `weights` must have a positive entry; got all zeros")
-            if _checks.is_concrete(X) and not bool(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0)))):
+    else:
+        _checks.check_finite(fn, "weights", W, checks)
+        _checks.check_nonnegative(fn, "weights", W, checks)
+    if _checks.is_concrete((X, W)):
+        with _checks.eager():
+            if not bool(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0)))):
                 raise ValueError(f"{fn}: `X` must be finite where `weights` > 0 (NaN or Inf is "
                                  f"allowed only at zero weight)")
-    key = jax.random.key(0) if key is None else _checks.check_key(fn, key)
-    diff = _implicit.check_diff(fn, diff)
-    U0, d0, V0, fresh = _init(fn, init, X.shape, rank, X.dtype)
-    lam, tol = jnp.asarray(lam, X.dtype), jnp.asarray(tol, X.dtype)
-    sg = jax.lax.stop_gradient
-    res = _wlra(sg(X), sg(W), sg(U0), sg(d0), sg(V0), key, sg(lam), tol, max_iter=max_iter,
-                n_power=n_power, fresh=fresh)
-    return _implicit.wlra(res, X, W, lam, rank, diff)
+    elif checks:
+        checkify.check(jnp.all(jnp.isfinite(jnp.where(W > 0, X, 0))),
+                       f"{fn}: `X` must be finite where `weights` > 0")
 
 
-# ------------------------------------------------------------------------------------------------
-# Kernels (assume valid input)
-
-
-def _init(fn, init, shape, k, dtype):
+def _start(fn, warm_start, shape, k, dtype, key):
+    """(U (n1, k), d (k,), V (n2, k)) of the starting Z (placeholders for Z = 0)."""
     n1, n2 = shape
-    zeros = (jnp.zeros((n1, k), dtype), jnp.zeros((k,), dtype), jnp.zeros((n2, k), dtype))
-    if init is None:
-        return (*zeros, True)
-    if hasattr(init, "shape") and len(init.shape) == 2:
-        Z = _checks.as_float_array(fn, "init", init).astype(dtype)
-        _checks.check_same_shape(fn, "init", Z, shape, "X")
-        _checks.check_finite(fn, "init", Z)
+    if warm_start is None:
+        return jnp.zeros((n1, k), dtype), jnp.zeros((k,), dtype), jnp.zeros((n2, k), dtype)
+    if hasattr(warm_start, "shape") and len(warm_start.shape) == 2:
+        Z = _checks.as_float_array(fn, "warm_start", warm_start).astype(dtype)
+        _checks.check_same_shape(fn, "warm_start", Z, shape, "X")
+        _checks.check_finite(fn, "warm_start", Z)
         U, S, Vt = _linalg.truncated_svd(Z, k)
-        return U, S, Vt.T, False
-    U, S, Vt = _checks.check_factors(fn, "init", init, shape, dtype, "an (n1, n2) array or a "
-                                     "(U, S, Vt) triple such as a CompletionResult")
-    j = S.shape[0]
-    if j >= k:
-        return U[:, :k], S[:k], Vt[:k].T, False
-    pad = k - j
-    k1, k2 = jax.random.split(jax.random.key(1))
-    # Extra components have S = 0; their Gaussian directions only seed the subspace iteration.
-    U = jnp.concatenate([U, jax.random.normal(k1, (n1, pad), dtype)], axis=1)
-    V = jnp.concatenate([Vt.T, jax.random.normal(k2, (n2, pad), dtype)], axis=1)
-    return U, jnp.concatenate([S, jnp.zeros((pad,), dtype)]), V, False
+        return U, S, Vt.T
+    U, S, Vt = _checks.check_factors(fn, "warm_start", warm_start, shape, dtype, "an (n1, n2) "
+                                     "array or a (U, S, Vt) triple such as a CompletionResult")
+    return _completion.start_factors(U, S, Vt, key, k)
+
+
+class _Iterate(NamedTuple):
+    U: jax.Array  # (n1, k)   Z = U diag(d) V^T
+    d: jax.Array  # (k,)
+    V: jax.Array  # (n2, k)
 
 
 @partial(jax.jit, static_argnames=("max_iter", "n_power", "fresh"))
@@ -158,36 +185,34 @@ def _wlra(X, W, U, d, V, key, lam, tol, *, max_iter, n_power, fresh):
     X = jnp.where(W > 0, X, 0)   # zero-weight entries may hold NaN (missing values)
     if fresh:
         V = jax.random.normal(key, V.shape, dtype)
-    first = _COLD_PASSES if fresh else n_power + 1
+    first = _completion.COLD_PASSES if fresh else n_power + 1
+    norm = jnp.sqrt(jnp.sum(W * X * X))
+    norm = jnp.where(norm > 0, norm, 1)
 
-    def objective(U, d, V):
-        R = X - (U * d) @ V.T
-        return 0.5 * jnp.sum(W * R * R) + lam * jnp.sum(d)
+    def weighted_sq(U, d, V):
+        R = X - (U * d[None, :]) @ V.T
+        return jnp.sum(W * R * R)
 
-    def cond(carry):
-        k, _, _, _, _, _, _, done = carry
-        return (k < max_iter) & ~done
-
-    def body(carry):
-        k, U, d, V, f, hist, ranks, _ = carry
-        Z = (U * d) @ V.T
+    def update(it, n_iter):
+        Z = (it.U * it.d[None, :]) @ it.V.T
         A = Z + W * (X - Z)   # EM "fill in": W X + (1 - W) Z
-        passes = jnp.where(k == 0, first, n_power + 1)
-        U, s, V = _linalg.subspace_svd(lambda B: A @ B, lambda B: A.T @ B, V, passes, X.shape)
+        passes = jnp.where(n_iter == 0, first, n_power + 1)
+        U, s, V = _linalg.subspace_svd(lambda B: A @ B, lambda B: A.T @ B, it.V, passes, X.shape)
         d = jnp.maximum(s - lam, 0)
-        f_new = objective(U, d, V)
+        sq = weighted_sq(U, d, V)
+        record = _completion.Record(jnp.sum(d > 0).astype(jnp.int32), jnp.sqrt(sq) / norm)
+        return _Iterate(U, d, V), 0.5 * sq + lam * jnp.sum(d), record
+
+    f0 = 0.5 * weighted_sq(U, d, V) + lam * jnp.sum(d)
+
+    def stop(state):
         # Relative decrease; f = 0 (an exact fit) is converged. tol = 0 runs every iteration:
         # the decrease of f resolves Z only to ~sqrt(eps), too coarse for derivatives.
-        done = (tol > 0) & ((f - f_new) <= tol * jnp.where(f > 0, f, 0))
-        return (k + 1, U, d, V, f_new, hist.at[k].set(f_new),
-                ranks.at[k].set(jnp.sum(d > 0).astype(jnp.int32)), done)
+        return _solver.status_of(_solver.relative_decrease_below(state, tol, f0))
 
-    f0 = objective(U, d, V)
-    carry = (jnp.zeros((), jnp.int32), U, d, V, f0, jnp.full((max_iter,), jnp.nan, dtype),
-             jnp.full((max_iter,), -1, jnp.int32), jnp.zeros((), bool))
-    k, U, d, V, f, hist, ranks, done = jax.lax.while_loop(cond, body, carry)
-    norm = jnp.sqrt(jnp.sum(W * X * X))
-    R = X - (U * d) @ V.T
-    res = jnp.sqrt(jnp.sum(W * R * R)) / jnp.where(norm > 0, norm, 1)
-    U, d, Vt = _linalg.flip(U, d, V.T)
-    return CompletionResult(U, d, Vt, k, done, res, hist, ranks)
+    record = _completion.Record(jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
+    state = _solver.run(update, stop, _solver.start(_Iterate(U, d, V), max_iter=max_iter,
+                                                    dtype=dtype, record=record))
+    it = state.iterate
+    residual = jnp.sqrt(weighted_sq(it.U, it.d, it.V)) / norm
+    return _completion.completed(state, it.U, it.d, it.V, residual)

@@ -45,7 +45,7 @@ def run(quick: bool = False) -> Report:
         ref_it, ref_err = REFERENCE.get((n, r), ("-", "-"))
         rows_out.append([n, r, ratio, round(len(values) / n**2, 4), k, ref_it, "< 200", err,
                          ref_err, "< 2e-4", seconds, int(ranks[-1])])
-        traces.append((f"n={n}, r={r}", np.asarray(res.history[:k]), ranks))
+        traces.append((f"n={n}, r={r}", np.asarray(res.residual_history[:k]), ranks))
         claims_data.append((n, r, k, err, ranks, seconds, bool(res.converged)))
 
     plt = pyplot()

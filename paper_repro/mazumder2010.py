@@ -51,7 +51,7 @@ def one_seed(seed, n_lams, quick):
     vals = jnp.asarray(X[r, c], jnp.float32)
     lam_max = float(np.linalg.norm(np.where(train, X, 0.0), 2))
     lams = lam_max * np.geomspace(0.9, 0.01, n_lams)
-    path = jf.soft_impute_path(r, c, vals, (N, N), lams=lams, max_rank=MAX_RANK, tol=1e-5,
+    path = jf.soft_impute_path(r, c, vals, (N, N), lams=lams, rank=MAX_RANK, tol=1e-5,
                                max_iter=200)
     soft = []
     for i in range(n_lams):
@@ -67,7 +67,7 @@ def one_seed(seed, n_lams, quick):
         i = next((j for j, (_, kk, _) in enumerate(soft) if kk >= k), n_lams - 1)
         U, S, Vt = (np.asarray(a[i]) for a in path[:3])
         res = jf.wlra(Xfill, train.astype(np.float32), k, lam=0.0, max_iter=300, tol=1e-7,
-                      init=(U[:, :k], S[:k], Vt[:k]))
+                      warm_start=(U[:, :k], S[:k], Vt[:k]))
         Z = np.asarray(jf.reconstruct(jf.SVDResult(*res[:3])), np.float64)
         out["hard"].append((*_errors(Z, M, X, valid, miss), k))
     for tau in TAUS[quick]:

@@ -144,7 +144,7 @@ def _ours(fold: _Fold, grids):
         u, i, r = fold.data(idx)
         b = _baseline(fold, idx, lam_b)
         resid = r - np.asarray(predict(b, u, i))
-        return b, soft_impute(u, i, resid, fold.shape, lam=lam, max_rank=SOFT_RANK, max_iter=100,
+        return b, soft_impute(u, i, resid, fold.shape, lam=lam, rank=SOFT_RANK, max_iter=100,
                               key=key)
 
     def soft_at(model, u, i):

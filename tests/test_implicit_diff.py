@@ -81,7 +81,7 @@ SHAPE = (12, 10)
 
 def _si_loss(C, **kw):
     def loss(values, lam, rows, cols):
-        res = jf.soft_impute(rows, cols, values, SHAPE, lam=lam, max_rank=6, tol=1e-26,
+        res = jf.soft_impute(rows, cols, values, SHAPE, lam=lam, rank=6, tol=1e-26,
                              max_iter=2000, **kw)
         return jnp.sum(C * ((res.U * res.S) @ res.Vt))
     return loss
@@ -91,7 +91,7 @@ def test_soft_impute_matches_finite_differences_and_unrolled(x64):
     rows, cols, vals, C = _completion_problem()
     lam = jnp.asarray(0.5)
     loss = _si_loss(C)
-    res = jf.soft_impute(rows, cols, vals, SHAPE, lam=lam, max_rank=6, tol=1e-26, max_iter=2000)
+    res = jf.soft_impute(rows, cols, vals, SHAPE, lam=lam, rank=6, tol=1e-26, max_iter=2000)
     assert bool(res.converged) and int(jnp.sum(res.S > 0)) < 6   # rank cap inactive
     g_vals, g_lam = jax.jit(jax.grad(loss, argnums=(0, 1)))(vals, lam, rows, cols)
 
@@ -110,7 +110,7 @@ def test_soft_impute_path_gradients_are_per_lambda(x64):
 
     @jax.jit
     def loss(values, lams):
-        path = jf.soft_impute_path(rows, cols, values, SHAPE, lams=lams, max_rank=6, tol=1e-26,
+        path = jf.soft_impute_path(rows, cols, values, SHAPE, lams=lams, rank=6, tol=1e-26,
                                    max_iter=2000)
         return jnp.sum(w * jnp.einsum("ij,lij->l", C, jnp.einsum("lik,lk,lkj->lij", path.U,
                                                                   path.S, path.Vt)))
@@ -407,7 +407,7 @@ def test_implicit_backward_memory_does_not_grow_with_max_iter(x64):
 
     def implicit(max_iter):
         def loss(v, lam):
-            res = jf.soft_impute(rows, cols, v, shape, lam=lam, max_rank=6, max_iter=max_iter)
+            res = jf.soft_impute(rows, cols, v, shape, lam=lam, rank=6, max_iter=max_iter)
             return jnp.sum(C * ((res.U * res.S) @ res.Vt))
         return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
@@ -444,7 +444,7 @@ def test_bad_diff_options_raise():
         jf.wlra(X, jnp.ones((4, 3)), 2, diff=jf.ImplicitDiff(solver="lu"))
     with pytest.raises(ValueError, match="soft_impute: `diff.max_iter` must be"):
         jf.soft_impute(jnp.array([0]), jnp.array([0]), jnp.array([1.0]), (2, 2), lam=0.1,
-                       max_rank=1, diff=jf.ImplicitDiff(max_iter=0))
+                       rank=1, diff=jf.ImplicitDiff(max_iter=0))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ _full = _rng.standard_normal((10, 2)) @ _rng.standard_normal((2, 9))
 VALUES = _full[ROWS, COLS].astype(np.float32)
 COUNTS = np.abs(VALUES) * 3
 SHAPE = (10, 9)
-COMPLETION = jf.soft_impute(ROWS, COLS, VALUES, SHAPE, lam=0.5, max_rank=3, max_iter=5)
+COMPLETION = jf.soft_impute(ROWS, COLS, VALUES, SHAPE, lam=0.5, rank=3, max_iter=5)
 BIASED = jf.biased_mf(ROWS, COLS, VALUES, SHAPE, 2, max_iter=3, key=KEY)
 P_FAC = _rng.standard_normal((10, 2)).astype(np.float32)
 Q_FAC = _rng.standard_normal((9, 2)).astype(np.float32)
@@ -71,10 +71,10 @@ CASES = {
     "nmf_transform": (lambda X, H: jf.nmf_transform(X, H, max_iter=20), (X_POS, H)),
     "svt": (lambda r, c, v: jf.predict(jf.svt(r, c, v, SHAPE, max_iter=5), r, c),
             (ROWS, COLS, VALUES)),
-    "soft_impute": (lambda r, c, v: jf.soft_impute(r, c, v, SHAPE, lam=0.5, max_rank=3,
+    "soft_impute": (lambda r, c, v: jf.soft_impute(r, c, v, SHAPE, lam=0.5, rank=3,
                                                    max_iter=5), (ROWS, COLS, VALUES)),
     "soft_impute_path": (lambda r, c, v, lams: jf.soft_impute_path(
-        r, c, v, SHAPE, lams=lams, max_rank=3, max_iter=5),
+        r, c, v, SHAPE, lams=lams, rank=3, max_iter=5),
         (ROWS, COLS, VALUES, np.array([1.0, 0.5], np.float32))),
     "predict": (jf.predict, (COMPLETION, ROWS, COLS)),
     "wlra": (lambda X, W: jf.wlra(X, W, 2, max_iter=5), (X, W)),

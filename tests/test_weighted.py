@@ -4,6 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.experimental import checkify
 
 import jaxfact
 from conftest import dense
@@ -100,21 +103,21 @@ def test_zero_one_weights_with_lam_is_soft_impute(x64):
     rows, cols = np.nonzero(mask)
     res = jaxfact.wlra(X, mask.astype(np.float64), N2, lam=3.0, max_iter=3000, tol=1e-14)
     si = jaxfact.soft_impute(rows.astype(np.int32), cols.astype(np.int32), X[rows, cols],
-                             (N1, N2), lam=3.0, max_rank=N2, tol=1e-16, max_iter=3000)
+                             (N1, N2), lam=3.0, rank=N2, tol=1e-16, max_iter=3000)
     x = np.asarray(jaxfact.predict(si, rows, cols))
     obj_si = 0.5 * np.sum((x - X[rows, cols]) ** 2) + 3.0 * float(jnp.sum(si.S))
     np.testing.assert_allclose(float(res.history[int(res.n_iter) - 1]), obj_si, rtol=1e-7)
 
 
-def test_wlra_init_tol_traced_jit_and_vmap(em_case, x64):
+def test_wlra_warm_start_tol_traced_jit_and_vmap(em_case, x64):
     L, X, W, Z_ref, objs, res = em_case
     n_compiled = weighted._wlra._cache_size()
-    again = jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-12, init=res)
+    again = jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-12, warm_start=res)
     assert weighted._wlra._cache_size() == n_compiled + 1      # `fresh` changed, not tol
-    jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-10, init=res)
+    jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-10, warm_start=res)
     assert weighted._wlra._cache_size() == n_compiled + 1
     assert int(again.n_iter) <= 3
-    from_dense = jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-12, init=dense(res))
+    from_dense = jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-12, warm_start=dense(res))
     np.testing.assert_allclose(dense(from_dense), dense(res), atol=1e-4)
     # vmap over a batch of weight matrices (value checks are skipped for tracers).
     Ws = jnp.stack([jnp.asarray(W), jnp.ones_like(W)])
@@ -139,11 +142,12 @@ def test_errors():
         jaxfact.wlra(X, W, 4)
     with pytest.raises(ValueError, match=r"wlra: `weights` must have a positive entry"):
         jaxfact.wlra(X, 0 * W, 1)
-    with pytest.raises(ValueError, match=r"wlra: `init` factors must have shapes \(4, k\), \(k,\), "
-                                         r"\(k, 3\); got \(3, 1\)"):
-        jaxfact.wlra(X, W, 1, init=(np.ones((3, 1)), np.ones(1), np.ones((1, 3))))
-    with pytest.raises(TypeError, match=r"wlra: `init` must be an \(n1, n2\) array or a \(U, S, Vt\)"):
-        jaxfact.wlra(X, W, 1, init=5)
+    with pytest.raises(ValueError, match=r"wlra: `warm_start` factors must have shapes \(4, k\), "
+                                         r"\(k,\), \(k, 3\); got \(3, 1\)"):
+        jaxfact.wlra(X, W, 1, warm_start=(np.ones((3, 1)), np.ones(1), np.ones((1, 3))))
+    with pytest.raises(TypeError, match=r"wlra: `warm_start` must be an \(n1, n2\) array or a "
+                                        r"\(U, S, Vt\)"):
+        jaxfact.wlra(X, W, 1, warm_start=5)
     with pytest.raises(ValueError, match=r"wlra: `X` must be finite where `weights` > 0"):
         jaxfact.wlra(np.full((4, 3), np.nan, np.float32), W, 1)
     with pytest.raises(ValueError, match=r"wlra: `weights` must be finite; got 0 NaN and 1 Inf"):
@@ -152,3 +156,78 @@ def test_errors():
         jaxfact.wlra(np.ones((4, 3), int), W, 1)
     with pytest.raises(ValueError, match=r"wlra: `lam` must be a finite number in \[0"):
         jaxfact.wlra(X, W, 1, lam=-1.0)
+
+
+def test_wlra_status_and_residual_history(em_case, x64):
+    L, X, W, Z_ref, objs, res = em_case
+    n = int(res.n_iter)
+    assert int(res.status) == jaxfact.Status.CONVERGED and res.status.dtype == jnp.int32
+    Wn = W / W.max()
+    resid = np.sqrt(np.sum(Wn * (X - dense(res)) ** 2) / np.sum(Wn * X * X))
+    np.testing.assert_allclose(float(res.residual), resid, rtol=1e-8)
+    np.testing.assert_allclose(float(res.residual_history[n - 1]), resid, rtol=1e-8)
+    assert np.all(np.asarray(res.rank_history[:n]) == K)
+    assert np.all(np.isnan(np.asarray(res.residual_history[n:])))
+
+
+def test_wlra_init_is_deprecated(em_case, x64):
+    L, X, W, Z_ref, objs, res = em_case
+    with pytest.warns(DeprecationWarning, match=r"wlra: `init` is renamed `warm_start`"):
+        old = jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-12, init=res)
+    new = jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-12, warm_start=res)
+    np.testing.assert_array_equal(np.asarray(old.S), np.asarray(new.S))
+    with pytest.raises(TypeError, match=r"wlra: pass `warm_start` only"):
+        jaxfact.wlra(X, W, K, init=res, warm_start=res)
+
+
+def test_wlra_does_not_depend_on_the_key(em_case, x64):
+    L, X, W, Z_ref, objs, res = em_case
+    # The start is Z = 0 whatever the key; it only seeds the first step's subspace iteration.
+    # The same optimum within the tolerance: EM converges linearly, and the relative-decrease
+    # rule (1e-13) leaves ~1e-5 in Z (as against the NumPy EM above).
+    def same(a, b):
+        np.testing.assert_allclose(float(a.history[int(a.n_iter) - 1]),
+                                   float(b.history[int(b.n_iter) - 1]), rtol=1e-9)
+        np.testing.assert_allclose(dense(a), dense(b), atol=1e-4 * np.abs(dense(b)).max())
+
+    same(jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-13, key=jax.random.key(5)), res)
+    # A warm start of rank below k is padded with directions drawn from the key.
+    start = (res.U[:, :1], res.S[:1], res.Vt[:1])
+    a, b = (jaxfact.wlra(X, W, K, max_iter=3000, tol=1e-13, warm_start=start,
+                         key=jax.random.key(k)) for k in (1, 2))
+    same(a, b)
+    same(a, res)
+
+
+def test_checks_true_stages_value_checks_under_jit():
+    L, X, W, *_ = _data()
+    X, W = X.astype(np.float32), W.astype(np.float32)
+    f = checkify.checkify(jax.jit(lambda X, W: jaxfact.wlra(X, W, 2, max_iter=1, checks=True).S))
+    Xnan = X.copy()
+    Xnan[0, 0] = np.nan
+    with pytest.raises(Exception, match=r"wlra: `X` must be finite where `weights` > 0"):
+        f(Xnan, W)[0].throw()
+    with pytest.raises(Exception, match=r"wlra: `weights` must be non-negative"):
+        f(X, -W)[0].throw()
+    assert f(X, W)[0].get() is None
+    # NaN in X where the weight is 0 is a missing value, not an error.
+    W0 = W.copy()
+    W0[0, 0] = 0
+    X0 = X.copy()
+    X0[0, 0] = np.nan
+    assert f(X0, W0)[0].get() is None
+
+
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 1.0), st.booleans())
+def test_wlra_invariants(seed, lam, mask):
+    # One shape and rank (one compilation); weights positive or 0/1, lam from 0 (EM) up.
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((7, 5)).astype(np.float32)
+    W = ((rng.random((7, 5)) < 0.6) if mask else rng.uniform(0.1, 3.0, (7, 5))).astype(np.float32)
+    W[0, 0] = 1.0
+    res = jaxfact.wlra(X, W, 2, lam=lam, max_iter=200, tol=1e-6)
+    n = int(res.n_iter)
+    h = np.asarray(res.history)
+    assert bool(res.converged) == (int(res.status) == jaxfact.Status.CONVERGED)
+    assert n == int(np.sum(~np.isnan(h)))
+    assert np.all(np.diff(h[:n]) <= 1e-5 * h[0])

@@ -1,0 +1,274 @@
+"""The jitted kernels behind :mod:`jaxfact.completion` (SVT, SoftImpute), the result type they
+build (``CompletionResult``, public as ``jaxfact.completion.CompletionResult``) and the start
+factors :mod:`jaxfact.weighted` shares. They assume the input validated by the public wrappers.
+
+Every solve runs on the shared driver (``_solver.run``); the iterates are the NamedTuples below.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxfact import _linalg
+from jaxfact import _solver
+from jaxfact import linop
+
+__all__ = []  # private module
+
+# SVT keeps at least this many computed singular values at or below tau (the paper's rank
+# increment l = 5): they certify that no singular value above tau was missed and serve as the
+# oversampling that makes the warm-started subspace iteration accurate.
+MARGIN = 5
+DIVERGED_RESIDUAL = 1e5  # SVT.m declares divergence when the relative residual exceeds this
+START_PASSES = 10        # power iterations for ||P_Omega M||_2 and SVT's first subspace
+COLD_PASSES = 5          # power iterations of a first step from a random start
+
+
+class Record(NamedTuple):
+    """What every completion solver records after each iteration (besides its objective)."""
+
+    rank: jax.Array      # () int32, rank of the iterate
+    residual: jax.Array  # () relative residual of the iterate on the data
+
+
+class Factors(NamedTuple):
+    U: jax.Array  # (n1, K)
+    s: jax.Array  # (K,) singular values (descending)
+    V: jax.Array  # (n2, K)
+
+
+class CompletionResult(NamedTuple):
+    """A completed (or weighted low-rank) matrix ``X = U @ diag(S) @ Vt``, kept factored.
+
+    Unused components of the rank buffer have ``S == 0``; for :func:`~jaxfact.completion.svt`
+    (concrete input) the buffer is trimmed to the final rank. ``history`` is the objective of the
+    solver's problem after each iteration (each function says which), ``residual_history`` the
+    relative residual on the data (the quantity of ``residual``) after each iteration; both are
+    NaN after ``n_iter``, and ``rank_history`` is -1 there.
+    """
+
+    U: jax.Array          # (n1, k), orthonormal columns
+    S: jax.Array          # (k,), non-negative, descending
+    Vt: jax.Array         # (k, n2), orthonormal rows
+    n_iter: jax.Array     # () int32, iterations run
+    converged: jax.Array  # () bool, status == Status.CONVERGED
+    residual: jax.Array   # () relative residual on the data at the end (see each function)
+    history: jax.Array    # (max_iter,) objective after each iteration; NaN after n_iter
+    rank_history: jax.Array  # (max_iter,) int32, rank of X after each iteration; -1 after n_iter
+    status: jax.Array     # () int32, a jaxfact.Status: how the solve ended
+    residual_history: jax.Array  # (max_iter,) relative residual after each iteration; NaN after
+
+
+def completed(state: _solver.State, U, S, V, residual) -> CompletionResult:
+    """The result of a solve that ended in ``state``, X = U diag(S) V^T (signs made
+    deterministic)."""
+    U, S, Vt = _linalg.flip(U, S, V.T)
+    return CompletionResult(U, S, Vt, state.n_iter, state.status == _solver.Status.CONVERGED,
+                            residual, state.history, state.trace.rank, state.status,
+                            state.trace.residual)
+
+
+def _record(dtype) -> Record:
+    return Record(jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
+
+
+def relative_residual(x, b, norm_b):
+    return jnp.linalg.norm(x - b) / jnp.where(norm_b > 0, norm_b, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# SVT
+
+
+class SVTIterate(NamedTuple):
+    y: jax.Array         # (nnz,) Y^k on Omega
+    Y: Factors           # top K singular triplets of Y^k (warm start of the next step's SVD)
+    X: Factors           # X^k = D_tau(Y^{k-1}): Y^{k-1}'s triplets, s shrunk by tau
+    residual: jax.Array  # () ||P_Omega(X^k - M)||_F / ||P_Omega M||_F
+
+
+def _svt_svd(rows, cols, y, V, passes, shape):
+    Y = linop.ObservedMatrix(rows, cols, y, shape)
+    return Factors(*_linalg.subspace_svd(lambda B: linop.matmul(Y, B),
+                                         lambda B: linop.rmatmul(Y, B), V, passes, shape))
+
+
+def _svt_full(Y: Factors, tau, K, nmin):
+    # Fewer than MARGIN computed values at or below tau: a value above tau may have been missed.
+    return (jnp.sum(Y.s > tau) > K - MARGIN) & (K < nmin)
+
+
+def _svt_start(key, rows, cols, b, tau, delta, shape, K, max_iter, n_power):
+    """The state at the paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)`` (section 5.1.1),
+    ``k0 = ceil(tau / (delta ||P_Omega M||_2))``, with the top singular triplets of Y^{k0}."""
+    n1, n2 = shape
+    # A Gaussian start block; the first pass orthonormalizes Y V, so V need not be orthonormal.
+    V = jax.random.normal(key, (n2, K), b.dtype)
+    # A long power iteration on P_Omega(M) gives ||P_Omega M||_2, and the singular vectors that
+    # Y^{k0} (a multiple of P_Omega(M)) shares.
+    P = _svt_svd(rows, cols, b, V, START_PASSES, shape)
+    norm = jnp.where(P.s[0] > 0, P.s[0], 1)
+    y = jnp.ceil(tau / (delta * norm)) * delta * b
+    Y = _svt_svd(rows, cols, y, P.V, n_power + 1, shape)
+    zero = Factors(jnp.zeros((n1, K), b.dtype), jnp.zeros((K,), b.dtype),
+                   jnp.zeros((n2, K), b.dtype))
+    iterate = SVTIterate(y, Y, zero, jnp.asarray(jnp.inf, b.dtype))
+    state = _solver.start(iterate, max_iter=max_iter, dtype=b.dtype, record=_record(b.dtype))
+    full = _svt_full(Y, tau, K, min(shape))
+    return state._replace(status=jnp.where(full, _solver.Status.BUFFER_FULL,
+                                           _solver.Status.RUNNING).astype(jnp.int32))
+
+
+def _svt_grow(state, key, rows, cols, tau, shape, K, n_power):
+    """``state`` (stopped with a full buffer) with K components: new Gaussian directions beside
+    the computed subspace, and the SVD of the current Y redone with them."""
+    it = state.iterate
+    pad = K - it.Y.s.shape[0]
+    grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
+    V = jnp.concatenate([it.Y.V, jax.random.normal(key, (shape[1], pad), it.y.dtype)], axis=1)
+    Y = _svt_svd(rows, cols, it.y, V, n_power + 1, shape)
+    X = Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V))
+    full = _svt_full(Y, tau, K, min(shape))
+    status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
+    return state._replace(iterate=it._replace(Y=Y, X=X), status=status.astype(jnp.int32))
+
+
+@partial(jax.jit, static_argnames=("shape", "K", "max_iter", "n_power"))
+def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, n_power):
+    """Runs SVT with a rank buffer of K components from its start (``state`` None) or from a state
+    that stopped with a full smaller buffer, until it converges, diverges, reaches max_iter or
+    fills the buffer. Returns (state, CompletionResult)."""
+    if state is None:
+        state = _svt_start(key, rows, cols, b, tau, delta, shape, K, max_iter, n_power)
+    else:
+        state = _svt_grow(state, key, rows, cols, tau, shape, K, n_power)
+    norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
+
+    def update(it, n_iter):
+        U, s, V = it.Y
+        d = jnp.maximum(s - tau, 0)
+        x = _linalg.gather(U, d, V.T, rows, cols)
+        residual = relative_residual(x, b, norm_b)
+        y = it.y + delta * (b - x)
+        Y = _svt_svd(rows, cols, y, V, n_power + 1, shape)
+        objective = tau * jnp.sum(d) + 0.5 * jnp.sum(d * d)   # tau ||X||_* + 1/2 ||X||_F^2
+        rank = jnp.sum(s > tau).astype(jnp.int32)
+        return SVTIterate(y, Y, Factors(U, d, V), residual), objective, Record(rank, residual)
+
+    def stop(state):
+        it = state.iterate
+        diverged = (it.residual > DIVERGED_RESIDUAL) | ~jnp.isfinite(it.residual)
+        # The next step would need the grown buffer (none after the last iteration).
+        full = _svt_full(it.Y, tau, K, min(shape)) & (state.n_iter < max_iter)
+        status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
+        status = jnp.where(diverged, _solver.Status.DIVERGED, status)
+        return jnp.where(it.residual <= tol, _solver.Status.CONVERGED, status)
+
+    state = _solver.run(update, stop, state)
+    X = state.iterate.X
+    return state, completed(state, X.U, X.s, X.V, state.iterate.residual)
+
+
+# ------------------------------------------------------------------------------------------------
+# SoftImpute
+
+
+class SoftImputeIterate(NamedTuple):
+    U: jax.Array       # (n1, K) Z = U diag(d) V^T
+    d: jax.Array       # (K,)
+    V: jax.Array       # (n2, K)
+    z: jax.Array       # (nnz,) Z on Omega
+    change: jax.Array  # () relative change of the last step, ||Z_old - Z||^2 / ||Z_old||^2
+
+
+def _soft_impute_operator(rows, cols, b, it, shape):
+    # A = P_Omega(X - Z) + Z, with Z = U diag(d) V^T: sparse plus low rank.
+    R = linop.ObservedMatrix(rows, cols, b - it.z, shape)
+    mm = lambda B: linop.matmul(R, B) + it.U @ (it.d[:, None] * (it.V.T @ B))
+    rmm = lambda B: linop.rmatmul(R, B) + it.V @ (it.d[:, None] * (it.U.T @ B))
+    return mm, rmm
+
+
+def _soft_impute_solve(rows, cols, b, U, d, V, lam, tol, shape, max_iter, n_power, first_passes):
+    """SoftImpute from factors (U, d, V); the first step runs ``first_passes`` power iterations
+    (more for a random start), later ones ``n_power + 1``."""
+    norm_b = jnp.linalg.norm(b)
+
+    def update(it, n_iter):
+        mm, rmm = _soft_impute_operator(rows, cols, b, it, shape)
+        passes = jnp.where(n_iter == 0, first_passes, n_power + 1)
+        U, s, V = _linalg.subspace_svd(mm, rmm, it.V, passes, shape)
+        d = jnp.maximum(s - lam, 0)
+        z = _linalg.gather(U, d, V.T, rows, cols)
+        # The paper's relative change ||Z_old - Z||_F^2 / ||Z_old||_F^2, measured on the observed
+        # entries: from the factors it would be ||Z_old||^2 + ||Z||^2 - 2 <Z_old, Z>, whose
+        # cancellation floors it at ~eps (1e-7 in float32) instead of eps^2.
+        old2 = jnp.sum(it.z ** 2)
+        diff2 = jnp.sum((z - it.z) ** 2)
+        # Z_old = 0 (a cold start, or lam above ||P_Omega X||_2): converged only if Z stays 0.
+        safe_old2 = jnp.where(old2 > 0, old2, 1)
+        change = jnp.where(old2 > 0, diff2 / safe_old2, jnp.where(diff2 > 0, jnp.inf, 0))
+        objective = 0.5 * jnp.sum((z - b) ** 2) + lam * jnp.sum(d)
+        record = Record(jnp.sum(d > 0).astype(jnp.int32), relative_residual(z, b, norm_b))
+        return SoftImputeIterate(U, d, V, z, change.astype(b.dtype)), objective, record
+
+    def stop(state):
+        return _solver.status_of(state.iterate.change < tol)
+
+    z0 = _linalg.gather(U, d, V.T, rows, cols)
+    iterate = SoftImputeIterate(U, d, V, z0, jnp.asarray(jnp.inf, b.dtype))
+    state = _solver.run(update, stop, _solver.start(iterate, max_iter=max_iter, dtype=b.dtype,
+                                                    record=_record(b.dtype)))
+    it = state.iterate
+    return completed(state, it.U, it.d, it.V, relative_residual(it.z, b, norm_b))
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "n_power", "fresh"))
+def soft_impute(rows, cols, b, U, d, V, key, lam, tol, *, shape, max_iter, n_power, fresh):
+    if fresh:  # Z = 0, and a Gaussian block to start the subspace iteration from
+        V = jax.random.normal(key, V.shape, V.dtype)
+    first = COLD_PASSES if fresh else n_power + 1
+    return _soft_impute_solve(rows, cols, b, U, d, V, lam, tol, shape, max_iter, n_power, first)
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "n_power", "fresh"))
+def soft_impute_path(rows, cols, b, U, d, V, key, lams, tol, *, shape, max_iter, n_power, fresh):
+    if fresh:
+        V = jax.random.normal(key, V.shape, V.dtype)
+
+    def step(carry, lam):
+        U, d, V, i = carry
+        first = jnp.where((i == 0) & fresh, COLD_PASSES, n_power + 1)
+        res = _soft_impute_solve(rows, cols, b, U, d, V, lam, tol, shape, max_iter, n_power,
+                                 first)
+        return (res.U, res.S, res.Vt.T, i + 1), res
+
+    _, path = jax.lax.scan(step, (U, d, V, jnp.zeros((), jnp.int32)), lams)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Start factors (SoftImpute, WLRA)
+
+
+def start_factors(U, S, Vt, key, k):
+    """(U (n1, k), d (k,), V (n2, k)) from a warm start's factors of any rank: cut to k, or padded
+    with S = 0 components whose Gaussian directions (from ``key``) only seed the subspace
+    iteration, which orthonormalizes its blocks; they contribute nothing to the start."""
+    j = S.shape[0]
+    if j >= k:
+        return U[:, :k], S[:k], Vt[:k].T
+    return _pad_factors(U, S, Vt.T, key, k=k)
+
+
+@partial(jax.jit, static_argnames=("k",))
+def _pad_factors(U, S, V, key, *, k):
+    j = S.shape[0]
+    k1, k2 = jax.random.split(key)
+    U = jnp.concatenate([U, jax.random.normal(k1, (U.shape[0], k - j), U.dtype)], axis=1)
+    V = jnp.concatenate([V, jax.random.normal(k2, (V.shape[0], k - j), V.dtype)], axis=1)
+    return U, jnp.concatenate([S, jnp.zeros((k - j,), S.dtype)]), V
