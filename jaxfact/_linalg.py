@@ -32,7 +32,7 @@ def flip(U, S, Vt, u_based=True):
     idx = jnp.argmax(jnp.abs(basis), axis=0)
     signs = jnp.sign(basis[idx, jnp.arange(basis.shape[1])])
     signs = jnp.where(signs == 0, 1, signs).astype(U.dtype)
-    return U * signs, S, Vt * signs[:, None]
+    return U * signs[None, :], S, Vt * signs[:, None]
 
 
 def tie_tolerance(s):
@@ -59,13 +59,38 @@ def svd_kept(X, n_kept):
 
 @svd_kept.defjvp
 def _svd_kept_jvp(n_kept, primals, tangents):
+    # dU = U Om_U + (I - U U^T) dX V / S,  dV = V Om_V + (I - V V^T) dX^T U / S, dS = diag(dP),
+    # with Om_U, Om_V from subspace_rotations (ties treated there).
+    (X,), (dX,) = primals, tangents
+    U, s, Vt = svd_kept(X, n_kept)
+    V = Vt.T
+    dP = U.T @ dX @ V
+    om_u, om_v = subspace_rotations(dP, s, n_kept)
+    inv_s = safe_inverse(s)[None, :]
+    dXV = dX @ V
+    dXtU = dX.T @ U
+    dU = U @ om_u + (dXV - U @ (U.T @ dXV)) * inv_s
+    dV = V @ om_v + (dXtU - V @ (V.T @ dXtU)) * inv_s
+    return (U, s, Vt), (dU, jnp.diagonal(dP), dV.T)
+
+
+def safe_inverse(s):
+    """1 / s where s > 0, 0 elsewhere; no NaN or Inf in the value or its derivative."""
+    return jnp.where(s > 0, 1 / jnp.where(s > 0, s, 1), 0)
+
+
+def subspace_rotations(dP, s, n_kept):
+    """``Om_U = U^T dU`` and ``Om_V = V^T dV`` (k, k) of the SVD's tangent within the span of the
+    k singular vectors, from ``dP = U^T dX V`` and the singular values s (descending).
+
+    The one treatment of (near-)ties, shared by :func:`svd_kept`'s JVP and the implicit
+    derivative of top-k triplets found by any method (``_implicit_diff.svd_vjp``, where every
+    component is kept: ``n_kept = k``)."""
     # Derivative of the thin SVD (e.g. Townsend 2016, "Differentiating the singular value
-    # decomposition"). With dP = U^T dX V, A and Sy its antisymmetric and symmetric parts,
-    # Om_U = U^T dU and Om_V = V^T dV:
+    # decomposition"). With dP = U^T dX V, A and Sy its antisymmetric and symmetric parts:
     #   dP = Om_U S + dS + S Om_V^T;  with Om_U, Om_V antisymmetric, dS = diag(dP) and
     #   Om_U[i,j] =  A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
     #   Om_V[i,j] = -A_ij / (s_i + s_j) + Sy_ij / (s_j - s_i)
-    #   dU = U Om_U + (I - U U^T) dX V / S,  dV = V Om_V + (I - V V^T) dX^T U / S.
     # At a tie s_i = s_j the Sy term is 1/0: the tied vectors rotate by an amount that depends on
     # the direction dX (no derivative exists). No choice of antisymmetric Om_U, Om_V and diagonal
     # dS then reproduces the symmetric part of dP on the tied block, so U S V^T, U U^T and V V^T
@@ -81,12 +106,6 @@ def _svd_kept_jvp(n_kept, primals, tangents):
     # "Tie" means |s_i - s_j| <= sqrt(eps) s_max: the exact formula's rounding error grows like
     # eps s_max / |s_i - s_j|, and inside the kept block the tie formula is exact for U_k U_k^T
     # and U_k S_k V_k^T whatever the gap.
-    (X,), (dX,) = primals, tangents
-    U, s, Vt = svd_kept(X, n_kept)
-    V = Vt.T
-    dP = U.T @ dX @ V
-    dS = jnp.diagonal(dP)
-
     idx = jnp.arange(s.shape[0])
     si, sj = s[:, None], s[None, :]
     A = 0.5 * (dP - dP.T)
@@ -100,19 +119,12 @@ def _svd_kept_jvp(n_kept, primals, tangents):
     inside = tied & kept[:, None] & kept[None, :]
     # Double `where`: guard the divisions themselves, not only their results, so no NaN leaks into
     # the tangent (0 / 0 at zero singular values, 1 / 0 at ties).
-    inv_sum = jnp.where(ssum > 0, 1 / jnp.where(ssum > 0, ssum, 1), 0)
+    inv_sum = safe_inverse(ssum)
     inv_diff = jnp.where(distinct, 1 / jnp.where(distinct, sdiff, 1), 0)
-    safe_s = jnp.where(s > 0, s, 1)
-    inv_s = jnp.where(s > 0, 1 / safe_s, 0)
     rotation = Sy * inv_diff          # zero on ties and on the diagonal (A is zero there too)
     om_u = A * inv_sum + rotation
-    om_v = -A * inv_sum + rotation + jnp.where(inside, Sy * inv_s[None, :], 0)
-
-    dXV = dX @ V
-    dXtU = dX.T @ U
-    dU = U @ om_u + (dXV - U @ (U.T @ dXV)) * inv_s
-    dV = V @ om_v + (dXtU - V @ (V.T @ dXtU)) * inv_s
-    return (U, s, Vt), (dU, dS, dV.T)
+    om_v = -A * inv_sum + rotation + jnp.where(inside, Sy * safe_inverse(s)[None, :], 0)
+    return om_u, om_v
 
 
 @partial(jax.jit, static_argnames=("rank",))

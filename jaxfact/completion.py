@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import linop
 from jaxfact import _linalg
 

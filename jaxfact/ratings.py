@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 
 __all__ = ["BiasedMFResult", "biased_mf", "predict_ratings"]
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _linalg
 from jaxfact import linop
 
@@ -173,8 +173,8 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
         _checks.check_finite(fn, "X", X, checks)
     elif isinstance(X, jsparse.BCOO):
         _checks.check_finite(fn, "X", X.data, checks)
-    elif isinstance(X, linop.SparseCSR):
-        _checks.check_finite(fn, "X", X.X.data, checks)
+    elif isinstance(X, linop.SparseMatrix):
+        _checks.check_finite(fn, "X", X.S.xv, checks)
     elif isinstance(X, linop.ObservedMatrix):
         _checks.check_finite(fn, "X", X.values, checks)
     n_samples = min(rank + n_oversamples, m, n)
@@ -288,7 +288,7 @@ def pca_transform(result: PCAResult, X: Any) -> jax.Array:
     if X.shape[1] != result.mean.shape[0]:
         raise ValueError(f"pca_transform: `X` must have {result.mean.shape[0]} columns (the "
                          f"number of features PCA was fitted on); got shape {X.shape}")
-    return (X - result.mean) @ result.components.T
+    return (X - result.mean[None, :]) @ result.components.T
 
 
 # ------------------------------------------------------------------------------------------------
@@ -311,10 +311,8 @@ def _compute(X):
     if isinstance(X, jsparse.BCOO):
         return jsparse.BCOO((X.data.astype(jnp.float32), X.indices), shape=X.shape,
                             indices_sorted=X.indices_sorted, unique_indices=X.unique_indices)
-    if isinstance(X, linop.SparseCSR):
-        cast = lambda M: jsparse.BCSR((M.data.astype(jnp.float32), M.indices, M.indptr),
-                                      shape=M.shape)
-        return linop.SparseCSR(cast(X.X), cast(X.Xt))
+    if isinstance(X, linop.SparseMatrix):
+        return X.astype(jnp.float32)
     if isinstance(X, linop.ObservedMatrix):
         return X._replace(values=X.values.astype(jnp.float32))
     return X
@@ -338,9 +336,9 @@ def _centre(X):
     # residues of order eps |x|, which the SVD reports as variance (a constant X would "explain" a
     # ratio of 1). The correction carries no gradient, so d Xc = (I - 11^T / n) dX everywhere.
     mean = jnp.mean(X, axis=0)
-    Xc = X - mean
+    Xc = X - mean[None, :]
     constant = jnp.all(X == X[:1], axis=0)
-    return Xc - jax.lax.stop_gradient(jnp.where(constant, Xc, 0)), mean
+    return Xc - jax.lax.stop_gradient(jnp.where(constant[None, :], Xc, 0)), mean
 
 
 def _pca_from_svd(Xc, U, s, Vt, mean):

@@ -382,4 +382,4 @@ def _ppmi_dense(counts, alpha, shift):
 @jax.jit
 def _scale(U, S, eig):
     # S**0 is 1 even at S = 0 (power(0, 0) = 1); S**p for p > 0 is 0 there. No division occurs.
-    return U * jnp.power(S, eig)
+    return U * jnp.power(S, eig)[None, :]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _linalg
 from jaxfact.completion import CompletionResult
 
