@@ -297,10 +297,16 @@ def check_observed(fn: str, rows: Any, cols: Any, values: Any, shape: Any, *,
     return rows_j, cols_j, values, (m, n)
 
 
-def check_index_range(fn: str, name: str, idx: Any, size: int) -> None:
+def check_index_range(fn: str, name: str, idx: Any, size: int, checks: bool = False) -> None:
     """Raises ``ValueError`` if a concrete integer index array has entries outside [0, size - 1]
-    (one message for every function that takes indices)."""
-    if not is_concrete(idx) or not getattr(idx, "size", 1):
+    (one message for every function that takes indices); for tracers, stages a checkify check
+    when ``checks`` is true and does nothing otherwise."""
+    if not is_concrete(idx):
+        if checks:
+            checkify.check(jnp.all((idx >= 0) & (idx < size)),
+                           f"{fn}: `{name}` must be in [0, {size - 1}]")
+        return
+    if not getattr(idx, "size", 1):
         return
     lo, hi = value_range(idx)
     if lo < 0 or hi >= size:
@@ -332,3 +338,18 @@ def warn_renamed(fn: str, old: str, new: str, *, stacklevel: int = 3) -> None:
     import warnings
     warnings.warn(f"{fn}: `{old}` is renamed `{new}`; `{old}` will be removed in the next "
                   f"release", DeprecationWarning, stacklevel=stacklevel)
+
+
+def check_below(fn: str, name: str, x: Any, bound: int, bound_name: str,
+                checks: bool = False) -> None:
+    """Raises ``ValueError`` if a concrete array has an entry >= ``bound`` (named ``bound_name``
+    in the message); for tracers, stages a checkify check when ``checks`` is true."""
+    if not is_concrete(x):
+        if checks:
+            checkify.check(jnp.all(x < bound), f"{fn}: `{name}` must be < {bound_name} = {bound}")
+        return
+    if not getattr(x, "size", 1):
+        return
+    top = value_range(x)[1]
+    if top >= bound:
+        raise ValueError(f"{fn}: `{name}` must be < {bound_name} = {bound}; got {top}")

@@ -39,6 +39,7 @@ def reconstruct(result: Any) -> jax.Array:
 
     Example:
 
+      >>> X = jax.random.normal(jax.random.key(0), (8, 6))
       >>> res = jaxfact.truncated_svd(X, 3)
       >>> jaxfact.reconstruct(res).shape
       (8, 6)
@@ -70,6 +71,7 @@ def predict(result: Any, rows: Any, cols: Any, *, clip: tuple[float, float] | No
 
     Example:
 
+      >>> X = jax.random.normal(jax.random.key(0), (8, 6))
       >>> res = jaxfact.truncated_svd(X, 3)
       >>> jaxfact.predict(res, jnp.array([0, 3]), jnp.array([2, 2])).shape
       (2,)

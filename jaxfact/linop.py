@@ -260,7 +260,7 @@ class SparseMatrix(NamedTuple):
 def sample(S: SparseRows, Y: jax.Array, O: jax.Array) -> jax.Array:
     """``Y^T O`` at S's stored positions, in S's layout (like its ``vals``), for Y (k, p) and
     O (k, q): the entries of a factored matrix where S has data. O(nnz k)."""
-    Yt, Ot = Y.T, O.T
+    Yt, Ot = jnp.asarray(Y).T, jnp.asarray(O).T
     if not S.buckets:
         return jnp.sum(Yt[S.rows] * Ot[S.cols], axis=1)
     outs, start = [], 0
@@ -364,16 +364,18 @@ def _segment_matmul(rows, cols, values, B, n_out):
 
 def _rows_matmul(S, B):
     # S @ B (p, k) for B (q, k): O(nnz k); the ELL blocks use gathers only.
+    B = jnp.asarray(B)
     p = S.shape[0]
     if not S.buckets:
-        return jax.ops.segment_sum(S.vals[:, None] * B[S.cols], S.rows, num_segments=p)
+        vals = S.vals.astype(B.dtype)
+        return jax.ops.segment_sum(vals[:, None] * B[S.cols], S.rows, num_segments=p)
 
     def body(acc, cv):
         c, v = cv
         return acc + v[:, None] * B.at[c].get(mode="promise_in_bounds"), None
 
     outs = []
-    for (L, pb), c, v in zip(S.buckets, S.blocks(S.cols), S.blocks(S.vals)):
+    for (L, pb), c, v in zip(S.buckets, S.blocks(S.cols), S.blocks(S.vals.astype(B.dtype))):
         acc = jnp.zeros((pb, B.shape[1]), B.dtype)
         outs.append(lax.scan(body, acc, (c, v), unroll=min(L, 4))[0])
     outs.append(jnp.zeros((1, B.shape[1]), B.dtype))  # the empty rows' result

@@ -628,3 +628,11 @@ def test_checks_true_stages_value_checks_under_jit():
     g = checkify.checkify(jax.jit(lambda X: jf.randomized_svd(X, 3, key=KEY, checks=True).S))
     with pytest.raises(Exception, match=r"randomized_svd: `X` must be finite"):
         g(bad)[0].throw()
+    h = checkify.checkify(jax.jit(lambda X: jf.singular_value_shrink(X, 0.5, checks=True).S))
+    with pytest.raises(Exception, match=r"singular_value_shrink: `X` must be finite"):
+        h(bad)[0].throw()
+    res = jf.pca(CASES["tall"](np.float32), 2)
+    p = checkify.checkify(jax.jit(lambda X: jf.pca_transform(res, X, checks=True)))
+    with pytest.raises(Exception, match=r"pca_transform: `X` must be finite"):
+        p(bad)[0].throw()
+    assert p(CASES["tall"](np.float32))[0].get() is None
