@@ -55,7 +55,7 @@ def _svt_ref(M, lam, k):
     # Plain JAX: autodiff through jnp.linalg.svd (its own derivative rule, not jaxfact's).
     U, s, Vt = jnp.linalg.svd(M, full_matrices=False)
     f = jnp.where(jnp.arange(s.shape[0]) < k, jnp.maximum(s - lam, 0), 0)
-    return (U * f) @ Vt
+    return (U * f[None, :]) @ Vt
 
 
 def soft_impute_unrolled(rows, cols, values, shape, lam, k, n_iter):
@@ -83,7 +83,7 @@ def _si_loss(C, **kw):
     def loss(values, lam, rows, cols):
         res = jf.soft_impute(rows, cols, values, SHAPE, lam=lam, max_rank=6, tol=1e-26,
                              max_iter=2000, **kw)
-        return jnp.sum(C * ((res.U * res.S) @ res.Vt))
+        return jnp.sum(C * ((res.U * res.S[None, :]) @ res.Vt))
     return loss
 
 
@@ -138,7 +138,7 @@ def test_wlra_matches_finite_differences_and_unrolled(x64):
     @jax.jit
     def loss(X, Wt, lam):
         res = jf.wlra(X, Wt, 4, lam=lam, tol=0.0, max_iter=1500)
-        return jnp.sum(C * ((res.U * res.S) @ res.Vt)) + jnp.sum(res.S ** 2)
+        return jnp.sum(C * ((res.U * res.S[None, :]) @ res.Vt)) + jnp.sum(res.S ** 2)
 
     grads = jax.grad(loss, argnums=(0, 1, 2))(X, Wt, lam)
 
@@ -380,7 +380,7 @@ def test_randomized_svd_gradient_is_the_exact_truncated_svds(x64):
         def loss(X):
             U, S, Vt = svd(X)
             # sign-invariant: the reconstruction, S, and the projector on span(V)
-            return (jnp.sum(C * ((U * S) @ Vt)) + jnp.sum(S ** 3)
+            return (jnp.sum(C * ((U * S[None, :]) @ Vt)) + jnp.sum(S ** 3)
                     + jnp.sum(D * (Vt.T @ Vt)[:3]))
         return loss
 
@@ -407,7 +407,7 @@ def test_implicit_backward_memory_does_not_grow_with_max_iter(x64):
     def implicit(max_iter):
         def loss(v, lam):
             res = jf.soft_impute(rows, cols, v, shape, lam=lam, max_rank=6, max_iter=max_iter)
-            return jnp.sum(C * ((res.U * res.S) @ res.Vt))
+            return jnp.sum(C * ((res.U * res.S[None, :]) @ res.Vt))
         return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
     def unrolled(max_iter):
