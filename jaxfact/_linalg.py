@@ -1,16 +1,40 @@
 """The linear-algebra kernels every family shares: one place for each.
 
 * :func:`svd_thin` / :func:`svd_kept`: thin SVD with deterministic signs (:func:`flip`) and a
-  derivative that stays finite at repeated singular values (:func:`tie_tolerance`).
+  derivative that stays finite at repeated singular values; :func:`subspace_rotations` (with
+  :func:`tie_tolerance`) is the one treatment of ties, also used by the implicit derivative of
+  top-k triplets found by any method (``_implicit_diff.svd_vjp``).
 * :func:`truncated_svd`, :func:`randomized_svd`: the kernels behind :mod:`jaxfact.svd` (the public
   wrappers validate and cast; these assume valid input).
-* Orthonormalization, two ways, each where it is the right tool: :func:`orthonormalize`
-  (Householder QR by LAPACK: the final basis of a range finder, robust to rank deficiency) and
-  :func:`normalize_rows` (shifted CholeskyQR3: the intermediate bases of power iterations, at
-  matrix-multiply speed). :func:`householder_qr` is Householder QR written in XLA operations, for
-  the small blocks of the warm-started subspace iteration, where LAPACK's threads contend with XLA's.
 * :func:`subspace_svd`: warm-started block subspace iteration on an operator (completion, WLRA).
 * :func:`gather`: entries of a factored matrix ``U diag(S) Vt`` at given positions.
+
+Three orthonormalizers, because each wins where it is used. Measured on CPU, float32, median ms
+per call, "1 thread" with XLA and OpenBLAS on one core, "busy" with the default threading on a
+2-core machine at load 10 (``||Q^T Q - I||`` for LAPACK, XLA Householder, CholeskyQR3)::
+
+    (n, K)         1 thread: LAPACK  House.  CQR3   busy: LAPACK  House.  CQR3   ||Q^T Q - I||
+    (1000, 16)               0.08    0.58    0.16         344     0.64    72     2e-6 2e-6 1e-4
+    (4000, 60)               12.6    32      12.9         540     40      88     2e-6 2e-6 3e-3
+    (100000, 30)             85      972     135          1131    983     243    1e-6 1e-6 6e-4
+
+* :func:`orthonormalize` (Householder QR by LAPACK): exactly orthonormal, robust to rank
+  deficiency and the fastest on a quiet CPU: the final basis of the randomized range finder.
+* :func:`normalize_rows` (shifted CholeskyQR3): matrix products and a small Cholesky factor, so it
+  keeps XLA's speed when LAPACK's OpenBLAS threads contend with XLA's; its basis is orthonormal
+  only to ~1e-3, which the intermediate bases of the power iteration do not need (they only
+  carry the subspace to the next product).
+* :func:`householder_qr` (Householder QR in XLA operations, also returns R): for the small
+  (n, K) blocks of :func:`subspace_svd`, which runs inside the while loops of the completion
+  solvers; it never calls LAPACK, so it does not collapse under contention (0.6 ms against
+  LAPACK's 344 ms above), and it gives LAPACK's Q to 4e-7.
+
+Two subspace iterations, because their inputs and answers differ: :func:`randomized_svd` starts
+cold from a Gaussian sketch with a static number of passes, keeps its sketches as rows (the fast
+layout for a row-major dense X) and ends with ``B = Q^T X`` and its SVD; :func:`subspace_svd`
+continues from the previous solver iteration's V with a traced number of passes, needs R of
+every QR (its answer is the SVD of the K x K ``R^T``) and pads both half-steps to one shape so
+its QR compiles once. Running one through the other's loop would change its results.
 
 Everything here assumes valid input.
 """

@@ -410,7 +410,9 @@ def _merge_buckets(counts):
             ids.pop(i)
         else:
             i += 1
-    return np.array([merged[x] if x >= 0 else -1 for x in b])
+    lut = np.full(max(merged) + 1, -1)
+    lut[list(merged)] = list(merged.values())
+    return np.where(b >= 0, lut[np.maximum(b, 0)], -1)
 
 
 def _bucketed(r, c, v, p, q, nnz):
