@@ -55,7 +55,9 @@ class ImplicitDiff(NamedTuple):
       strict: if True, gradients are NaN when the backward solve ends with a relative residual
         above ``10 * tol`` (not converged within ``max_iter``). If False (default) the best
         solution found is used. To find out whether a backward pass converged, repeat it with
-        ``strict=True`` and test the gradients with ``jnp.isfinite``.
+        ``strict=True`` and test the gradients with ``jnp.isfinite``. NaN is the signal because
+        the gradient is the only output of a backward pass: the result (with its ``status``) has
+        been returned before the gradient is asked for, and a VJP can return nothing else.
     """
 
     tol: float | None = None

@@ -392,6 +392,29 @@ def test_randomized_svd_gradient_is_the_exact_truncated_svds(x64):
     assert fd_check(exact, (X,), (g,)) < RTOL
 
 
+def test_randomized_svd_gradient_at_a_tie_inside_the_kept_block_is_truncated_svds(x64):
+    # s = 5, 5, 3 | 1, 0.5: the implicit derivative and truncated_svd's JVP share one treatment of
+    # ties (_linalg.subspace_rotations): the projector U U^T and U S Vt get exact derivatives.
+    rng = np.random.default_rng(6)
+    U, _ = np.linalg.qr(rng.standard_normal((9, 5)))
+    V, _ = np.linalg.qr(rng.standard_normal((7, 5)))
+    X = jnp.asarray((U * np.array([5.0, 5.0, 3.0, 1.0, 0.5])) @ V.T)
+    C, D = jnp.asarray(rng.standard_normal((9, 9))), jnp.asarray(rng.standard_normal((9, 7)))
+
+    def loss_of(svd):
+        def loss(X):
+            U, S, Vt = svd(X)
+            return jnp.sum(C * (U @ U.T)) + jnp.sum(D * ((U * S[None, :]) @ Vt))
+        return loss
+
+    ours = loss_of(lambda X: jf.randomized_svd(X, 3, key=jax.random.key(0), n_iter=30))
+    exact = loss_of(lambda X: jf.truncated_svd(X, 3))
+    g = jax.grad(ours)(X)
+    assert bool(jnp.all(jnp.isfinite(g)))
+    assert rel(g, jax.grad(exact)(X)) < RTOL
+    assert fd_check(exact, (X,), (g,)) < 1e-5
+
+
 # ------------------------------------------------------------------------------------------------
 # Memory, strictness, options
 
