@@ -317,10 +317,6 @@ def as_operator(A: Any) -> Operator:
     return jnp.asarray(A)
 
 
-def _is_concrete(x: Any) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
-
-
 def shape_of(A: Operator) -> tuple[int, int]:
     return tuple(int(d) for d in A.shape)
 
@@ -355,6 +351,10 @@ def rmatmul(A: Operator, B: jax.Array) -> jax.Array:
 
 # ------------------------------------------------------------------------------------------------
 # Kernels
+
+
+def _is_concrete(x: Any) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
 def _segment_matmul(rows, cols, values, B, n_out):
