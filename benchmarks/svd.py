@@ -64,7 +64,7 @@ def main(quick: bool = False) -> None:
     rng = np.random.default_rng(1)
     sp = scipy.sparse.random(ms, ns, density=nnz / (ms * ns), random_state=rng, format="csr",
                              dtype=np.float32)
-    op = jf.linop.as_operator(sp)  # CSR of X and of X^T, built once like scikit-learn's CSR
+    op = jf.linop.as_operator(sp)  # X by rows and by columns, built once like scikit-learn's CSR
     sp_norm2 = float(sp.multiply(sp).sum())
     s_top = scipy.sparse.linalg.svds(sp.astype(np.float64), k=ks, return_singular_vectors=False,
                                      random_state=0)

@@ -7,7 +7,7 @@ approximation), and Flax modules that put those factors to work (:mod:`jaxfact.n
 
 from jaxfact import datasets
 from jaxfact import nn
-from jaxfact._implicit import ImplicitDiff
+from jaxfact._implicit_diff import ImplicitDiff
 from jaxfact._solver import Status
 from jaxfact.completion import CompletionResult
 from jaxfact.completion import soft_impute

@@ -343,3 +343,18 @@ def warn_renamed(fn: str, old: str, new: str, *, stacklevel: int = 3) -> None:
     import warnings
     warnings.warn(f"{fn}: `{old}` is renamed `{new}`; `{old}` will be removed in the next "
                   f"release", DeprecationWarning, stacklevel=stacklevel)
+
+
+def check_below(fn: str, name: str, x: Any, bound: int, bound_name: str,
+                checks: bool = False) -> None:
+    """Raises ``ValueError`` if a concrete array has an entry >= ``bound`` (named ``bound_name``
+    in the message); for tracers, stages a checkify check when ``checks`` is true."""
+    if not is_concrete(x):
+        if checks:
+            checkify.check(jnp.all(x < bound), f"{fn}: `{name}` must be < {bound_name} = {bound}")
+        return
+    if not getattr(x, "size", 1):
+        return
+    top = value_range(x)[1]
+    if top >= bound:
+        raise ValueError(f"{fn}: `{name}` must be < {bound_name} = {bound}; got {top}")

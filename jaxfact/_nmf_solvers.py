@@ -12,7 +12,7 @@ iteration. With a mask the half-step works with ``O`` and the mask itself (O(m n
 iteration).
 
 The data term is held as ``A = M * X`` (``X`` when there is no mask), dense, or sparse by rows
-and by columns (:mod:`jaxfact._nmf_sparse`) so that both ``O A^T`` products read rows.
+and by columns (:class:`jaxfact.linop.SparseMatrix`) so that both ``O A^T`` products read rows.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxfact import _nmf_sparse as _sp
+
 from jaxfact import _linalg
+from jaxfact import linop
 
 __all__ = []  # private module
 
@@ -82,9 +83,9 @@ class Reg(NamedTuple):
 def prepare(X, mask):
     """Builds :class:`Data` from dense or :class:`SparseX` X and an optional dense mask."""
     Mt = None if mask is None else mask.T
-    if isinstance(X, _sp.SparseX):
-        S = _sp.apply_mask(X.S, mask)
-        St = _sp.apply_mask(X.St, Mt)
+    if isinstance(X, linop.SparseMatrix):
+        S = linop.apply_mask(X.S, mask)
+        St = linop.apply_mask(X.St, Mt)
         return Data(None, None, S, St, mask, Mt, jnp.sum(S.vals * S.xv))
     A = X if mask is None else mask * X
     return Data(A, X, None, None, mask, Mt, jnp.sum(A * X))
@@ -99,8 +100,8 @@ def data_scale(X, mask=None):
     is the same problem, and no intermediate (squared gradients, Gram matrices, the objective)
     under- or overflows for X of any magnitude the dtype can hold.
     """
-    if isinstance(X, _sp.SparseX):
-        top = jnp.max(_sp.apply_mask(X.S, mask).vals, initial=0)
+    if isinstance(X, linop.SparseMatrix):
+        top = jnp.max(linop.apply_mask(X.S, mask).vals, initial=0)
     else:
         top = jnp.max(X if mask is None else mask * X, initial=0)
     ok = (top > 0) & jnp.isfinite(top)
@@ -110,8 +111,8 @@ def data_scale(X, mask=None):
 
 def scale_x(X, f):
     """``f * X`` for dense or :class:`SparseX` X."""
-    if isinstance(X, _sp.SparseX):
-        return _sp.SparseX(X.S.scaled(f), X.St.scaled(f))
+    if isinstance(X, linop.SparseMatrix):
+        return linop.SparseMatrix(X.S.scaled(f), X.St.scaled(f))
     return X * f
 
 
@@ -128,14 +129,14 @@ def _dot_tn(a, b):
 def cross_w(data, H):
     """``H A^T`` (k, m): the cross product of the W step."""
     if data.S is not None:
-        return _sp.matmul(data.S, H.T).T
+        return linop.matmul(data.S, H.T).T
     return _dot_t(H, data.A)
 
 
 def cross_h(data, Wt):
     """``Wt A`` (k, n): the cross product of the H step."""
     if data.St is not None:
-        return _sp.matmul(data.St, Wt.T).T
+        return linop.matmul(data.St, Wt.T).T
     return Wt @ data.A
 
 
@@ -145,7 +146,7 @@ def cross_h(data, Wt):
 
 def _mean(X):
     m, n = X.shape
-    return _sp.total(X) / (m * n)
+    return linop.total(X) / (m * n)
 
 
 @partial(jax.jit, static_argnames=("rank", "init"))
@@ -217,9 +218,7 @@ def scale_start(data, Wt, H, beta_loss, *, update_H):
 
 def _init_svd(X, key, rank):
     m, n = X.shape
-    if isinstance(X, _sp.SparseX):
-        X = _sp.as_linear_operator(X)
-    elif min(m, n) <= 256:
+    if not isinstance(X, linop.SparseMatrix) and min(m, n) <= 256:
         U, S, Vt = _linalg.svd_thin(X)
         return U[:, :rank], S[:rank], Vt[:rank]
     # scikit-learn's randomized_svd defaults: 10 oversamples, 7 power iterations for small ranks.
@@ -676,7 +675,7 @@ def _kl_num_w(data, Wt, H, WHs):
     eps = jnp.finfo(Wt.dtype).eps
     if data.S is not None:
         R = data.S.with_vals(data.S.vals / jnp.maximum(WHs, eps))
-        return _sp.matmul(R, H.T).T
+        return linop.matmul(R, H.T).T
     return _dot_t(H, data.A / jnp.maximum(WHs, eps))
 
 
@@ -684,14 +683,14 @@ def _kl_num_h(data, Wt, H):
     """``Wt (A / WH)`` (k, n) and WH at A's entries."""
     eps = jnp.finfo(Wt.dtype).eps
     if data.St is not None:
-        WHt = _sp.sample(data.St, H, Wt)
+        WHt = linop.sample(data.St, H, Wt)
         R = data.St.with_vals(data.St.vals / jnp.maximum(WHt, eps))
-        return _sp.matmul(R, Wt.T).T
+        return linop.matmul(R, Wt.T).T
     return Wt @ (data.A / jnp.maximum(_dot_tn(Wt, H), eps))
 
 
 def _wh(data, Wt, H):
-    return _sp.sample(data.S, Wt, H) if data.S is not None else _dot_tn(Wt, H)
+    return linop.sample(data.S, Wt, H) if data.S is not None else _dot_tn(Wt, H)
 
 
 class _KLState(NamedTuple):

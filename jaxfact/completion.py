@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxfact import _checks
 from jaxfact import _completion
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _solver
 
 __all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path"]

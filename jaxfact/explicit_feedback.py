@@ -23,7 +23,7 @@ from jax import lax
 
 from jaxfact import _als
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _solver
 from jaxfact import factored
 

@@ -5,13 +5,16 @@ jaxfact's iterative algorithms touch their input only through ``matmul(A, B) = A
 
 * a dense ``jax.Array`` (or NumPy array) of shape (m, n);
 * a ``jax.experimental.sparse.BCOO`` matrix or a SciPy sparse matrix (:func:`as_operator` turns
-  a concrete one into a :class:`SparseCSR`, whose products use XLA's CSR kernel);
+  a concrete one into a :class:`SparseMatrix`, the one sparse format of jaxfact's solvers: the
+  entries by rows and by columns, in padded blocks whose products are gathers);
 * an :class:`ObservedMatrix`: a sparse matrix given by its observed entries (rows, cols, values),
   the form ratings and matrix-completion data come in; its products are segment sums, O(nnz * k);
 * a :class:`LinearOperator` built from two functions, for matrices that are never stored (a sum
   of sparse and low-rank parts, a kernel matrix, a Hessian).
 
-All four are pytrees, so they pass through ``jax.jit`` and ``jax.vmap`` as arguments.
+All of them are pytrees, so they pass through ``jax.jit`` and ``jax.vmap`` as arguments.
+:func:`sample`, :func:`apply_mask`, :func:`masked` and :func:`total` are the other operations
+on a :class:`SparseMatrix` that the NMF solvers need.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.experimental import sparse as jsparse
 
-__all__ = ["ObservedMatrix", "LinearOperator", "SparseCSR", "as_operator", "matmul", "rmatmul", "shape_of",
-           "dtype_of"]
+__all__ = ["ObservedMatrix", "LinearOperator", "SparseMatrix", "SparseRows", "as_operator",
+           "matmul", "rmatmul", "shape_of", "dtype_of", "sample", "apply_mask", "masked", "total"]
 
 
 class ObservedMatrix(NamedTuple):
@@ -108,69 +112,209 @@ jax.tree_util.register_pytree_node(
     lambda aux, children: LinearOperator(aux[0], aux[1], aux[2], aux[3], children[0]),
 )
 
-class SparseCSR(NamedTuple):
-    """A sparse matrix kept twice in CSR form, as ``X`` and as ``X.T``.
+class SparseRows:
+    """The stored entries of a sparse (p, q) matrix, laid out by rows: one half of a
+    :class:`SparseMatrix`. ``matmul(S, B)`` multiplies it; it has no ``rmatmul``.
 
-    Both products then run XLA's compressed-sparse-row kernel (``X @ B`` and ``X.T @ B`` are each a
-    CSR times dense product), several times faster on CPU than the scatter-add that a COO product
-    lowers to. :func:`as_operator` builds it from a concrete ``BCOO`` or SciPy sparse matrix; it
-    costs twice the memory of the non-zeros.
+    ``cols``, ``vals``, ``xv``, ``wv`` are 1-D. ``xv`` holds the matrix's values, ``wv`` a weight
+    per entry (1, or a mask's value, see :func:`apply_mask`; 0 on padding) and ``vals = wv * xv``
+    the weighted matrix that :func:`matmul` multiplies. Two layouts:
+
+    * coordinate (``buckets == ()``, built under ``jit``): ``rows`` gives each entry's row, and
+      products are segment sums;
+    * bucketed ELLPACK (built on the host): rows of similar length (counts in (2^(b-1), 2^b]) share
+      a bucket, a dense (L_b, p_b) block, so products are gathers only and the padding stays
+      below 2x even when a few rows are very long (word counts are Zipfian). Bucket b (static
+      ``(L_b, p_b)``) occupies the next ``L_b * p_b`` positions, entry l of its i-th row at
+      ``l * p_b + i``; ``rows`` lists the rows of all buckets in order and ``inv`` (p,) maps each
+      row to its place in that list (empty rows to one past the end).
     """
 
-    X: jsparse.BCSR   # (m, n)
-    Xt: jsparse.BCSR  # (n, m)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(int(d) for d in self.X.shape)
+    def __init__(self, rows, inv, cols, vals, xv, wv, shape, nnz, buckets):
+        self.rows, self.inv, self.cols, self.vals, self.xv, self.wv = rows, inv, cols, vals, xv, wv
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.nnz = int(nnz)
+        self.buckets = tuple(buckets)
 
     @property
     def dtype(self):
-        return self.X.dtype
+        return self.vals.dtype
+
+    def with_vals(self, vals: jax.Array) -> "SparseRows":
+        """The same entries with ``vals`` replaced (e.g. a residual at the stored entries)."""
+        return SparseRows(self.rows, self.inv, self.cols, vals, self.xv, self.wv, self.shape,
+                          self.nnz, self.buckets)
+
+    def scaled(self, f: Any) -> "SparseRows":
+        """The same entries with the values (``xv`` and ``vals``) multiplied by ``f``."""
+        return SparseRows(self.rows, self.inv, self.cols, self.vals * f, self.xv * f, self.wv,
+                          self.shape, self.nnz, self.buckets)
+
+    def astype(self, dtype: Any) -> "SparseRows":
+        return SparseRows(self.rows, self.inv, self.cols, self.vals.astype(dtype),
+                          self.xv.astype(dtype), self.wv.astype(dtype), self.shape, self.nnz,
+                          self.buckets)
+
+    def row_index(self) -> jax.Array:
+        """The row of each stored position (padding included), in the layout's order."""
+        if not self.buckets:
+            return self.rows
+        parts, start = [], 0
+        for L, pb in self.buckets:
+            parts.append(jnp.broadcast_to(self.rows[start:start + pb], (L, pb)).reshape(-1))
+            start += pb
+        return jnp.concatenate(parts)
+
+    def blocks(self, arr: jax.Array) -> list:
+        """Splits a 1-D array in the layout's order into the buckets' (L_b, p_b) blocks."""
+        out, start = [], 0
+        for L, pb in self.buckets:
+            out.append(arr[start:start + L * pb].reshape(L, pb))
+            start += L * pb
+        return out
+
+    def __repr__(self) -> str:
+        return f"SparseRows(shape={self.shape}, nnz={self.nnz}, buckets={len(self.buckets)})"
+
+
+jax.tree_util.register_pytree_node(
+    SparseRows,
+    lambda s: ((s.rows, s.inv, s.cols, s.vals, s.xv, s.wv), (s.shape, s.nnz, s.buckets)),
+    lambda aux, ch: SparseRows(*ch, *aux),
+)
+
+
+class SparseMatrix(NamedTuple):
+    """A sparse (m, n) matrix kept twice, by rows (``S``, (m, n)) and by columns (``St``, (n, m)).
+
+    Both products then read rows: ``X @ B`` multiplies ``S`` and ``X.T @ B`` multiplies ``St``,
+    each with gathers only on the host-built (bucketed ELLPACK) layout, several times faster on
+    CPU than XLA's CSR or COO kernels (which scatter). It costs twice the memory of the non-zeros.
+    :func:`as_operator` builds it from a concrete ``BCOO`` or SciPy sparse matrix.
+
+    Example::
+
+      >>> X = SparseMatrix.from_coo([0, 0, 2], [1, 1, 0], [1.0, 2.0, 5.0], (3, 2))
+      >>> print(X.nnz, matmul(X, jnp.eye(2)).tolist())   # duplicates are summed
+      2 [[0.0, 3.0], [0.0, 0.0], [5.0, 0.0]]
+    """
+
+    S: SparseRows
+    St: SparseRows
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.S.shape
+
+    @property
+    def dtype(self):
+        return self.S.dtype
+
+    @property
+    def nnz(self) -> int:
+        return self.S.nnz
+
+    @property
+    def T(self) -> "SparseMatrix":
+        return SparseMatrix(self.St, self.S)
+
+    def astype(self, dtype: Any) -> "SparseMatrix":
+        return SparseMatrix(self.S.astype(dtype), self.St.astype(dtype))
 
     @classmethod
-    def from_coo(cls, rows: Any, cols: Any, values: Any, shape: tuple[int, int]) -> "SparseCSR":
+    def from_coo(cls, rows: Any, cols: Any, values: Any, shape: tuple[int, int]
+                 ) -> "SparseMatrix":
         """From coordinates on the host (duplicates are summed)."""
+        m, n = int(shape[0]), int(shape[1])
         rows = np.asarray(rows, np.int64)
         cols = np.asarray(cols, np.int64)
         values = np.asarray(values)
-        m, n = int(shape[0]), int(shape[1])
-        return cls(_csr(rows, cols, values, m, n), _csr(cols, rows, values, n, m))
+        flat = rows * n + cols
+        if flat.size and not np.all(flat[1:] > flat[:-1]):  # unsorted or duplicated entries
+            flat, inverse = np.unique(flat, return_inverse=True)
+            values = np.bincount(inverse, weights=values,
+                                 minlength=flat.size).astype(values.dtype)
+        r, c = flat // n, flat % n
+        nnz = int(flat.size)
+        order = np.argsort(c, kind="stable")
+        return cls(_bucketed(r, c, values, m, n, nnz),
+                   _bucketed(c[order], r[order], values[order], n, m, nnz))
+
+    @classmethod
+    def from_bcoo(cls, X: jsparse.BCOO) -> "SparseMatrix":
+        """From a 2-D BCOO. Concrete: the ELL layout, duplicates summed, padding dropped. Traced
+        (under ``jit``, row lengths unknown): the coordinate layout, whose entries must be unique
+        (padding entries, index == shape, multiply to nothing)."""
+        m, n = X.shape
+        if _is_concrete(X):
+            idx = np.asarray(X.indices).astype(np.int64)
+            data = np.asarray(X.data)
+            inside = (idx[:, 0] < m) & (idx[:, 1] < n)  # BCOO pads with out-of-range indices
+            return cls.from_coo(idx[inside, 0], idx[inside, 1], data[inside], (m, n))
+        r, c = X.indices[:, 0], X.indices[:, 1]
+        ones = jnp.ones_like(X.data)
+        return cls(SparseRows(r, None, c, X.data, X.data, ones, (m, n), X.nse, ()),
+                   SparseRows(c, None, r, X.data, X.data, ones, (n, m), X.nse, ()))
 
 
-def _csr(rows, cols, values, m, n) -> jsparse.BCSR:
-    key = rows * n + cols
-    uniq, inverse = np.unique(key, return_inverse=True)  # sorted by row, then column
-    data = np.bincount(inverse, weights=values, minlength=uniq.size).astype(values.dtype)
-    r, c = uniq // n, uniq % n
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=m))])
-    return jsparse.BCSR((jnp.asarray(data), jnp.asarray(c, jnp.int32),
-                         jnp.asarray(indptr, jnp.int32)), shape=(m, n))
+def sample(S: SparseRows, Y: jax.Array, O: jax.Array) -> jax.Array:
+    """``Y^T O`` at S's stored positions, in S's layout (like its ``vals``), for Y (k, p) and
+    O (k, q): the entries of a factored matrix where S has data. O(nnz k)."""
+    Yt, Ot = jnp.asarray(Y).T, jnp.asarray(O).T
+    if not S.buckets:
+        return jnp.sum(Yt[S.rows] * Ot[S.cols], axis=1)
+    outs, start = [], 0
+    for (L, pb), c in zip(S.buckets, S.blocks(S.cols)):
+        Yb = Yt[S.rows[start:start + pb]]
+        start += pb
+
+        def body(_, c, Yb=Yb):
+            return None, jnp.sum(Yb * Ot.at[c].get(mode="promise_in_bounds"), axis=1)
+
+        outs.append(lax.scan(body, None, c, unroll=min(L, 4))[1].reshape(-1))
+    return jnp.concatenate(outs)
 
 
-Operator = Union[jax.Array, jsparse.BCOO, SparseCSR, ObservedMatrix, LinearOperator]
+def apply_mask(S: SparseRows, M: Any) -> SparseRows:
+    """Weights ``wv * M[i, j]`` and ``vals = wv * xv`` for a dense (p, q) mask M (None: none)."""
+    wv = S.wv if M is None else S.wv * M[S.row_index(), S.cols]
+    return SparseRows(S.rows, S.inv, S.cols, wv * S.xv, S.xv, wv, S.shape, S.nnz, S.buckets)
+
+
+def masked(X: Any, mask: Any) -> Any:
+    """``mask * X`` for dense X or a :class:`SparseMatrix` (which keeps its layout)."""
+    if isinstance(X, SparseMatrix):
+        return SparseMatrix(apply_mask(X.S, mask), apply_mask(X.St, mask.T))
+    return mask * X
+
+
+def total(X: Any) -> jax.Array:
+    """``sum(X)`` for dense X or a :class:`SparseMatrix` (of its weighted values)."""
+    if isinstance(X, SparseMatrix):
+        return jnp.sum(X.S.vals)
+    return jnp.sum(X)
+
+
+Operator = Union[jax.Array, jsparse.BCOO, SparseMatrix, ObservedMatrix, LinearOperator]
 
 
 def as_operator(A: Any) -> Operator:
     """Returns ``A`` in the form its products are fastest in.
 
     NumPy arrays become ``jax.Array``; a SciPy sparse matrix, and a concrete 2-D ``BCOO``, become
-    a :class:`SparseCSR`; a traced ``BCOO`` (under ``jit``) and the other forms are unchanged.
+    a :class:`SparseMatrix` (duplicates summed); a traced ``BCOO`` (under ``jit``) and the other
+    forms are unchanged.
     """
     if isinstance(A, jsparse.BCOO):
-        if A.n_batch == 0 and A.n_dense == 0 and _is_concrete(A):
-            return SparseCSR.from_coo(A.indices[:, 0], A.indices[:, 1], A.data, A.shape)
+        if A.n_batch == 0 and A.n_dense == 0 and len(A.shape) == 2 and _is_concrete(A):
+            return SparseMatrix.from_bcoo(A)
         return A
-    if isinstance(A, (SparseCSR, ObservedMatrix, LinearOperator, jax.Array)):
+    if isinstance(A, (SparseMatrix, ObservedMatrix, LinearOperator, jax.Array)):
         return A
     if hasattr(A, "tocoo") and hasattr(A, "nnz"):  # a SciPy sparse matrix or array
         coo = A.tocoo()
-        return SparseCSR.from_coo(coo.row, coo.col, coo.data, coo.shape)
+        return SparseMatrix.from_coo(coo.row, coo.col, coo.data, coo.shape)
     return jnp.asarray(A)
-
-
-def _is_concrete(x: Any) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
 def shape_of(A: Operator) -> tuple[int, int]:
@@ -181,17 +325,14 @@ def dtype_of(A: Operator):
     return A.dtype
 
 
-def _segment_matmul(rows, cols, values, B, n_out):
-    # out[r] = sum_{e: rows[e] = r} values[e] * B[cols[e]]; O(nnz * k), never densifies A.
-    return jax.ops.segment_sum(values[:, None] * B[cols], rows, num_segments=n_out)
-
-
 def matmul(A: Operator, B: jax.Array) -> jax.Array:
-    """``A @ B`` for any supported ``A`` and a dense (n, k) ``B``."""
+    """``A @ B`` for any supported ``A`` (or a :class:`SparseRows`) and a dense (n, k) ``B``."""
     if isinstance(A, ObservedMatrix):
         return _segment_matmul(A.rows, A.cols, A.values.astype(B.dtype), B, A.shape[0])
-    if isinstance(A, SparseCSR):
-        return A.X @ B
+    if isinstance(A, SparseMatrix):
+        return _rows_matmul(A.S, B)
+    if isinstance(A, SparseRows):
+        return _rows_matmul(A, B)
     if isinstance(A, LinearOperator):
         return A.matmul(B)
     return A @ B
@@ -201,8 +342,109 @@ def rmatmul(A: Operator, B: jax.Array) -> jax.Array:
     """``A.T @ B`` for any supported ``A`` and a dense (m, k) ``B``."""
     if isinstance(A, ObservedMatrix):
         return _segment_matmul(A.cols, A.rows, A.values.astype(B.dtype), B, A.shape[1])
-    if isinstance(A, SparseCSR):
-        return A.Xt @ B
+    if isinstance(A, SparseMatrix):
+        return _rows_matmul(A.St, B)
     if isinstance(A, LinearOperator):
         return A.rmatmul(B)
     return A.T @ B
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels
+
+
+def _is_concrete(x: Any) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _segment_matmul(rows, cols, values, B, n_out):
+    # out[r] = sum_{e: rows[e] = r} values[e] * B[cols[e]]; O(nnz * k), never densifies A.
+    return jax.ops.segment_sum(values[:, None] * B[cols], rows, num_segments=n_out)
+
+
+def _rows_matmul(S, B):
+    # S @ B (p, k) for B (q, k): O(nnz k); the ELL blocks use gathers only.
+    B = jnp.asarray(B)
+    p = S.shape[0]
+    if not S.buckets:
+        vals = S.vals.astype(B.dtype)
+        return jax.ops.segment_sum(vals[:, None] * B[S.cols], S.rows, num_segments=p)
+
+    def body(acc, cv):
+        c, v = cv
+        return acc + v[:, None] * B.at[c].get(mode="promise_in_bounds"), None
+
+    outs = []
+    for (L, pb), c, v in zip(S.buckets, S.blocks(S.cols), S.blocks(S.vals.astype(B.dtype))):
+        acc = jnp.zeros((pb, B.shape[1]), B.dtype)
+        outs.append(lax.scan(body, acc, (c, v), unroll=min(L, 4))[0])
+    outs.append(jnp.zeros((1, B.shape[1]), B.dtype))  # the empty rows' result
+    return jnp.concatenate(outs).at[S.inv].get(mode="promise_in_bounds")
+
+
+# Buckets are merged while the padding grows by less than this factor: fewer, larger blocks
+# compile faster and loop less; small matrices get a single block.
+_MERGE_SLACK = 1.25
+_SMALL_NNZ = 1 << 14
+
+
+def _merge_buckets(counts):
+    """Bucket id per row (-1 for empty rows): lengths in (2^(b-1), 2^b], adjacent buckets merged
+    while that costs little padding."""
+    b = np.where(counts > 0, np.ceil(np.log2(np.maximum(counts, 1))), -1).astype(int)
+    if counts.sum() <= _SMALL_NNZ:
+        return np.where(counts > 0, 0, -1)
+    ids = list(np.unique(b[b >= 0]))
+    size = {i: int((b == i).sum()) for i in ids}
+    top = {i: int(counts[b == i].max()) for i in ids}
+    merged = dict(zip(ids, ids))
+    i = 0
+    while i + 1 < len(ids):
+        lo, hi = ids[i], ids[i + 1]
+        separate = top[lo] * size[lo] + top[hi] * size[hi]
+        if top[hi] * (size[lo] + size[hi]) <= _MERGE_SLACK * separate:
+            size[hi] += size[lo]
+            for k, v in merged.items():
+                if v == lo:
+                    merged[k] = hi
+            ids.pop(i)
+        else:
+            i += 1
+    lut = np.full(max(merged) + 1, -1)
+    lut[list(merged)] = list(merged.values())
+    return np.where(b >= 0, lut[np.maximum(b, 0)], -1)
+
+
+def _bucketed(r, c, v, p, q, nnz):
+    """Bucketed ELL layout of entries sorted by row (r ascending)."""
+    counts = np.bincount(r, minlength=p)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(r.size) - starts[r]
+    bucket_of_row = _merge_buckets(counts)
+    buckets, rows_all, cols_all, vals_all, valid_all = [], [], [], [], []
+    for b in np.unique(bucket_of_row[bucket_of_row >= 0]).astype(int):
+        rows_b = np.nonzero(bucket_of_row == b)[0]
+        L, pb = int(counts[rows_b].max()), rows_b.size
+        local = np.full(p, -1)
+        local[rows_b] = np.arange(pb)
+        sel = local[r] >= 0
+        li, lp = pos[sel], local[r[sel]]
+        cols = np.zeros((L, pb), np.int32)
+        vals = np.zeros((L, pb), v.dtype)
+        valid = np.zeros((L, pb), v.dtype)
+        cols[li, lp] = c[sel]
+        vals[li, lp] = v[sel]
+        valid[li, lp] = 1
+        buckets.append((L, pb))
+        rows_all.append(rows_b)
+        cols_all.append(cols.reshape(-1))
+        vals_all.append(vals.reshape(-1))
+        valid_all.append(valid.reshape(-1))
+    rows = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
+    inv = np.full(p, rows.size, np.int32)
+    inv[rows] = np.arange(rows.size)
+    cat = lambda xs, dt: jnp.asarray(np.concatenate(xs) if xs else np.zeros(0, dt))  # noqa: E731
+    vals = cat(vals_all, v.dtype)
+    return SparseRows(jnp.asarray(rows.astype(np.int32)), jnp.asarray(inv),
+                      cat(cols_all, np.int32), vals, vals, cat(valid_all, v.dtype), (p, q), nnz,
+                      buckets)

@@ -29,9 +29,8 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _nmf_solvers as _s
-from jaxfact import _nmf_sparse as _sp
 from jaxfact import linop
 
 __all__ = ["NMFResult", "nmf", "nmf_init", "nmf_transform"]
@@ -216,7 +215,7 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
                           f"start: runs with different keys (e.g. under jax.vmap) are identical. "
                           f"Use init='random' or 'nndsvdar' for random restarts.", stacklevel=2)
         # Missing entries (weight 0) must not steer the start either: initialize from mask * X.
-        W0, H0 = _init(fn, X if mask is None else _sp.masked(X, mask), rank, init, key)
+        W0, H0 = _init(fn, X if mask is None else linop.masked(X, mask), rank, init, key)
     sg = jax.lax.stop_gradient
     fit = _nmf_kernel(sg(X), mask, sg(W0.T), sg(H0), jnp.asarray(tol, X.dtype), sg(reg),
                       solver=solver, beta_loss=beta_loss, max_iter=max_iter,
@@ -367,7 +366,7 @@ def _check_values(fn, name, x):
 
 
 def _check_X(fn, X):
-    """X as a float32/float64 dense array or a :class:`_nmf_sparse.SparseX` (values checked
+    """X as a float32/float64 dense array or a :class:`jaxfact.linop.SparseMatrix` (values checked
     when concrete), and the dtype to return results in."""
     if hasattr(X, "tocoo") and hasattr(X, "nnz"):  # a SciPy sparse matrix or array
         X = jsparse.BCOO.from_scipy_sparse(X)
@@ -381,9 +380,8 @@ def _check_X(fn, X):
             X = jsparse.BCOO((X.data.astype(_compute_dtype(out)), X.indices), shape=X.shape)
         if _checks.is_concrete(X):
             _check_values(fn, "X", X)
-            return _sp.from_bcoo_host(X), out  # duplicates summed, laid out by rows and columns
-        return _sp.from_bcoo_traced(X), out
-    if isinstance(X, (linop.ObservedMatrix, linop.LinearOperator, linop.SparseCSR)):
+        return linop.SparseMatrix.from_bcoo(X), out  # concrete: duplicates summed, ELL layout
+    if isinstance(X, (linop.ObservedMatrix, linop.LinearOperator)):
         raise TypeError(f"{fn}: `X` must be a dense array or a BCOO matrix; got "
                         f"{type(X).__name__}")
     X = _checks.as_float_array(fn, "X", X)

@@ -25,7 +25,7 @@ from jaxfact import _checks
 __all__ = ["energy_rank", "optimal_hard_threshold", "hard_threshold"]
 
 
-def energy_rank(S: Any, energy: float) -> int:
+def energy_rank(S: Any, energy: float, *, checks: bool = False) -> int:
     """Smallest k with ``sum(S[:k]**2) >= energy * sum(S**2)``.
 
     ``S`` holds singular values in descending order (all of them, for the share to mean the share
@@ -38,6 +38,8 @@ def energy_rank(S: Any, energy: float) -> int:
     Args:
       S: (r,) non-negative singular values, non-increasing.
       energy: share to keep, in (0, 1].
+      checks: under an outer ``jit``, also check that S is finite and non-negative, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       k in [1, r]. An all-zero S gives 1.
@@ -52,8 +54,8 @@ def energy_rank(S: Any, energy: float) -> int:
     if S.shape[0] == 0:
         raise ValueError(f"{fn}: `S` must hold at least one singular value; got shape {S.shape}")
     energy = _checks.check_real(fn, "energy", energy, low=0.0, high=1.0, low_open=True)
-    _checks.check_finite(fn, "S", S)
-    _checks.check_nonnegative(fn, "S", S)
+    _checks.check_finite(fn, "S", S, checks)
+    _checks.check_nonnegative(fn, "S", S, checks)
     if _checks.is_concrete(S) and S.shape[0] > 1:
         with _checks.eager():
             rises = jnp.nonzero(S[1:] > S[:-1], size=1, fill_value=-1)[0]
@@ -66,15 +68,17 @@ def energy_rank(S: Any, energy: float) -> int:
     return int(k) if _checks.is_concrete(k) else k
 
 
-def hard_threshold(S: Any, shape: tuple[int, int], sigma: Any = None) -> jax.Array:
+def hard_threshold(S: Any, shape: tuple[int, int], sigma: Any = None, *,
+                   checks: bool = False) -> jax.Array:
     """Gavish & Donoho's optimal hard threshold tau for an (m, n) matrix (see
-    :func:`optimal_hard_threshold`)."""
+    :func:`optimal_hard_threshold`, whose arguments it takes)."""
     fn = "hard_threshold"
-    S, beta, big = _threshold_args(fn, S, shape, sigma)
+    S, beta, big = _threshold_args(fn, S, shape, sigma, checks)
     return _threshold(S, beta, big, sigma)
 
 
-def optimal_hard_threshold(S: Any, shape: tuple[int, int], sigma: Any = None) -> int:
+def optimal_hard_threshold(S: Any, shape: tuple[int, int], sigma: Any = None, *,
+                           checks: bool = False) -> int:
     """Rank chosen by the optimal hard threshold of Gavish & Donoho (2014).
 
     For ``Y = X + sigma Z`` (m x n, X of low rank, Z white noise of unit variance) keeping the
@@ -94,20 +98,27 @@ def optimal_hard_threshold(S: Any, shape: tuple[int, int], sigma: Any = None) ->
       S: singular values of Y, descending.
       shape: (m, n), the shape of Y.
       sigma: the noise standard deviation per entry, or None to estimate it from the median.
+      checks: under an outer ``jit``, also check that S is finite and non-negative, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       The number of singular values strictly above tau (0 when none is).
 
     Example::
 
-      >>> k = optimal_hard_threshold(jnp.linalg.svd(Y, compute_uv=False), Y.shape)
+      >>> signal = jnp.outer(jnp.arange(1.0, 41.0), jnp.ones(30)) / 5   # rank 1, norm ~ 64
+      >>> Y = signal + jax.random.normal(jax.random.key(0), (40, 30))
+      >>> optimal_hard_threshold(jnp.linalg.svd(Y, compute_uv=False), Y.shape)
+      1
+      >>> optimal_hard_threshold(jnp.linalg.svd(Y, compute_uv=False), Y.shape, sigma=1.0)
+      1
 
     References:
       M. Gavish, D. L. Donoho. The optimal hard threshold for singular values is 4/sqrt(3).
       IEEE Trans. Inf. Theory 60(8), 2014.
     """
     fn = "optimal_hard_threshold"
-    S, beta, big = _threshold_args(fn, S, shape, sigma)
+    S, beta, big = _threshold_args(fn, S, shape, sigma, checks)
     tau = _threshold(S, beta, big, sigma)
     k = jnp.sum(S > tau).astype(jnp.int32)
     return int(k) if _checks.is_concrete(k) else k
@@ -126,11 +137,11 @@ def _energy_rank(S, energy):
     return jnp.where(total > 0, jnp.minimum(k, S.shape[0]), 1).astype(jnp.int32)
 
 
-def _threshold_args(fn, S, shape, sigma):
+def _threshold_args(fn, S, shape, sigma, checks):
     S = _checks.as_float_array(fn, "S", S, ndim=1)
     m, n = _checks.check_shape2(fn, shape)
-    _checks.check_finite(fn, "S", S)
-    _checks.check_nonnegative(fn, "S", S)
+    _checks.check_finite(fn, "S", S, checks)
+    _checks.check_nonnegative(fn, "S", S, checks)
     small, big = min(m, n), max(m, n)
     if S.shape[0] == 0 or S.shape[0] > small:
         raise ValueError(f"{fn}: `S` must hold between 1 and min(shape) = {small} singular values; "

@@ -48,8 +48,12 @@ def best_run(results: Any, *, scores: Any = None) -> Any:
 
     Example::
 
-      >>> runs = jax.vmap(lambda k: nmf(X, 5, init="random", key=k))(jax.random.split(key, 8))
+      >>> X = jax.random.uniform(jax.random.key(0), (20, 12))
+      >>> keys = jax.random.split(jax.random.key(1), 4)
+      >>> runs = jax.vmap(lambda k: jaxfact.nmf(X, 3, init="random", key=k))(keys)
       >>> best = best_run(runs)
+      >>> print(best.W.shape, bool(best.loss == runs.loss.min()))
+      (20, 3) True
     """
     fn = "best_run"
     if scores is None:

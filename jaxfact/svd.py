@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _linalg
 from jaxfact import linop
 
@@ -103,23 +103,27 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
                    diff: _implicit.ImplicitDiff | None = None) -> SVDResult:
     """Approximate top-``rank`` SVD by random projection (Halko, Martinsson & Tropp 2011).
 
-    Forms ``Y = (X X^T)^q X Omega`` with a Gaussian ``Omega`` of ``rank + n_oversamples`` columns,
-    re-normalizing the basis after every product (their Algorithm 4.4, the subspace iteration),
-    then ``Q = orth(Y)`` by Householder QR, ``B = Q^T X`` and the exact SVD of the small ``B``.
-    Deviation from the paper: the intermediate bases are normalized by shifted CholeskyQR3 (Fukaya
-    et al. 2020) rather than Householder QR; it spans the same subspace, is stable up to
-    ``cond(Y) ~ 1/eps``, and runs at matrix-multiply speed (scikit-learn uses LU for the same
-    purpose). The error is within
-    a small factor of the optimal ``sigma_{k+1}`` that shrinks like ``1/(2q+1)`` in the exponent
-    (their Theorem 1.2); ``n_iter=4`` (scikit-learn's default for large ranks) gets within a
-    fraction of a percent of the optimum on slowly decaying spectra.
+    With ``l = rank + n_oversamples`` (capped at min(m, n)) and a Gaussian test matrix
+    ``Omega`` (n, l), the range finder is their subspace iteration (Algorithm 4.4): ``Y = X Omega``,
+    then ``n_iter`` times ``Z = X^T Q``, ``Y = X Z``, orthonormalizing every product before the
+    next one. Deviation from the paper: those ``2 n_iter + 1`` intermediate bases are
+    orthonormalized by shifted CholeskyQR3 (Fukaya et al. 2020), not Householder QR; it spans the
+    same subspace, is stable up to ``cond(Y) ~ 1/eps`` and runs at matrix-multiply speed
+    (scikit-learn uses LU for the same purpose). The last basis is then orthonormalized once more
+    by Householder QR (LAPACK), which makes the final ``Q`` orthonormal to working precision also
+    when Y is rank deficient; then ``B = Q^T X`` and the exact SVD of the small ``B`` (their
+    Algorithm 5.1). A wide X (m < n) is handled as ``X^T``, as scikit-learn does. The error is
+    within a small factor of the optimal ``sigma_{k+1}`` that shrinks like ``1/(2q+1)`` in the
+    exponent (their Theorem 1.2); ``n_iter=4`` (scikit-learn's default for large ranks) gets within
+    a fraction of a percent of the optimum on slowly decaying spectra.
 
     Cost: ``2 (n_iter + 1)`` products with X and X^T against (rank + oversamples) columns, plus
     O((m + n) l^2) for the QR and small SVD; X is never copied or densified.
 
     Args:
       X: (m, n) dense array, ``jax.experimental.sparse.BCOO``, SciPy sparse matrix,
-        :class:`jaxfact.linop.ObservedMatrix` or :class:`jaxfact.linop.LinearOperator`. float16
+        :class:`jaxfact.linop.SparseMatrix`, :class:`jaxfact.linop.ObservedMatrix` or
+        :class:`jaxfact.linop.LinearOperator`. float16
         and bfloat16 data are computed in float32 and the factors returned in X's dtype (a
         ``LinearOperator`` must compute in float32 or float64).
       rank: number of components k, 1 <= k <= min(m, n).
@@ -145,6 +149,9 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
       >>> U, S, Vt = randomized_svd(X, 10, key=jax.random.key(1))
       >>> S.shape
       (10,)
+      >>> exact = truncated_svd(X, 10).S      # close to the exact values on this matrix
+      >>> print(bool(jnp.allclose(S, exact, rtol=0.05)))
+      True
 
     References:
       N. Halko, P.-G. Martinsson, J. A. Tropp. Finding structure with randomness: probabilistic
@@ -173,8 +180,8 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
         _checks.check_finite(fn, "X", X, checks)
     elif isinstance(X, jsparse.BCOO):
         _checks.check_finite(fn, "X", X.data, checks)
-    elif isinstance(X, linop.SparseCSR):
-        _checks.check_finite(fn, "X", X.X.data, checks)
+    elif isinstance(X, linop.SparseMatrix):
+        _checks.check_finite(fn, "X", X.S.xv, checks)
     elif isinstance(X, linop.ObservedMatrix):
         _checks.check_finite(fn, "X", X.values, checks)
     n_samples = min(rank + n_oversamples, m, n)
@@ -204,7 +211,7 @@ def svd_flip(result: SVDResult, *, u_based: bool = True) -> SVDResult:
     return SVDResult(*_linalg.flip(jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt), u_based))
 
 
-def singular_value_shrink(X: Any, tau: Any) -> SVDResult:
+def singular_value_shrink(X: Any, tau: Any, *, checks: bool = False) -> SVDResult:
     """The proximal operator of ``tau * ||.||_*`` (singular value soft thresholding).
 
     Returns the SVD of ``D_tau(X) = U diag(max(S - tau, 0)) Vt``, the minimizer of
@@ -212,15 +219,24 @@ def singular_value_shrink(X: Any, tau: Any) -> SVDResult:
     components are returned; those shrunk to zero have ``S == 0``. ``tau`` is traced, so changing
     it does not recompile.
 
+    Args:
+      X: (m, n) dense real floating array (float16 and bfloat16 are computed in float32).
+      tau: threshold >= 0.
+      checks: under an outer ``jit``, also check that X is finite, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
+
     Example::
 
-      >>> Z = reconstruct(singular_value_shrink(X, 1.0))
+      >>> X = jnp.diag(jnp.array([3.0, 2.0, 0.5]))
+      >>> res = singular_value_shrink(X, 1.0)
+      >>> print(res.S.tolist())
+      [2.0, 1.0, 0.0]
     """
     fn = "singular_value_shrink"
     X = _checks.as_float_array(fn, "X", X, sparse_hint=_SPARSE_HINT)
     _checks.check_nonempty(fn, "X", X)
     tau = _checks.check_real(fn, "tau", tau, low=0.0)
-    _checks.check_finite(fn, "X", X)
+    _checks.check_finite(fn, "X", X, checks)
     Xc = _compute(X)
     return _in_dtype(_shrink(Xc, jnp.asarray(tau, Xc.dtype)), X.dtype)
 
@@ -262,8 +278,10 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
 
     Example::
 
+      >>> X = jax.random.normal(jax.random.key(0), (50, 6))
       >>> res = pca(X, 2)
-      >>> Z = pca_transform(res, X)   # (n_samples, 2)
+      >>> pca_transform(res, X).shape
+      (50, 2)
     """
     fn = "pca"
     X = _checks.as_float_array(fn, "X", X, sparse_hint=_PCA_SPARSE_HINT)
@@ -282,17 +300,29 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
                                      n_iter=n_iter), X.dtype)
 
 
-def pca_transform(result: PCAResult, X: Any) -> jax.Array:
-    """Projects rows of X on the principal components: ``(X - mean) @ components.T``."""
-    X = _checks.as_float_array("pca_transform", "X", X)
+def pca_transform(result: PCAResult, X: Any, *, checks: bool = False) -> jax.Array:
+    """Projects rows of X on the principal components: ``(X - mean) @ components.T``.
+
+    Args:
+      result: a :class:`PCAResult` from :func:`pca`.
+      X: (n_samples, n_features) dense array, the features those of the fit.
+      checks: under an outer ``jit``, also check that X is finite, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
+
+    Returns:
+      (n_samples, k) scores.
+    """
+    fn = "pca_transform"
+    X = _checks.as_float_array(fn, "X", X)
     if X.shape[1] != result.mean.shape[0]:
-        raise ValueError(f"pca_transform: `X` must have {result.mean.shape[0]} columns (the "
+        raise ValueError(f"{fn}: `X` must have {result.mean.shape[0]} columns (the "
                          f"number of features PCA was fitted on); got shape {X.shape}")
-    return (X - result.mean) @ result.components.T
+    _checks.check_finite(fn, "X", X, checks)
+    return (X - result.mean[None, :]) @ result.components.T
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernels (assume valid input)
+# Private helpers and kernels
 
 _SPARSE_HINT = ("jaxfact.randomized_svd, which takes SciPy sparse and "
                 "jax.experimental.sparse.BCOO matrices as they are")
@@ -311,10 +341,8 @@ def _compute(X):
     if isinstance(X, jsparse.BCOO):
         return jsparse.BCOO((X.data.astype(jnp.float32), X.indices), shape=X.shape,
                             indices_sorted=X.indices_sorted, unique_indices=X.unique_indices)
-    if isinstance(X, linop.SparseCSR):
-        cast = lambda M: jsparse.BCSR((M.data.astype(jnp.float32), M.indices, M.indptr),
-                                      shape=M.shape)
-        return linop.SparseCSR(cast(X.X), cast(X.Xt))
+    if isinstance(X, linop.SparseMatrix):
+        return X.astype(jnp.float32)
     if isinstance(X, linop.ObservedMatrix):
         return X._replace(values=X.values.astype(jnp.float32))
     return X
@@ -338,9 +366,9 @@ def _centre(X):
     # residues of order eps |x|, which the SVD reports as variance (a constant X would "explain" a
     # ratio of 1). The correction carries no gradient, so d Xc = (I - 11^T / n) dX everywhere.
     mean = jnp.mean(X, axis=0)
-    Xc = X - mean
+    Xc = X - mean[None, :]
     constant = jnp.all(X == X[:1], axis=0)
-    return Xc - jax.lax.stop_gradient(jnp.where(constant, Xc, 0)), mean
+    return Xc - jax.lax.stop_gradient(jnp.where(constant[None, :], Xc, 0)), mean
 
 
 def _pca_from_svd(Xc, U, s, Vt, mean):

@@ -10,10 +10,13 @@ The pipeline of Levy, Goldberg & Dagan (2015), all sparse, never forming a V x V
 
 Example::
 
-  >>> vocab = build_vocab(docs, min_count=5)
+  >>> docs = [["the", "cat", "sat", "on", "the", "mat"], ["the", "dog", "sat", "on", "a", "log"]]
+  >>> vocab = build_vocab(docs, min_count=1)
   >>> ids = encode_corpus(docs, vocab, gap=2)
   >>> M = ppmi(cooccurrence(ids, len(vocab.words), window=2), alpha=0.75)
-  >>> W = word_vectors(M, 100, eig=0.5, key=jax.random.key(0))   # (V, 100)
+  >>> W = word_vectors(M, 3, eig=0.5, key=jax.random.key(0))
+  >>> W.shape                                  # (V, d)
+  (8, 3)
 
 References:
   O. Levy, Y. Goldberg, I. Dagan. Improving distributional similarity with lessons learned from word
@@ -114,7 +117,7 @@ def encode_corpus(documents: Iterable[Sequence[str]], vocab: Vocabulary, *,
 
 
 def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
-                 weighting: str = "uniform") -> jsparse.BCOO:
+                 weighting: str = "uniform", checks: bool = False) -> jsparse.BCOO:
     """Symmetric-window co-occurrence counts ``#(w, c)`` as a sparse (V, V) BCOO matrix.
 
     ``#(w, c) = sum over positions i, offsets 1 <= d <= window of weight(d) * ([t_i = w, t_{i+d} =
@@ -133,6 +136,8 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
       vocab_size: V.
       window: maximum distance w >= 1.
       weighting: "uniform", "linear" or "harmonic".
+      checks: under an outer ``jit``, also check that ``token_ids < vocab_size``, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       ``BCOO`` of shape (V, V), float (float32 unless x64 is on), with ``nse`` = number of
@@ -154,10 +159,7 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
     vocab_size = _checks.check_int(fn, "vocab_size", vocab_size, low=1, high=2**31 - 2)
     window = _checks.check_int(fn, "window", window, low=1)
     weighting = _checks.check_choice(fn, "weighting", weighting, WEIGHTINGS)
-    if _checks.is_concrete(tokens) and tokens.size:
-        top = int(np.max(np.asarray(tokens)))
-        if top >= vocab_size:
-            raise ValueError(f"{fn}: `token_ids` must be < vocab_size = {vocab_size}; got {top}")
+    _checks.check_below(fn, "token_ids", tokens, vocab_size, "vocab_size", checks)
     tokens = jnp.asarray(tokens, jnp.int32)
     dtype = jnp.result_type(float)
     rows, cols, vals, nnz = _cooccurrence(tokens, vocab_size=vocab_size, window=window,
@@ -173,7 +175,7 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
                         indices_sorted=True, unique_indices=True)
 
 
-def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0) -> Any:
+def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0, checks: bool = False) -> Any:
     """Shifted positive PMI with context distribution smoothing (Levy, Goldberg & Dagan 2015).
 
     ``SPPMI(w, c) = max(log(#(w,c) sum_c' #(c')^alpha / (#(w) #(c)^alpha)) - log(shift), 0)``
@@ -190,10 +192,15 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0) -> Any:
         or dense.
       alpha: context smoothing exponent > 0 (0.75 recommended; 1 means no smoothing).
       shift: k > 0; 1 gives plain PPMI.
+      checks: under an outer ``jit``, also check that ``counts`` is finite and non-negative, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Example::
 
-      >>> M = ppmi(cooccurrence(ids, V, window=2), alpha=0.75, shift=1.0)
+      >>> counts = jnp.array([[0.0, 2.0, 1.0], [2.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+      >>> M = ppmi(counts, alpha=1.0)          # log(#(w,c) * 6 / (#(w) #(c)))
+      >>> print(np.asarray(M, float).round(3).tolist())
+      [[0.0, 0.693, 0.693], [0.693, 0.0, 0.0], [0.693, 0.0, 0.0]]
     """
     fn = "ppmi"
     alpha = _checks.check_real(fn, "alpha", alpha, low=0.0, low_open=True)
@@ -204,8 +211,8 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0) -> Any:
                              f"dimensions; got shape {counts.shape}, n_batch={counts.n_batch}, "
                              f"n_dense={counts.n_dense}")
         _checks.check_float_dtype(fn, "counts", counts.dtype)
-        _checks.check_finite(fn, "counts", counts)
-        _checks.check_nonnegative(fn, "counts", counts)
+        _checks.check_finite(fn, "counts", counts, checks)
+        _checks.check_nonnegative(fn, "counts", counts, checks)
         if not counts.unique_indices and _checks.is_concrete(counts):
             with _checks.eager():   # the number of distinct entries must be known
                 counts = counts.sum_duplicates()
@@ -216,13 +223,13 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0) -> Any:
                             indices_sorted=counts.indices_sorted,
                             unique_indices=counts.unique_indices)
     counts = _checks.as_float_array(fn, "counts", counts)
-    _checks.check_finite(fn, "counts", counts)
-    _checks.check_nonnegative(fn, "counts", counts)
+    _checks.check_finite(fn, "counts", counts, checks)
+    _checks.check_nonnegative(fn, "counts", counts, checks)
     return _ppmi_dense(counts, jnp.asarray(alpha, counts.dtype), jnp.asarray(shift, counts.dtype))
 
 
 def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamples: int = 10,
-                 n_iter: int = 4) -> jax.Array:
+                 n_iter: int = 4, checks: bool = False) -> jax.Array:
     """Word vectors ``W = U_d diag(S_d)^eig`` from the top-d SVD of a (PPMI) matrix.
 
     ``eig = 0.5`` is Levy et al.'s recommended symmetric split (``W W^T`` approximates the
@@ -237,13 +244,18 @@ def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamp
       eig: exponent p >= 0 of the singular values (traced).
       key: ``jax.random`` key of the randomized SVD.
       n_oversamples, n_iter: as in :func:`jaxfact.randomized_svd`.
+      checks: under an outer ``jit``, also check that the matrix is finite, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
       (V, d) array; rows are word vectors (compare them by cosine).
 
     Example::
 
-      >>> W = word_vectors(M, 100, eig=0.5, key=jax.random.key(0))
+      >>> M = jnp.diag(jnp.array([4.0, 1.0, 0.25]))
+      >>> W = word_vectors(M, 2, eig=0.5, key=jax.random.key(0))
+      >>> print(jnp.abs(W).round(3).tolist())            # |U| diag(S)^0.5
+      [[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
     """
     fn = "word_vectors"
     matrix = linop.as_operator(matrix)
@@ -253,12 +265,13 @@ def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamp
     rank = _checks.check_rank(fn, rank, linop.shape_of(matrix))
     eig = _checks.check_real(fn, "eig", eig, low=0.0)
     _checks.check_key(fn, key, why="the SVD is randomized")
-    res = _svd.randomized_svd(matrix, rank, key=key, n_oversamples=n_oversamples, n_iter=n_iter)
+    res = _svd.randomized_svd(matrix, rank, key=key, n_oversamples=n_oversamples, n_iter=n_iter,
+                              checks=checks)
     return _scale(res.U, res.S, jnp.asarray(eig, res.S.dtype))
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernels (assume valid input)
+# Private helpers and kernels
 
 
 def _documents(fn, documents):
@@ -382,4 +395,4 @@ def _ppmi_dense(counts, alpha, shift):
 @jax.jit
 def _scale(U, S, eig):
     # S**0 is 1 even at S = 0 (power(0, 0) = 1); S**p for p > 0 is 0 there. No division occurs.
-    return U * jnp.power(S, eig)
+    return U * jnp.power(S, eig)[None, :]

@@ -18,7 +18,7 @@ from jax.experimental import checkify
 
 from jaxfact import _checks
 from jaxfact import _completion
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _linalg
 from jaxfact import _solver
 from jaxfact.completion import CompletionResult

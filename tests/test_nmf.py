@@ -273,9 +273,9 @@ def test_sparse_init_and_scipy_input(x64, X64):
 def test_sparse_with_duplicates_and_long_rows(x64, monkeypatch):
     # Duplicate entries are summed; rows of very different lengths land in separate ELL blocks
     # (forced here: small matrices normally get a single block).
-    from jaxfact import _nmf_sparse
-    monkeypatch.setattr(_nmf_sparse, "_SMALL_NNZ", 0)
-    monkeypatch.setattr(_nmf_sparse, "_MERGE_SLACK", 1.0)
+    from jaxfact import linop
+    monkeypatch.setattr(linop, "_SMALL_NNZ", 0)
+    monkeypatch.setattr(linop, "_MERGE_SLACK", 1.0)
     rng = np.random.default_rng(7)
     X = rng.random((M_, N_)) * (rng.random((M_, N_)) < 0.15)
     X[0] = rng.random(N_) + 0.1
@@ -286,7 +286,7 @@ def test_sparse_with_duplicates_and_long_rows(x64, monkeypatch):
     W0, H0 = nmf_init(X, K_)
     kw = dict(solver="mu", beta_loss="kullback-leibler", max_iter=60, tol=0.0, W_init=W0,
               H_init=H0)
-    layout = _nmf_sparse.from_bcoo_host(dup)
+    layout = linop.SparseMatrix.from_bcoo(dup)
     assert len(layout.S.buckets) > 1 and len(layout.St.buckets) > 1
     a = nmf(X, K_, **kw)
     b = nmf(dup, K_, **kw)

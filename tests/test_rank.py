@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxfact as jf
-from jaxfact.rank import lambda_star, marchenko_pastur_median, omega
+from jaxfact.rank import hard_threshold, lambda_star, marchenko_pastur_median, omega
 
 
 @pytest.mark.parametrize("beta, lam, om", [(1.0, 2.3094, 2.8584), (0.5, 1.9786, 2.1712),
@@ -130,3 +130,19 @@ def test_energy_rank_needs_descending_singular_values_not_variances():
     k = jf.energy_rank(res.singular_values, 0.9)
     assert jf.energy_rank(jnp.sqrt(res.explained_variance), 0.9) == k
     assert jf.energy_rank(res.explained_variance, 0.9) < k   # squares the variances: too few
+
+
+def test_checks_true_stages_value_checks_under_jit():
+    from jax.experimental import checkify
+
+    bad = jnp.array([3.0, jnp.nan, 1.0])
+    f = checkify.checkify(jax.jit(lambda S: jf.energy_rank(S, 0.9, checks=True)))
+    with pytest.raises(Exception, match=r"energy_rank: `S` must be finite"):
+        f(bad)[0].throw()
+    assert f(jnp.array([3.0, 2.0, 1.0]))[0].get() is None
+    g = checkify.checkify(jax.jit(lambda S: jf.optimal_hard_threshold(S, (3, 4), checks=True)))
+    with pytest.raises(Exception, match=r"optimal_hard_threshold: `S` must be non-negative"):
+        g(jnp.array([3.0, 2.0, -1.0]))[0].throw()
+    h = checkify.checkify(jax.jit(lambda S: hard_threshold(S, (3, 4), 1.0, checks=True)))
+    with pytest.raises(Exception, match=r"hard_threshold: `S` must be finite"):
+        h(bad)[0].throw()

@@ -144,7 +144,7 @@ def test_grad_of_reconstruction_is_finite_and_correct_at_ties(spectrum, x64):
 TIE_QUANTITIES = {
     "U U^T": lambda U, S, Vt, C: (U @ U.T * C["m"]).sum(),
     "V V^T": lambda U, S, Vt, C: (Vt.T @ Vt * C["n"]).sum(),
-    "U diag(S) Vt": lambda U, S, Vt, C: ((U * S) @ Vt * C["mn"]).sum(),
+    "U diag(S) Vt": lambda U, S, Vt, C: ((U * S[..., None, :]) @ Vt * C["mn"]).sum(),
     "U^T U": lambda U, S, Vt, C: (U.T @ U * C["k"]).sum(),
     "sum S^2": lambda U, S, Vt, C: (S**2).sum(),
 }
@@ -257,7 +257,7 @@ def test_grad_matches_jax_away_from_ties(x64):
 
     def jax_rank_k(X):
         U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
-        return (U[:, :4] * s[:4]) @ Vt[:4]
+        return (U[:, :4] * s[None, :4]) @ Vt[:4]
 
     ours = jax.grad(lambda X: jnp.sum(jf.reconstruct(jf.truncated_svd(X, 4)) * G))(X)
     ref = jax.grad(lambda X: jnp.sum(jax_rank_k(X) * G))(X)
@@ -398,9 +398,9 @@ def test_pca_matches_sklearn(randomized, dtype):
 def test_pca_differs_from_svd_by_centring():
     X = CASES["tall"](np.float32) + 5.0
     res = jf.pca(X, 3)
-    approx = jf.pca_transform(res, X) @ res.components + res.mean
+    approx = jf.pca_transform(res, X) @ res.components + res.mean[None, :]
     Xc = X - X.mean(0)
-    np.testing.assert_allclose(approx - res.mean, np_rank_k(Xc, 3), atol=1e-4)
+    np.testing.assert_allclose(approx - res.mean[None, :], np_rank_k(Xc, 3), atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -471,10 +471,16 @@ def test_input_errors_name_the_function_and_argument():
             fn(X)
         with pytest.raises(TypeError, match=rf"{name}: `result` must be .*; got a tuple of 2"):
             fn(tuple(res[:2]))
-        with pytest.raises(ValueError, match=rf"{name}: `result.S` must be 1-D"):
+        # reconstruct (jaxfact.factored) accepts leading batch axes: a 2-D S is a batch whose
+        # shapes do not line up.
+        batch = " after common batch axes" if fn is jf.reconstruct else ""
+        with pytest.raises(ValueError, match=rf"{name}: `result.S` must be 1-D" if not batch else
+                           rf"{name}: `result` factors must have shapes .*{batch}; got "
+                           r"\(6, 2\), \(2, 2\)"):
             fn((res.U, jnp.diag(res.S), res.Vt))
         with pytest.raises(ValueError, match=rf"{name}: `result` factors must have shapes "
-                                             r"\(m, k\), \(k,\), \(k, n\); got \(6, 2\), \(1,\)"):
+                                             rf"\(m, k\), \(k,\), \(k, n\){batch}; got "
+                                             r"\(6, 2\), \(1,\)"):
             fn((res.U, res.S[:1], res.Vt))
         with pytest.raises(TypeError, match=rf"{name}: `result.U` must be floating point"):
             fn((np.ones((6, 2), np.int32), res.S, res.Vt))
@@ -622,3 +628,11 @@ def test_checks_true_stages_value_checks_under_jit():
     g = checkify.checkify(jax.jit(lambda X: jf.randomized_svd(X, 3, key=KEY, checks=True).S))
     with pytest.raises(Exception, match=r"randomized_svd: `X` must be finite"):
         g(bad)[0].throw()
+    h = checkify.checkify(jax.jit(lambda X: jf.singular_value_shrink(X, 0.5, checks=True).S))
+    with pytest.raises(Exception, match=r"singular_value_shrink: `X` must be finite"):
+        h(bad)[0].throw()
+    res = jf.pca(CASES["tall"](np.float32), 2)
+    p = checkify.checkify(jax.jit(lambda X: jf.pca_transform(res, X, checks=True)))
+    with pytest.raises(Exception, match=r"pca_transform: `X` must be finite"):
+        p(bad)[0].throw()
+    assert p(CASES["tall"](np.float32))[0].get() is None

@@ -235,3 +235,26 @@ def test_build_vocab_rejects_non_string_tokens():
     with pytest.raises(TypeError, match=r"build_vocab: every token in `documents` must be a "
                                         r"string; got int 3"):
         text.build_vocab([["a", "b"], ["a", 3]])
+
+
+def test_checks_true_stages_value_checks_under_jit():
+    from jax.experimental import checkify
+
+    counts = jnp.array([[0.0, 2.0, 1.0], [2.0, 0.0, 0.0], [1.0, 0.0, jnp.nan]])
+    f = checkify.checkify(jax.jit(lambda C: text.ppmi(C, checks=True)))
+    with pytest.raises(Exception, match=r"ppmi: `counts` must be finite"):
+        f(counts)[0].throw()
+    g = checkify.checkify(jax.jit(lambda C: text.ppmi(jsparse.BCOO.fromdense(C, nse=9),
+                                                      checks=True).data))
+    with pytest.raises(Exception, match=r"ppmi: `counts` must be non-negative"):
+        g(-jnp.eye(3))[0].throw()
+    h = checkify.checkify(jax.jit(lambda M: text.word_vectors(M, 2, key=jax.random.key(0),
+                                                              checks=True)))
+    with pytest.raises(Exception, match=r"randomized_svd: `X` must be finite"):
+        h(counts)[0].throw()
+    assert h(jnp.eye(3))[0].get() is None
+    c = checkify.checkify(jax.jit(lambda t: text.cooccurrence(t, 3, window=1,
+                                                              checks=True).data))
+    with pytest.raises(Exception, match=r"cooccurrence: `token_ids` must be < vocab_size = 3"):
+        c(jnp.array([0, 1, 3]))[0].throw()
+    assert c(jnp.array([0, 1, -1, 2]))[0].get() is None

@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxfact import _linalg
+
 __all__ = ["ImplicitDiff"]
 
 
@@ -53,7 +55,9 @@ class ImplicitDiff(NamedTuple):
       strict: if True, gradients are NaN when the backward solve ends with a relative residual
         above ``10 * tol`` (not converged within ``max_iter``). If False (default) the best
         solution found is used. To find out whether a backward pass converged, repeat it with
-        ``strict=True`` and test the gradients with ``jnp.isfinite``.
+        ``strict=True`` and test the gradients with ``jnp.isfinite``. NaN is the signal because
+        the gradient is the only output of a backward pass: the result (with its ``status``) has
+        been returned before the gradient is asked for, and a VJP can return nothing else.
     """
 
     tol: float | None = None
@@ -152,12 +156,6 @@ root.defvjp(_root_fwd, _root_bwd)
 # Singular value thresholding with its spectral derivative
 
 
-def _tie_tolerance(s):
-    # Values closer than sqrt(eps) * s_max are one (near-)degenerate block: the divided differences
-    # below are replaced by their limits there.
-    return jnp.sqrt(jnp.finfo(s.dtype).eps) * jnp.maximum(s[0], jnp.finfo(s.dtype).tiny)
-
-
 def _shrunk(s, lam, k):
     keep = jnp.arange(s.shape[0]) < k
     return jnp.where(keep, jnp.maximum(s - lam, 0), 0), (keep & (s > lam)).astype(s.dtype)
@@ -170,7 +168,7 @@ def svt(M, lam, k):
     finite at repeated singular values (Candès, Sing-Long & Trzasko 2013, Theorem IV.3)."""
     U, s, Vt = jnp.linalg.svd(M, full_matrices=False)
     f, _ = _shrunk(s, lam, k)
-    return (U * f) @ Vt
+    return (U * f[None, :]) @ Vt
 
 
 @svt.defjvp
@@ -185,7 +183,7 @@ def _svt_jvp(k, primals, tangents):
     dP = U.T @ dM @ V
     si, sj = s[:, None], s[None, :]
     diff = si - sj
-    tied = jnp.abs(diff) <= _tie_tolerance(s)
+    tied = jnp.abs(diff) <= _linalg.tie_tolerance(s)
     g_sym = jnp.where(tied, 0.5 * (fp[:, None] + fp[None, :]),
                       (f[:, None] - f[None, :]) / jnp.where(tied, 1, diff))
     ssum = si + sj
@@ -194,31 +192,14 @@ def _svt_jvp(k, primals, tangents):
     f_over_s = jnp.where(s > 0, f / jnp.where(s > 0, s, 1), 0)
     dMV = dM @ V
     UtdM = U.T @ dM
-    left = (dMV - U @ (U.T @ dMV)) * f_over_s          # (I - U U^T) dM V diag(f/s)
+    left = (dMV - U @ (U.T @ dMV)) * f_over_s[None, :]        # (I - U U^T) dM V diag(f/s)
     right = (UtdM - (UtdM @ V) @ Vt) * f_over_s[:, None]  # diag(f/s) U^T dM (I - V V^T)
-    out = (U @ core + left - (U * fp) * dlam) @ Vt + U @ right
+    out = (U @ core + left - (U * fp[None, :]) * dlam) @ Vt + U @ right
     return svt(M, lam, k), out
 
 
 # ------------------------------------------------------------------------------------------------
 # Derivative of top-k singular triplets (exact truncated SVD at the found factors)
-
-
-def _subspace_omegas(dP, s):
-    # Rotation within the found subspace (Townsend 2016), with ties treated as in
-    # jaxfact.truncated_svd: Om_U = dP / (s_i + s_j) on tied pairs, so U S V^T stays exact.
-    si, sj = s[:, None], s[None, :]
-    A = 0.5 * (dP - dP.T)
-    Sy = 0.5 * (dP + dP.T)
-    ssum = si + sj
-    sdiff = sj - si
-    tied = jnp.abs(sdiff) <= _tie_tolerance(s)
-    off = ~jnp.eye(s.shape[0], dtype=bool)
-    inv_sum = jnp.where(ssum > 0, 1 / jnp.where(ssum > 0, ssum, 1), 0)
-    safe_diff = jnp.where(tied, 1, sdiff)
-    om_u = jnp.where(tied, dP * inv_sum, A * inv_sum + Sy / safe_diff)
-    om_v = jnp.where(tied, dP.T * inv_sum, -A * inv_sum + Sy / safe_diff)
-    return jnp.where(off, om_u, 0), jnp.where(off, om_v, 0)
 
 
 def svd_vjp(X, U, s, V, gU, gs, gV, opts):
@@ -231,9 +212,10 @@ def svd_vjp(X, U, s, V, gU, gs, gV, opts):
     Components with s_i = 0 (unused buffer slots) carry no gradient.
     """
     keep = s > 0
-    gU, gV = gU * keep, gV * keep
-    gs = gs * keep
-    s2 = jnp.where(keep, s * s, 1)
+    gU, gV = jnp.where(keep[None, :], gU, 0), jnp.where(keep[None, :], gV, 0)
+    gs = jnp.where(keep, gs, 0)
+    s2 = jnp.where(keep, s * s, 1)[None, :]
+    keep = keep[None, :]
 
     def perp(B, Y):
         return Y - B @ (B.T @ Y)
@@ -249,9 +231,9 @@ def svd_vjp(X, U, s, V, gU, gs, gV, opts):
 
     def lin(dX):
         dP = U.T @ dX @ V
-        om_u, om_v = _subspace_omegas(dP, s)
-        bu = perp(U, dX @ (V * s) + X @ (dX.T @ U))
-        bv = perp(V, dX.T @ (U * s) + X.T @ (dX @ V))
+        om_u, om_v = _linalg.subspace_rotations(dP, s, s.shape[0])
+        bu = perp(U, dX @ (V * s[None, :]) + X @ (dX.T @ U))
+        bv = perp(V, dX.T @ (U * s[None, :]) + X.T @ (dX @ V))
         return U @ om_u, bu, jnp.diagonal(dP), V @ om_v, bv
 
     _, vjp = jax.vjp(lin, jnp.zeros_like(X))
@@ -298,7 +280,7 @@ def _ffp_fwd(T, opts, U, S, Vt, theta, aux):
 def _ffp_bwd(T, opts, res, g):
     U, S, Vt, theta, aux = res
     gU, gS, gVt = g
-    Z = (U * S) @ Vt
+    Z = (U * S[None, :]) @ Vt
     gZ = svd_vjp(Z, U, S, Vt.T, gU, gS, gVt.T, opts)
     F = partial(_fixed_point_residual, T)
     return None, None, None, _adjoint(F, Z, theta, aux, gZ, opts, False), None
