@@ -27,10 +27,10 @@ from jaxfact.implicit import implicit_als
 from jaxfact.implicit import implicit_loss
 from jaxfact.linop import LinearOperator
 from jaxfact.linop import ObservedMatrix
-from jaxfact.nmf import NMFResult
-from jaxfact.nmf import nmf
-from jaxfact.nmf import nmf_init
-from jaxfact.nmf import nmf_transform
+from jaxfact.nonnegative import NMFResult
+from jaxfact.nonnegative import nmf
+from jaxfact.nonnegative import nmf_init
+from jaxfact.nonnegative import nmf_transform
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold

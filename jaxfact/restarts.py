@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxfact.completion import CompletionResult
-from jaxfact.nmf import NMFResult
+from jaxfact.nonnegative import NMFResult
 from jaxfact.ratings import BiasedMFResult
 
 __all__ = ["best_run"]

@@ -357,7 +357,7 @@ def test_errors_from_table(trained_table):
 
 
 def test_from_table_nmf_gives_nonnegative_parts(trained_table):
-    from jaxfact.nmf import nmf
+    from jaxfact.nonnegative import nmf
     X = np.abs(trained_table)
     emb = jnn.FactorizedEmbed.from_table(X, 4, method="nmf", nmf_options={"solver": "hals"})
     A, B = np.asarray(emb.embedding[...]), np.asarray(emb.projection[...])

@@ -7,7 +7,7 @@ the approximation of the table:
   in Frobenius and spectral norm (Eckart & Young);
 * ``"pca"``: the same for the centred table ``T - 1 mu^T``, with ``bias = mu`` the column mean: the
   best rank-k approximation plus a free offset row;
-* ``"nmf"``: non-negative ``W, H`` from :func:`jaxfact.nmf.nmf` (parts-based, Lee & Seung 1999).
+* ``"nmf"``: non-negative ``W, H`` from :func:`jaxfact.nmf` (parts-based, Lee & Seung 1999).
 
 The singular values are split evenly between the factors (``A = U S^(1/2)``, ``B = S^(1/2) V^T``)
 and the NMF factors are rescaled so each component has equal norm in W and H: the product is
@@ -93,7 +93,7 @@ def factorize(fn: str, table: Any, rank: Any, method: str, key: Any, nmf_options
         A, B = _pca_factors(table, res.components, res.singular_values, res.mean)
         S, bias = res.singular_values, res.mean
     else:
-        from jaxfact.nmf import nmf
+        from jaxfact.nonnegative import nmf
         res = nmf(table, k, key=key, **nmf_options)
         A, B = _balance_nmf(res.W, res.H)
         S = bias = None
@@ -102,7 +102,7 @@ def factorize(fn: str, table: Any, rank: Any, method: str, key: Any, nmf_options
 
 
 def check_nmf_options(fn: str, nmf_options: Any) -> dict:
-    """``nmf_options`` as a dict of keyword arguments :func:`jaxfact.nmf.nmf` accepts; a mistyped
+    """``nmf_options`` as a dict of keyword arguments :func:`jaxfact.nmf` accepts; a mistyped
     key, or one the caller sets itself (``X``, ``rank``, ``key``), raises naming it."""
     if nmf_options is None:
         return {}
@@ -128,7 +128,7 @@ _NMF_SET_HERE = {"X": "the table is the matrix factorized",
 
 
 def _nmf_keywords() -> tuple[str, ...]:
-    from jaxfact.nmf import nmf
+    from jaxfact.nonnegative import nmf
     params = inspect.signature(nmf).parameters.values()
     return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
                  and p.name not in _NMF_SET_HERE)

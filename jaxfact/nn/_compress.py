@@ -523,9 +523,9 @@ class _Sweeper:
         self.errors = self.errors / norm      # errors[k] is the error at rank k
 
     def _nmf_setup(self, table, key, nmf_options, name):
-        from jaxfact.nmf import nmf_init
+        from jaxfact.nonnegative import nmf_init
         options = _build.check_nmf_options(self.fn, nmf_options)
-        for bad in ("W_init", "H_init"):
+        for bad in ("warm_start", "W_init", "H_init"):
             if bad in options:
                 raise ValueError(f"{self.fn}: `nmf_options` must not contain {bad!r} in a rank "
                                  f"sweep: each rank starts from the leading components of one "
@@ -564,11 +564,11 @@ class _Sweeper:
         return new, err
 
     def _nmf_at(self, k):
-        from jaxfact.nmf import nmf
+        from jaxfact.nonnegative import nmf
         mask = jnp.arange(self.kmax) < k
         W0 = jnp.where(mask, self.W0, 0)
         H0 = jnp.where(mask[:, None], self.H0, 0)
-        res = nmf(self.table, self.kmax, W_init=W0, H_init=H0, **self.options)
+        res = nmf(self.table, self.kmax, warm_start=(W0, H0), **self.options)
         A, B = _build._balance_nmf(res.W, res.H)
         residual, norm = _build._residual(self.table, A, B, None)
         return A, B, None, float(jnp.sqrt(residual) / jnp.where(norm > 0, norm, 1))

@@ -146,7 +146,7 @@ class FactorizedEmbed(nnx.Module):
         * ``method="pca"``: the best rank-k approximation of the centred table plus its column mean
           ``mu`` as the bias, by :func:`jaxfact.pca`: never worse than "svd" at the same rank, for
           ``F`` more parameters (the seed's PCA-versus-SVD distinction).
-        * ``method="nmf"``: non-negative parts ``W H`` by :func:`jaxfact.nmf.nmf` (``table`` must be
+        * ``method="nmf"``: non-negative parts ``W H`` by :func:`jaxfact.nmf` (``table`` must be
           non-negative); options such as ``solver`` or ``max_iter`` go in ``nmf_options``.
 
         Cost: O(V F min(V, F)) for the exact SVD/PCA, O(V F k) for the randomized one.
@@ -160,7 +160,7 @@ class FactorizedEmbed(nnx.Module):
             all singular values of the table (one extra O(V F min(V, F)) pass).
           method: "svd", "pca" or "nmf".
           key: ``jax.random`` key: randomized SVD/PCA, or the NMF initialization's randomness.
-          nmf_options: extra keyword arguments for :func:`jaxfact.nmf.nmf` (``solver``,
+          nmf_options: extra keyword arguments for :func:`jaxfact.nmf` (``solver``,
             ``max_iter``, ...); an unknown key raises ``TypeError`` and ``rank``/``key``/``X``
             (set by this method) raise ``ValueError``, each naming the key.
           dtype, param_dtype: as in the constructor (param_dtype defaults to the table's dtype).
