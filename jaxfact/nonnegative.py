@@ -220,12 +220,14 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     else:
         if (key is not None and init in ("nndsvd", "nndsvda")
                 and not svd_is_randomized(X, key_given=True)):
-            warnings.warn(f"{fn}: init={init!r} on this X uses the exact SVD, so `key` does not "
-                          f"change the start: runs with different keys (e.g. under jax.vmap) "
-                          f"are identical. Use init='random' or 'nndsvdar' for random "
-                          f"restarts.", stacklevel=2)
+            warnings.warn(f"{fn}: init={init!r} is deterministic on this X (exact SVD), so "
+                          f"`key` does not change the start: runs with different keys (e.g. "
+                          f"under jax.vmap) are identical. Use init='random' or 'nndsvdar' for "
+                          f"random restarts.", stacklevel=2)
         # Missing entries (weight 0) must not steer the start either: initialize from mask * X.
-        W0, H0 = _init(fn, X if mask is None else _sp.masked(X, mask), rank, init, key)
+        # The start carries no gradient (the implicit gradient is taken at the solution).
+        Xs = jax.lax.stop_gradient(X if mask is None else _sp.masked(X, mask))
+        W0, H0 = _init(fn, Xs, rank, init, key)
     sg = jax.lax.stop_gradient
     fit = _nmf_kernel(sg(X), mask, sg(W0.T), sg(H0), jnp.asarray(tol, X.dtype), sg(reg),
                       solver=solver, beta_loss=beta_loss, max_iter=max_iter,

@@ -233,7 +233,7 @@ def nmf_unrolled(W, H, X, l2W, l2H, n_iter):
 
 
 def _normalized(W):
-    return W / jnp.linalg.norm(W, axis=0)
+    return W / jnp.linalg.norm(W, axis=0, keepdims=True)
 
 
 def test_nmf_invariant_losses_match_finite_differences_and_unrolled(x64):
