@@ -4,8 +4,6 @@ starting factors, solver options and penalties."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse

@@ -401,7 +401,7 @@ def test_status_and_transform_result(X64):
     res = nmf(X, K_, solver="hals", max_iter=200, tol=1e-3)
     assert res._fields[-1] == "status" and res.status.dtype == jnp.int32
     assert Status(int(res.status)) == Status.CONVERGED and bool(res.converged)
-    short = nmf(X, K_, solver="hals", max_iter=3)
+    short = nmf(X, K_, solver="hals", max_iter=30, tol=0.0)  # tol = 0: every iteration runs
     assert Status(int(short.status)) == Status.MAX_ITER and not bool(short.converged)
     for basis in (res, res.H):
         out = nmf_transform(basis, X, solver="hals")
@@ -489,8 +489,8 @@ def test_no_hidden_key(X64):
     # Small dense X: the exact SVD whatever the key, which is said.
     X = X64.astype(np.float32)
     with pytest.warns(UserWarning, match="does not change the start"):
-        a = nmf(X, K_, key=jax.random.key(0), max_iter=5)
-    b = nmf(X, K_, max_iter=5)
+        a = nmf(X, K_, solver="mu", key=jax.random.key(0), tol=0.0, max_iter=30)
+    b = nmf(X, K_, solver="mu", tol=0.0, max_iter=30)
     np.testing.assert_array_equal(a.W, b.W)
     # Sparse X: the randomized SVD needs the key.
     with pytest.raises(ValueError, match=r"nmf_init: `key` is required \(init='nndsvda' of a "
@@ -516,7 +516,7 @@ def test_checks_report_nan_under_jit(X64):
 
 
 @pytest.mark.parametrize("solver", ["pg", "mu", "hals"])
-@given(shape=st.sampled_from([(6, 5), (8, 5)]), rank=st.sampled_from([1, 3]),
+@given(shape=st.sampled_from([(6, 5), (5, 6)]), rank=st.sampled_from([1, 3]),
        seed=st.integers(0, 2**16), zeros=st.floats(0.0, 0.6),
        scale=st.sampled_from([1e-3, 1.0, 1e3]))
 def test_invariants(solver, shape, rank, seed, zeros, scale):
