@@ -286,6 +286,10 @@ def nmf_transform(result: Any, X: Any, *, solver: str = "pg", max_iter: int = 20
     if H.shape[1] != n:
         raise ValueError(f"{fn}: `H` must have {n} columns (the columns of `X`); got shape "
                          f"{tuple(H.shape)}")
+    if H.shape[0] > n:  # e.g. the former order nmf_transform(X, H) with a tall X
+        raise ValueError(f"{fn}: the basis `H` must be (k, n) with k <= n = {n}; got shape "
+                         f"{tuple(H.shape)}. The arguments are (result, X): "
+                         f"nmf_transform(X, H) is now nmf_transform(H, X)")
     _in.check_values(fn, "H", H, checks)
     H = H.astype(X.dtype)
     solver, beta_loss, max_iter, tol = _in.check_solver(fn, solver, beta_loss, max_iter, tol)

@@ -387,6 +387,8 @@ def test_transform_errors(X64):
         nmf_transform(np.ones((4, 7), np.float32), X)
     with pytest.raises(ValueError, match=r"nmf_transform: `H` must be non-negative"):
         nmf_transform(-np.ones((4, 20), np.float32), X)
+    with pytest.raises(ValueError, match=r"nmf_transform\(X, H\) is now nmf_transform\(H, X\)"):
+        nmf_transform(X, np.ones((4, 20), np.float32))  # the former order
     with pytest.raises(ValueError, match=r"nmf_transform: `beta_loss`='kullback-leibler' needs"):
         nmf_transform(np.ones((4, 20), np.float32), X, solver="pg",
                       beta_loss="kullback-leibler")
