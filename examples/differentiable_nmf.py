@@ -42,8 +42,8 @@ class NMFCodes(nnx.Module):
 
     def __call__(self, x):
         H = jax.nn.softplus(self.raw[...])
-        return jf.nmf_transform(x, H, solver="hals", max_iter=50, tol=1e-4, alpha_W=ALPHA,
-                                diff=DIFF)
+        return jf.nmf_transform(H, x, solver="hals", max_iter=50, tol=1e-4, alpha_W=ALPHA,
+                                diff=DIFF).W
 
 
 class Classifier(nnx.Module):

@@ -143,15 +143,15 @@ def compress(method: str, k: int, Xtr, Xte, full=None):
         comps = np.asarray(pca_full.components[:k])
         mean = np.asarray(pca_full.mean)
         return (Xtr - mean) @ comps.T, (Xte - mean) @ comps.T, k * 64 + 64, comps
-    from jaxfact.nmf import nmf, nmf_transform
+    from jaxfact.nonnegative import nmf, nmf_transform
     res = nmf(Xtr, k, solver="hals", max_iter=200)
-    Wte = nmf_transform(Xte, res.H, solver="hals", max_iter=200)
+    Wte = nmf_transform(res, Xte, solver="hals", max_iter=200).W
     return np.asarray(res.W), np.asarray(Wte), k * 64, np.asarray(res.H)
 
 
 def nmf_available() -> bool:
     import importlib.util
-    return importlib.util.find_spec("jaxfact.nmf") is not None
+    return importlib.util.find_spec("jaxfact.nonnegative") is not None
 
 
 def chosen_ranks(Xtr):
@@ -278,7 +278,7 @@ def main():
     print_table(rows)
     print(f"\nrank rules on the training images: {chosen}")
     if not nmf_available():
-        print("(NMF rows skipped: this install has no jaxfact.nmf)")
+        print("(NMF rows skipped: this install has no jaxfact.nonnegative)")
     paths = figures(rows, bases)
     print("wrote " + ", ".join(str(p) for p in paths if p))
     print(f"total {time.perf_counter() - t0:.1f} s")

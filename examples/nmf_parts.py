@@ -31,7 +31,7 @@ def main():
         W, H = np.asarray(res.W), np.asarray(res.H)
         err = np.linalg.norm(train - W @ H) / norm
         zeros = np.mean(H < 1e-6 * H.max())
-        W_new = np.asarray(jaxfact.nmf_transform(test, res.H, solver=solver))
+        W_new = np.asarray(jaxfact.nmf_transform(res, test, solver=solver).W)
         test_err = np.linalg.norm(test - W_new @ H) / np.linalg.norm(test)
         print(f"{solver:>5}: relative error {err:.4f} ({int(res.n_iter)} iterations, "
               f"converged={bool(res.converged)}, {seconds:.2f} s incl. compile), "

@@ -30,10 +30,10 @@ from jaxfact.metrics import mae
 from jaxfact.metrics import ndcg_at_k
 from jaxfact.metrics import precision_at_k
 from jaxfact.metrics import rmse
-from jaxfact.nmf import NMFResult
-from jaxfact.nmf import nmf
-from jaxfact.nmf import nmf_init
-from jaxfact.nmf import nmf_transform
+from jaxfact.nonnegative import NMFResult
+from jaxfact.nonnegative import nmf
+from jaxfact.nonnegative import nmf_init
+from jaxfact.nonnegative import nmf_transform
 from jaxfact.rank import energy_rank
 from jaxfact.rank import hard_threshold
 from jaxfact.rank import optimal_hard_threshold

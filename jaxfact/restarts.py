@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxfact.completion import CompletionResult
-from jaxfact.nmf import NMFResult
 from jaxfact.explicit_feedback import BiasedMFResult
+from jaxfact.nonnegative import NMFResult
 
 __all__ = ["best_run"]
 

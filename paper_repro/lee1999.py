@@ -63,7 +63,7 @@ def run(quick: bool = False) -> Report:
     scale = np.sqrt(V.mean() / RANK)
     W0 = (scale * rng.random((m, RANK))).astype(np.float32)
     H0 = (scale * rng.random((RANK, n))).astype(np.float32)
-    fit = jf.nmf(V, RANK, solver="mu", beta_loss="kullback-leibler", W_init=W0, H_init=H0,
+    fit = jf.nmf(V, RANK, solver="mu", beta_loss="kullback-leibler", warm_start=(W0, H0),
                  max_iter=300 if quick else 1000, tol=1e-6)
     W = np.asarray(fit.W)
     W = W / np.maximum(W.max(0, keepdims=True), 1e-12)  # each basis image on its own scale

@@ -36,7 +36,7 @@ def run(quick: bool = False) -> Report:
             W0 = rng.random((100, r))
             H0 = rng.random((r, 80))
             for loss in LOSSES:
-                res = nmf(V, r, solver="mu", beta_loss=loss, W_init=W0, H_init=H0, tol=0.0,
+                res = nmf(V, r, solver="mu", beta_loss=loss, warm_start=(W0, H0), tol=0.0,
                           max_iter=iters)
                 h = np.asarray(res.history)
                 rise = float(np.max(np.diff(h) / h[:-1]))
@@ -47,7 +47,7 @@ def run(quick: bool = False) -> Report:
             Ws, Hs = rng.random((100, r)) + 0.1, rng.random((r, 80)) + 0.1
             Vs = Ws @ Hs
             for loss in LOSSES:
-                res = nmf(Vs, r, solver="mu", beta_loss=loss, W_init=Ws, H_init=Hs, tol=0.0,
+                res = nmf(Vs, r, solver="mu", beta_loss=loss, warm_start=(Ws, Hs), tol=0.0,
                           max_iter=50)
                 drift = float(np.max(np.abs(np.asarray(res.W) @ np.asarray(res.H) - Vs)) /
                               np.max(Vs))

@@ -57,13 +57,13 @@ def _one(m, r, n, seed, pg_max_iter):
     V = rng.random((m, r)) @ rng.random((r, n))
     W0 = np.abs(rng.standard_normal((m, r)))
     H0 = np.abs(rng.standard_normal((r, n)))
-    t_pg, pg = _timed(lambda: nmf(V, r, solver="pg", W_init=W0, H_init=H0, tol=TOL,
+    t_pg, pg = _timed(lambda: nmf(V, r, solver="pg", warm_start=(W0, H0), tol=TOL,
                                   max_iter=pg_max_iter))
     # mu's iterations for the same wall time: measure its speed, then run that many.
-    t_probe, _ = _timed(lambda: nmf(V, r, solver="mu", W_init=W0, H_init=H0, tol=0.0,
+    t_probe, _ = _timed(lambda: nmf(V, r, solver="mu", warm_start=(W0, H0), tol=0.0,
                                     max_iter=200))
     mu_iters = max(1, int(200 * t_pg / t_probe))
-    t_mu, mu = _timed(lambda: nmf(V, r, solver="mu", W_init=W0, H_init=H0, tol=0.0,
+    t_mu, mu = _timed(lambda: nmf(V, r, solver="mu", warm_start=(W0, H0), tol=0.0,
                                   max_iter=mu_iters))
     _, g0 = _projected_gradient(V, W0, H0)
     out = {}
@@ -85,7 +85,7 @@ def _budgeted(V, W0, H0, r, solver, seconds, probe):
     """nmf for about ``seconds`` of CPU time: compile (tol huge stops after one iteration; tol is
     traced, so the real run reuses the compilation), time ``probe`` iterations, scale."""
     def fit(n, tol=1e-10):
-        return nmf(V, r, solver=solver, W_init=W0, H_init=H0, tol=tol, max_iter=n)
+        return nmf(V, r, solver=solver, warm_start=(W0, H0), tol=tol, max_iter=n)
     jax.block_until_ready(fit(probe, 1e30))
     t0 = time.process_time()
     jax.block_until_ready(fit(probe))

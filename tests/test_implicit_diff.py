@@ -178,9 +178,9 @@ def test_nmf_transform_matches_finite_differences_and_unrolled(x64):
 
     @jax.jit
     def loss(X, H):
-        return jnp.sum(C * jf.nmf_transform(X, H, solver="hals", tol=1e-15, max_iter=3000))
+        return jnp.sum(C * jf.nmf_transform(H, X, solver="hals", tol=1e-15, max_iter=3000).W)
 
-    W = jf.nmf_transform(X, H, solver="hals", tol=1e-15, max_iter=3000)
+    W = jf.nmf_transform(H, X, solver="hals", tol=1e-15, max_iter=3000).W
     assert 0 < int(jnp.sum(W == 0)) < W.size    # both free and active entries
     grads = jax.grad(loss, argnums=(0, 1))(X, H)
     ref = jax.jit(jax.grad(lambda X, H: jnp.sum(C * nnls_unrolled(X, H, 3000)),
@@ -193,8 +193,8 @@ def test_nmf_transform_matches_finite_differences_and_unrolled(x64):
 def test_nmf_transform_under_vmap_matches_a_loop(x64):
     X, H, C = _nnls_problem()
     Xs = jnp.stack([X, X * 1.5 + 0.1])
-    grad = jax.grad(lambda X, H: jnp.sum(C * jf.nmf_transform(X, H, solver="hals", tol=1e-15,
-                                                               max_iter=3000)))
+    grad = jax.grad(lambda X, H: jnp.sum(C * jf.nmf_transform(H, X, solver="hals", tol=1e-15,
+                                                               max_iter=3000).W))
     batched = jax.jit(jax.vmap(grad, in_axes=(0, None)))(Xs, H)
     single = jax.jit(grad)
     for i in range(2):
@@ -233,7 +233,7 @@ def nmf_unrolled(W, H, X, l2W, l2H, n_iter):
 
 
 def _normalized(W):
-    return W / jnp.linalg.norm(W, axis=0)
+    return W / jnp.linalg.norm(W, axis=0, keepdims=True)
 
 
 def test_nmf_invariant_losses_match_finite_differences_and_unrolled(x64):
@@ -451,7 +451,7 @@ def test_strict_backward_gives_nan_when_the_solve_does_not_converge(x64):
 
     def grad(diff):
         return jax.grad(lambda X: jnp.sum(C * jf.nmf_transform(
-            X, H, solver="hals", tol=1e-15, max_iter=3000, diff=diff)))(X)
+            H, X, solver="hals", tol=1e-15, max_iter=3000, diff=diff).W))(X)
 
     lax_ = grad(jf.ImplicitDiff(max_iter=1))
     assert bool(jnp.all(jnp.isfinite(lax_)))
@@ -462,7 +462,7 @@ def test_strict_backward_gives_nan_when_the_solve_does_not_converge(x64):
 def test_bad_diff_options_raise():
     X = jnp.ones((4, 3))
     with pytest.raises(TypeError, match="nmf_transform: `diff` must be None or a"):
-        jf.nmf_transform(X, jnp.ones((2, 3)), diff="implicit")
+        jf.nmf_transform(jnp.ones((2, 3)), X, diff="implicit")
     with pytest.raises(ValueError, match="wlra: `diff.solver` must be"):
         jf.wlra(X, jnp.ones((4, 3)), 2, diff=jf.ImplicitDiff(solver="lu"))
     with pytest.raises(ValueError, match="soft_impute: `diff.max_iter` must be"):

@@ -68,7 +68,7 @@ CASES = {
     "optimal_hard_threshold": (lambda S: jf.optimal_hard_threshold(S, X.shape), (S_ALL,)),
     "nmf": (lambda X: jf.nmf(X, 3, init="random", key=KEY, max_iter=20), (X_POS,)),
     "nmf_init": (lambda X: jf.nmf_init(X, 3), (X_POS,)),
-    "nmf_transform": (lambda X, H: jf.nmf_transform(X, H, max_iter=20), (X_POS, H)),
+    "nmf_transform": (lambda X, H: jf.nmf_transform(H, X, max_iter=20), (X_POS, H)),
     "svt": (lambda r, c, v: jf.predict(jf.svt(r, c, v, SHAPE, max_iter=5), r, c),
             (ROWS, COLS, VALUES)),
     "soft_impute": (lambda r, c, v: jf.soft_impute(r, c, v, SHAPE, lam=0.5, rank=3,

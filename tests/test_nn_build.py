@@ -28,7 +28,7 @@ def test_nmf_options_are_validated(table):
         jnn.FactorizedEmbed.from_table(T, 2, method="nmf", nmf_options={"key": None})
     with pytest.raises(TypeError, match=fn + r": `nmf_options` must be a dict"):
         jnn.FactorizedEmbed.from_table(T, 2, method="nmf", nmf_options=[("solver", "mu")])
-    valid = {"solver": "mu", "max_iter": 5, "W_init": None}
+    valid = {"solver": "mu", "max_iter": 5, "warm_start": None}
     assert _build.check_nmf_options(fn, valid) == valid
 
 

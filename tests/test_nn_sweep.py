@@ -78,7 +78,7 @@ def test_rank_sweep_nmf_is_one_program_equal_to_separate_fits(table):
     sweep = out[0]
     # The rank-2 fit inside the rank-5 program is the rank-2 fit from the same start.
     W0, H0 = jf.nmf_init(X, 5)
-    res = jf.nmf(X, 2, W_init=W0[:, :2], H_init=H0[:2], **opts)
+    res = jf.nmf(X, 2, warm_start=(W0[:, :2], H0[:2]), **opts)
     assert sweep.error[0] == pytest.approx(rel(res.W @ res.H, X), rel=1e-4)
     assert sweep.error[0] > sweep.error[1]
     with pytest.raises(ValueError, match=r"rank_sweep: `nmf_options` must not contain 'W_init'"):

@@ -214,7 +214,7 @@ class _Sweeper:
 
     def _nmf_at(self, k):
         W0, H0 = _mask_components(self.W0, self.H0, k)
-        res = jaxfact.nmf(self.table, self.kmax, W_init=W0, H_init=H0, **self.options)
+        res = jaxfact.nmf(self.table, self.kmax, warm_start=(W0, H0), **self.options)
         A, B = _build.balance_nmf(res.W, res.H)
         residual, norm = _build.residual(self.table, A, B, None)
         return A, B, None, float(jnp.sqrt(residual) / jnp.where(norm > 0, norm, 1))

@@ -13,8 +13,9 @@ with ``D = 1/2 ||X - W H||_F^2`` ("frobenius") or the generalized Kullback-Leibl
 * ``"hals"``: hierarchical alternating least squares (Cichocki & Phan 2009), repeating the cheap
   column sweeps on the products of each half-step (Gillis & Glineur 2012).
 
-X may be dense or a ``jax.experimental.sparse.BCOO`` matrix (text counts are sparse); a sparse X
-is never densified: every product with it costs O(nnz * k).
+X may be dense or sparse (BCOO, BCSR, SciPy sparse, :class:`jaxfact.linop.SparseMatrix`,
+:class:`jaxfact.linop.ObservedMatrix`; text counts are sparse); a sparse X is never densified:
+every product with it costs O(nnz * k).
 """
 
 from __future__ import annotations
@@ -25,19 +26,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.experimental import sparse as jsparse
 
 from jaxfact import _checks
-from jaxfact import _implicit_diff as _implicit
-from jaxfact import _nmf_solvers as _s
+from jaxfact import _implicit
+from jaxfact import _nmf_input as _in
 from jaxfact import linop
+from jaxfact._nmf_init import initialize, svd_is_randomized
+from jaxfact._nmf_solvers import solve
+from jaxfact._solver import Status
 
 __all__ = ["NMFResult", "nmf", "nmf_init", "nmf_transform"]
-
-SOLVERS = ("pg", "mu", "hals")
-INITS = ("nndsvda", "nndsvd", "nndsvdar", "random")
-BETA_LOSSES = ("frobenius", "kullback-leibler")
 
 
 class NMFResult(NamedTuple):
@@ -47,24 +45,22 @@ class NMFResult(NamedTuple):
     H: jax.Array          # (k, n), >= 0
     loss: jax.Array       # (), the objective at (W, H), penalties included
     n_iter: jax.Array     # () int32, outer iterations done (each updates W, then H)
-    converged: jax.Array  # () bool, True when the stopping rule (not max_iter) ended the run
+    converged: jax.Array  # () bool, status == Status.CONVERGED
     history: jax.Array    # (max_iter,), the objective after each iteration; NaN after n_iter
-
-
-# ------------------------------------------------------------------------------------------------
-# Public functions
+    status: jax.Array     # () int32, a Status: how the run ended
 
 
 def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: Any = None,
         max_iter: int = 200, tol: float = 1e-4, mask: Any = None,
         beta_loss: str = "frobenius", alpha_W: float = 0.0, alpha_H: float = 0.0,
-        l1_ratio: float = 0.0, W_init: Any = None, H_init: Any = None,
-        diff: _implicit.ImplicitDiff | None = None) -> NMFResult:
+        l1_ratio: float = 0.0, warm_start: Any = None,
+        diff: _implicit.ImplicitDiff | None = None, checks: bool = False,
+        W_init: Any = None, H_init: Any = None) -> NMFResult:
     """Non-negative matrix factorization ``X ~= W @ H``, ``W (m, k) >= 0``, ``H (k, n) >= 0``.
 
     Minimizes ``D(X, WH) + penalties`` (see the module docstring) by alternating updates of W and
     H, starting from an NNDSVD or random initialization (:func:`nmf_init`) or from
-    ``W_init, H_init``.
+    ``warm_start``.
 
     Solvers (one outer iteration updates W, then H):
 
@@ -96,10 +92,11 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     decrease from 5 iterations ago to the limit, were it to continue at that rate,
     ``D / (1 - q)``, is at most ``tol / 4`` times the objective (or D is within rounding of
     it); pg and hals also need Lin's condition above (up to rounding). So
-    ``converged=True`` means that a restart from the result (``W_init=res.W, H_init=res.H``)
-    lowers the objective by at most about ``tol`` relatively; ``tol = 0`` runs ``max_iter``
+    ``converged=True`` (``status == Status.CONVERGED``) means that a restart from the result
+    (``warm_start=res``) lowers the objective by at most about ``tol`` relatively; ``tol = 0`` runs ``max_iter``
     iterations. Multiplicative updates converge slowly: "mu" often needs more than the default
-    ``max_iter`` for ``tol = 1e-4``, and then says ``converged=False``.
+    ``max_iter`` for ``tol = 1e-4``, and then says ``converged=False`` (``Status.MAX_ITER``). A
+    NaN or infinite objective stops the run with ``Status.DIVERGED``.
 
     Units: the fit does not depend on the scale of X (``nmf(c * X)`` returns ``sqrt(c)`` times
     the factors, up to rounding, for any c the dtype can hold): the kernels work on X divided by
@@ -118,30 +115,41 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     an outer ``jit`` it stays in coordinate form (segment sums; entries must then be unique).
 
     Args:
-      X: (m, n) non-negative, finite, floating array or ``jax.experimental.sparse.BCOO`` (a SciPy
-        sparse matrix is converted to BCOO). float16 and bfloat16 X is factorized in float32;
-        W and H are returned in X's dtype, ``loss`` and ``history`` in float32.
+      X: (m, n) non-negative, finite, floating array, or a sparse matrix: a
+        ``jax.experimental.sparse`` BCOO or BCSR, a SciPy sparse matrix, a
+        :class:`jaxfact.linop.SparseMatrix` or a :class:`jaxfact.linop.ObservedMatrix` (a
+        :class:`jaxfact.linop.LinearOperator` is rejected: NMF reads the entries of X). float16
+        and bfloat16 X is factorized in float32; W and H are returned in X's dtype, ``loss``
+        and ``history`` in float32.
       rank: k, 1 <= k <= min(m, n).
       solver: "pg", "mu" or "hals".
       init: "nndsvda" (zeros of NNDSVD filled with ``sqrt(mean(X) / k)``), "nndsvd", "nndsvdar"
         (zeros filled with small random values) or "random" (see :func:`nmf_init`); ignored when
-        ``W_init, H_init`` are given. With a mask, the initialization is computed from
+        ``warm_start`` is given. With a mask, the initialization is computed from
         ``mask * X``; the start is then scaled by the scalar c minimizing the loss of
         ``c W0 H0`` (for the loss and mask in use).
-      key: ``jax.random`` key, needed for "random" and "nndsvdar", and used by the randomized SVD
-        of large or sparse X (``jax.random.key(0)`` when omitted).
+      key: ``jax.random`` key. Required for "random" and "nndsvdar", and for the NNDSVD starts
+        of sparse X (a randomized SVD). Without a key the SVD of dense X is exact (deterministic,
+        O(m n min(m, n))); with a key, dense X with min(m, n) > 256 gets the faster randomized
+        SVD of :func:`nmf_init`, whose start depends on the key.
       max_iter: cap on outer iterations (static: it fixes the length of ``history``).
       tol: relative tolerance of the stopping rule, on the objective still to come (see above;
         traced: changing it does not recompile).
       mask: optional (m, n) boolean or non-negative weights.
       beta_loss: "frobenius" or "kullback-leibler" (the latter with ``solver="mu"`` only).
       alpha_W, alpha_H: penalty strengths >= 0; l1_ratio in [0, 1] mixes L1 (1) and L2 (0).
-      W_init, H_init: (m, k) and (k, n) non-negative starting factors (both or neither), used
-        as given (not rescaled). "mu" rejects an all-zero factor, every solver W = H = 0.
+      warm_start: start from this earlier result: an :class:`NMFResult` or a pair ``(W, H)`` of
+        (m, k) and (k, n) non-negative factors, used as given (not rescaled). "mu" rejects an
+        all-zero factor, every solver W = H = 0.
       diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
+      checks: under an outer ``jit``, also check that X (and the mask and start) are finite and
+        non-negative, with ``jax.experimental.checkify`` (wrap the jitted caller in
+        ``checkify.checkify``).
+      W_init, H_init: deprecated, use ``warm_start=(W_init, H_init)``.
 
     Returns:
-      ``NMFResult(W, H, loss, n_iter, converged, history)``.
+      ``NMFResult(W, H, loss, n_iter, converged, history, status)``: ``history[i]`` is the
+      objective (``loss``'s, penalties included) after iteration i + 1, NaN after ``n_iter``.
 
     Differentiable (reverse mode, dense X, Frobenius loss) w.r.t. ``X``, ``alpha_W``, ``alpha_H``
     (and ``mask``-free or masked fits) by implicit differentiation of the KKT conditions at the
@@ -159,23 +167,25 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     solver that reaches exact zeros ("pg" or "hals"; "mu" only approaches them) and a tight
     ``tol``. Backward: GMRES with O((m + n) k n) products; memory independent of ``max_iter``.
 
-    Restarts: ``init="nndsvda"`` / ``"nndsvd"`` are deterministic; for several random starts use
-    ``init="random"`` (or "nndsvdar") under ``jax.vmap`` over keys and keep the best with
-    :func:`jaxfact.best_run` (a warning is raised when a key is given with a deterministic init).
+    Restarts: ``init="nndsvda"`` / ``"nndsvd"`` are deterministic without a key; for several
+    random starts use ``init="random"`` (or "nndsvdar") under ``jax.vmap`` over keys and keep the
+    best with :func:`jaxfact.best_run` (a warning is raised when a key is given with a start that
+    does not depend on it).
 
     Raises:
       ValueError: negative or non-finite entries (checked with NumPy when X is concrete, also when
         it is captured by a function under ``jax.jit``), rank out of range, an all-zero start,
-        unknown solver/init/beta_loss, "random"/"nndsvdar" init without a key, a mask or initial
-        factor of the wrong shape, KL with a solver other than "mu".
-      TypeError: non-floating X.
+        unknown solver/init/beta_loss, "random"/"nndsvdar" init (or NNDSVD of sparse X) without
+        a key, a mask or initial factor of the wrong shape, KL with a solver other than "mu".
+      TypeError: non-floating X, or X a ``linop.LinearOperator``.
 
-    Example::
-
+    Example:
       >>> X = jnp.abs(jax.random.normal(jax.random.key(0), (60, 40)))
-      >>> res = nmf(X, 5, solver="hals")
+      >>> res = nmf(X, 5, solver="hals", tol=1e-3)
       >>> res.W.shape, res.H.shape
       ((60, 5), (5, 40))
+      >>> bool(res.converged), Status(int(res.status)).name
+      (True, 'CONVERGED')
 
     References:
       C.-J. Lin. Projected gradient methods for non-negative matrix factorization. Neural
@@ -195,42 +205,45 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     rather than flooring it at a small positive value as Gillis & Glineur do.
     """
     fn = "nmf"
-    X, out_dtype = _check_X(fn, X)
+    X, out_dtype = _in.check_X(fn, X, checks)
     m, n = X.shape
     rank = _checks.check_rank(fn, rank, (m, n))
-    solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
-    reg = _regularization(fn, (m, n), alpha_W, alpha_H, l1_ratio, X.dtype)
-    mask = _check_mask(fn, mask, (m, n), X.dtype)
-    if (W_init is None) != (H_init is None):
-        raise ValueError(f"{fn}: give both `W_init` and `H_init` or neither; got only "
-                         f"{'`W_init`' if H_init is None else '`H_init`'}")
+    solver, beta_loss, max_iter, tol = _in.check_solver(fn, solver, beta_loss, max_iter, tol)
+    reg = _in.regularization(fn, (m, n), alpha_W, alpha_H, l1_ratio, X.dtype)
+    mask = _in.check_mask(fn, mask, (m, n), X.dtype, checks)
+    start = _in.warm_start_factors(fn, warm_start, W_init, H_init)
     diff = _implicit.check_diff(fn, diff)
-    if W_init is not None:
-        W0 = _check_factor(fn, "W_init", W_init, (m, rank), X.dtype)
-        H0 = _check_factor(fn, "H_init", H_init, (rank, n), X.dtype)
-        _check_start(fn, solver, W0, H0)
+    if start is not None:
+        W0 = _in.check_factor(fn, "warm_start.W", start[0], (m, rank), X.dtype, checks)
+        H0 = _in.check_factor(fn, "warm_start.H", start[1], (rank, n), X.dtype, checks)
+        _in.check_start(fn, solver, W0, H0)
     else:
-        if key is not None and init in ("nndsvd", "nndsvda"):
-            warnings.warn(f"{fn}: init={init!r} is deterministic, so `key` does not change the "
-                          f"start: runs with different keys (e.g. under jax.vmap) are identical. "
-                          f"Use init='random' or 'nndsvdar' for random restarts.", stacklevel=2)
+        if (key is not None and init in ("nndsvd", "nndsvda")
+                and not svd_is_randomized(X, key_given=True)):
+            warnings.warn(f"{fn}: init={init!r} is deterministic on this X (exact SVD), so "
+                          f"`key` does not change the start: runs with different keys (e.g. "
+                          f"under jax.vmap) are identical. Use init='random' or 'nndsvdar' for "
+                          f"random restarts.", stacklevel=2)
         # Missing entries (weight 0) must not steer the start either: initialize from mask * X.
-        W0, H0 = _init(fn, X if mask is None else linop.masked(X, mask), rank, init, key)
+        # The start carries no gradient (the implicit gradient is taken at the solution).
+        Xs = jax.lax.stop_gradient(X if mask is None else linop.masked(X, mask))
+        W0, H0 = _init(fn, Xs, rank, init, key)
     sg = jax.lax.stop_gradient
     fit = _nmf_kernel(sg(X), mask, sg(W0.T), sg(H0), jnp.asarray(tol, X.dtype), sg(reg),
                       solver=solver, beta_loss=beta_loss, max_iter=max_iter,
-                      rescale=W_init is None)
+                      rescale=start is None)
     W, H = fit.Wt.T, fit.H
     if isinstance(X, jax.Array):
         W, H = _implicit.nmf(W, H, X, reg, mask, beta_loss, diff)
     return NMFResult(W.astype(out_dtype), H.astype(out_dtype), fit.loss, fit.n_iter,
-                     fit.converged, fit.history)
+                     fit.status == Status.CONVERGED, fit.history, fit.status)
 
 
-def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
+def nmf_transform(result: Any, X: Any, *, solver: str = "pg", max_iter: int = 200,
                   tol: float = 1e-4, mask: Any = None, beta_loss: str = "frobenius",
                   alpha_W: float = 0.0, l1_ratio: float = 0.0,
-                  diff: _implicit.ImplicitDiff | None = None) -> jax.Array:
+                  diff: _implicit.ImplicitDiff | None = None,
+                  checks: bool = False) -> NMFResult:
     """Non-negative codes ``W = argmin_{W >= 0} D(X, W H) + penalty(W)`` for new rows, H fixed.
 
     This embeds unseen data in a fitted NMF basis (scikit-learn's ``NMF.transform``). The problem
@@ -239,13 +252,18 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     float16/bfloat16 X is handled in float32 and W returned in X's dtype.
 
     Args:
-      X: (m, n) non-negative dense array or BCOO.
-      H: (k, n) non-negative basis, e.g. ``nmf(...).H``.
+      result: the basis: an :class:`NMFResult` (its H) or a (k, n) non-negative array H.
+      X: (m, n) non-negative dense array or sparse matrix (the forms :func:`nmf` accepts).
       solver, max_iter, tol, mask, beta_loss, alpha_W, l1_ratio: as in :func:`nmf`.
       diff: settings of the implicit gradient's backward solve (:class:`ImplicitDiff`).
+      checks: under an outer ``jit``, also check that X and H are finite and non-negative, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
     Returns:
-      W: (m, k) non-negative codes.
+      ``NMFResult(W, H, loss, n_iter, converged, history, status)``: W (m, k) the codes, H the
+      fixed basis (in X's dtype), ``loss`` the objective at W (penalty on W included),
+      ``history`` the objective after each iteration (NaN after ``n_iter``), ``status`` and
+      ``converged`` as in :func:`nmf`.
 
     Differentiable (reverse mode, dense X, Frobenius loss) w.r.t. ``X``, ``H`` and ``alpha_W``
     by implicit differentiation of the KKT conditions of this convex problem at the returned W
@@ -253,35 +271,43 @@ def nmf_transform(X: Any, H: Any, *, solver: str = "pg", max_iter: int = 200,
     product O(m k n); memory independent of ``max_iter``. Assumes the solve converged (tight
     ``tol``; "pg" or "hals", which reach exact zeros).
 
-    Example::
-
-      >>> res = nmf(X_train, 10)
-      >>> W_new = nmf_transform(X_new, res.H)
+    Example:
+      >>> X = jnp.abs(jax.random.normal(jax.random.key(0), (60, 40)))
+      >>> res = nmf(X[:50], 4, solver="hals")
+      >>> codes = nmf_transform(res, X[50:], solver="hals")
+      >>> codes.W.shape, bool((codes.W >= 0).all())
+      ((10, 4), True)
     """
     fn = "nmf_transform"
-    X, out_dtype = _check_X(fn, X)
+    H = result.H if isinstance(result, NMFResult) else result
+    X, out_dtype = _in.check_X(fn, X, checks)
     m, n = X.shape
     H = _checks.as_float_array(fn, "H", H)
     if H.shape[1] != n:
         raise ValueError(f"{fn}: `H` must have {n} columns (the columns of `X`); got shape "
                          f"{tuple(H.shape)}")
-    _check_values(fn, "H", H)
+    if H.shape[0] > n:  # e.g. the former order nmf_transform(X, H) with a tall X
+        raise ValueError(f"{fn}: the basis `H` must be (k, n) with k <= n = {n}; got shape "
+                         f"{tuple(H.shape)}. The arguments are (result, X): "
+                         f"nmf_transform(X, H) is now nmf_transform(H, X)")
+    _in.check_values(fn, "H", H, checks)
     H = H.astype(X.dtype)
-    rank = H.shape[0]
-    solver, beta_loss, max_iter, tol = _check_solver(fn, solver, beta_loss, max_iter, tol)
-    reg = _regularization(fn, (m, n), alpha_W, 0.0, l1_ratio, X.dtype)
-    mask = _check_mask(fn, mask, (m, n), X.dtype)
+    solver, beta_loss, max_iter, tol = _in.check_solver(fn, solver, beta_loss, max_iter, tol)
+    reg = _in.regularization(fn, (m, n), alpha_W, 0.0, l1_ratio, X.dtype)
+    mask = _in.check_mask(fn, mask, (m, n), X.dtype, checks)
     diff = _implicit.check_diff(fn, diff)
     sg = jax.lax.stop_gradient
     fit = _transform_kernel(sg(X), mask, sg(H), jnp.asarray(tol, X.dtype), sg(reg),
                             solver=solver, beta_loss=beta_loss, max_iter=max_iter)
-    if not isinstance(X, jax.Array):
-        return fit.Wt.T.astype(out_dtype)
-    return _implicit.nmf_transform(fit.Wt.T, X, H, reg, mask, beta_loss, diff).astype(out_dtype)
+    W = fit.Wt.T
+    if isinstance(X, jax.Array):
+        W = _implicit.nmf_transform(W, X, H, reg, mask, beta_loss, diff)
+    return NMFResult(W.astype(out_dtype), H.astype(out_dtype), fit.loss, fit.n_iter,
+                     fit.status == Status.CONVERGED, fit.history, fit.status)
 
 
-def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
-             ) -> tuple[jax.Array, jax.Array]:
+def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None,
+             checks: bool = False) -> tuple[jax.Array, jax.Array]:
     """Starting factors ``(W (m, k), H (k, n))`` for :func:`nmf`.
 
     * "nndsvd" (Boutsidis & Gallopoulos 2008, Table 1): from the top-k singular triplets
@@ -301,144 +327,42 @@ def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None
     X divided by a power of 4 near max(X), so X of any magnitude gives the same start up to
     its units. float16/bfloat16 X is handled in float32, the factors returned in X's dtype.
 
-    The SVD is exact for dense X with min(m, n) <= 256, otherwise randomized (10 oversamples,
-    scikit-learn's power iterations; :func:`jaxfact.randomized_svd`), which works on BCOO X
-    without densifying it.
+    The SVD of dense X is exact (deterministic) without a key, or when min(m, n) <= 256; with a
+    key, larger dense X gets a randomized SVD (10 oversamples, scikit-learn's power
+    iterations; :func:`jaxfact.randomized_svd`), and so does sparse X, which is never densified
+    and therefore needs a key for the NNDSVD starts.
 
     Args:
-      X: (m, n) non-negative dense array or BCOO.
+      X: (m, n) non-negative dense array or sparse matrix (the forms :func:`nmf` accepts).
       rank: k.
       init: "nndsvda", "nndsvd", "nndsvdar" or "random".
-      key: ``jax.random`` key (required for "random" and "nndsvdar"; defaults to
-        ``jax.random.key(0)`` for the randomized SVD otherwise).
+      key: ``jax.random`` key (required for "random" and "nndsvdar", and for sparse X).
+      checks: under an outer ``jit``, also check that X is finite and non-negative, with
+        ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
-    Example::
-
+    Example:
+      >>> X = jnp.abs(jax.random.normal(jax.random.key(0), (60, 40)))
       >>> W0, H0 = nmf_init(X, 10, init="nndsvd")
+      >>> W0.shape, H0.shape, bool((W0 >= 0).all() & (H0 >= 0).all())
+      ((60, 10), (10, 40), True)
     """
     fn = "nmf_init"
-    X, out_dtype = _check_X(fn, X)
+    X, out_dtype = _in.check_X(fn, X, checks)
     rank = _checks.check_rank(fn, rank, X.shape)
     W, H = _init(fn, X, rank, init, key)
     return W.astype(out_dtype), H.astype(out_dtype)
 
 
 def _init(fn, X, rank, init, key):
-    init = _checks.check_choice(fn, "init", init, INITS)
+    init = _checks.check_choice(fn, "init", init, _in.INITS)
     if init in ("random", "nndsvdar"):
         key = _checks.check_key(fn, key, why=f"init={init!r} draws random values")
-    elif key is None:
-        key = jax.random.key(0)
-    else:
+    elif isinstance(X, linop.SparseMatrix):
+        key = _checks.check_key(fn, key, why=f"init={init!r} of a sparse X computes a "
+                                             f"randomized SVD")
+    elif key is not None:
         key = _checks.check_key(fn, key)
-    return _s.initialize(X, key, rank=rank, init=init)
-
-
-# ------------------------------------------------------------------------------------------------
-# Validation helpers
-
-
-def _check_solver(fn, solver, beta_loss, max_iter, tol):
-    solver = _checks.check_choice(fn, "solver", solver, SOLVERS)
-    beta_loss = _checks.check_choice(fn, "beta_loss", beta_loss, BETA_LOSSES)
-    if beta_loss == "kullback-leibler" and solver != "mu":
-        raise ValueError(f"{fn}: `beta_loss`='kullback-leibler' needs `solver`='mu' (pg and hals "
-                         f"solve least-squares subproblems); got `solver`={solver!r}")
-    max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
-    tol = _checks.check_real(fn, "tol", tol, low=0.0)
-    return solver, beta_loss, max_iter, tol
-
-
-# float16 and bfloat16 have too little range for the products NMF forms (the objective is a sum of
-# squares of X's entries): such X is factorized in float32 and the factors returned in its dtype.
-_LOW_PRECISION = (jnp.float16, jnp.bfloat16)
-
-
-def _compute_dtype(dtype):
-    return jnp.dtype(jnp.float32) if dtype in _LOW_PRECISION else jnp.dtype(dtype)
-
-
-def _check_values(fn, name, x):
-    """Finite and non-negative when ``x`` is concrete (also when it is an array captured by a
-    function under ``jax.jit``: the shared checks evaluate eagerly there)."""
-    _checks.check_finite(fn, name, x)
-    _checks.check_nonnegative(fn, name, x)
-
-
-def _check_X(fn, X):
-    """X as a float32/float64 dense array or a :class:`jaxfact.linop.SparseMatrix` (values checked
-    when concrete), and the dtype to return results in."""
-    if hasattr(X, "tocoo") and hasattr(X, "nnz"):  # a SciPy sparse matrix or array
-        X = jsparse.BCOO.from_scipy_sparse(X)
-    if isinstance(X, jsparse.BCOO):
-        if len(X.shape) != 2 or X.n_batch or X.n_dense:
-            raise ValueError(f"{fn}: `X` must be a 2-D BCOO matrix without batch or dense "
-                             f"dimensions; got shape {X.shape}")
-        _checks.check_float_dtype(fn, "X", X.dtype)
-        out = X.dtype
-        if _compute_dtype(out) != out:
-            X = jsparse.BCOO((X.data.astype(_compute_dtype(out)), X.indices), shape=X.shape)
-        if _checks.is_concrete(X):
-            _check_values(fn, "X", X)
-        return linop.SparseMatrix.from_bcoo(X), out  # concrete: duplicates summed, ELL layout
-    if isinstance(X, (linop.ObservedMatrix, linop.LinearOperator)):
-        raise TypeError(f"{fn}: `X` must be a dense array or a BCOO matrix; got "
-                        f"{type(X).__name__}")
-    X = _checks.as_float_array(fn, "X", X)
-    _check_values(fn, "X", X)
-    return X.astype(_compute_dtype(X.dtype)), X.dtype
-
-
-def _check_mask(fn, mask, shape, dtype):
-    if mask is None:
-        return None
-    if isinstance(mask, jsparse.BCOO):
-        raise TypeError(f"{fn}: `mask` must be a dense array of the shape of `X`; got a BCOO "
-                        f"matrix (`mask.todense()`)")
-    if not hasattr(mask, "dtype"):
-        mask = np.asarray(mask)
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{fn}: `mask` must have the shape of `X`, {tuple(shape)}; got shape "
-                         f"{tuple(mask.shape)}")
-    if mask.dtype == jnp.bool_:
-        return jnp.asarray(mask).astype(dtype)
-    mask = _checks.as_float_array(fn, "mask", mask)
-    _check_values(fn, "mask", mask)
-    return mask.astype(dtype)
-
-
-def _check_factor(fn, name, F, shape, dtype):
-    F = _checks.as_float_array(fn, name, F)
-    if tuple(F.shape) != tuple(shape):
-        raise ValueError(f"{fn}: `{name}` must have shape {tuple(shape)}; got shape "
-                         f"{tuple(F.shape)}")
-    _check_values(fn, name, F)
-    return F.astype(dtype)
-
-
-def _check_start(fn, solver, W0, H0):
-    """Rejects starts the solver cannot leave: multiplicative updates keep a zero factor at
-    zero, and W = H = 0 is a stationary point of every solver (the gradient vanishes)."""
-    if not _checks.is_concrete((W0, H0)):
-        return
-    zero_w, zero_h = not np.any(np.asarray(W0)), not np.any(np.asarray(H0))
-    if solver == "mu" and (zero_w or zero_h):
-        name = "W_init" if zero_w else "H_init"
-        raise ValueError(f"{fn}: `{name}` is all zeros; multiplicative updates (solver='mu') "
-                         f"cannot move a factor away from 0. Start from positive values, e.g. "
-                         f"init='nndsvda' or 'random'")
-    if zero_w and zero_h:
-        raise ValueError(f"{fn}: `W_init` and `H_init` are all zeros, a stationary point that "
-                         f"solver={solver!r} cannot leave; start from e.g. init='nndsvda'")
-
-
-def _regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
-    m, n = shape
-    alpha_W = _checks.check_real(fn, "alpha_W", alpha_W, low=0.0)
-    alpha_H = _checks.check_real(fn, "alpha_H", alpha_H, low=0.0)
-    l1_ratio = _checks.check_real(fn, "l1_ratio", l1_ratio, low=0.0, high=1.0)
-    aW, aH, r = (jnp.asarray(v, dtype) for v in (alpha_W, alpha_H, l1_ratio))
-    return _s.Reg(aW * r * n, aW * (1 - r) * n, aH * r * m, aH * (1 - r) * m)
+    return initialize(X, key, rank=rank, init=init)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -447,15 +371,15 @@ def _regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
 
 @partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter", "rescale"))
 def _nmf_kernel(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, rescale):
-    return _s.solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
-                    max_iter=max_iter, update_H=True, rescale=rescale)
+    return solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
+                 max_iter=max_iter, update_H=True, rescale=rescale)
 
 
 @partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter"))
 def _transform_kernel(X, mask, H, tol, reg, *, solver, beta_loss, max_iter):
-    m, n = X.shape
+    m = X.shape[0]
     k = H.shape[0]
     # A constant start, moved to its optimal scalar multiple by the solver.
     Wt = jnp.ones((k, m), X.dtype)
-    return _s.solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
-                    max_iter=max_iter, update_H=False, rescale=True)
+    return solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
+                 max_iter=max_iter, update_H=False, rescale=True)

@@ -1,4 +1,5 @@
-"""Tests for jaxfact.nmf: scikit-learn references, invariants, masks, sparse input, jit/vmap, errors.
+"""Tests for jaxfact.nonnegative (nmf, nmf_init, nmf_transform): scikit-learn references,
+invariants, masks, sparse input, jit/vmap, errors.
 
 Most tests share one 30 x 20 problem of rank 4 (plus noise, half its entries zero) so that the
 kernels compile once per solver. Float64 tests compare trajectories with scikit-learn's updates
@@ -10,10 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from hypothesis import given
+from hypothesis import strategies as st
 from jax.experimental import sparse as jsparse
 
-from jaxfact import nmf, nmf_init, nmf_transform
-from jaxfact import _nmf_solvers as S
+from jaxfact import NMFResult, Status, nmf, nmf_init, nmf_transform
+from jaxfact import _nmf_steps as S
 
 sklearn_nmf = pytest.importorskip("sklearn.decomposition._nmf")
 from sklearn.decomposition import NMF  # noqa: E402
@@ -57,7 +60,7 @@ def test_mu_follows_sklearn_updates(x64, X64, init64, beta_loss):
     # Same init, same Lee & Seung updates (W then H): identical trajectories up to rounding.
     W0, H0 = init64
     ref = _sk(X64, W0, H0, solver="mu", beta_loss=beta_loss, tol=0.0, max_iter=60)
-    res = nmf(X64, K_, solver="mu", beta_loss=beta_loss, W_init=W0, H_init=H0, tol=0.0,
+    res = nmf(X64, K_, solver="mu", beta_loss=beta_loss, warm_start=(W0, H0), tol=0.0,
               max_iter=60)
     np.testing.assert_allclose(res.H, ref.components_, rtol=1e-9, atol=1e-12)
     beta = 2 if beta_loss == "frobenius" else 1
@@ -72,7 +75,7 @@ def test_reaches_sklearn_cd_error(x64, X64, init64, solver):
     W0, H0 = init64
     ref = _sk(X64, W0, H0, solver="cd", tol=1e-10, max_iter=5000)
     ref_loss = 0.5 * ref.reconstruction_err_**2
-    res = nmf(X64, K_, solver=solver, W_init=W0, H_init=H0, tol=1e-7, max_iter=2000)
+    res = nmf(X64, K_, solver=solver, warm_start=(W0, H0), tol=1e-7, max_iter=2000)
     assert bool(res.converged)
     assert float(res.loss) <= ref_loss * 1.005
     np.testing.assert_allclose(res.loss, _objective(X64, np.asarray(res.W), np.asarray(res.H)),
@@ -85,7 +88,7 @@ def test_regularized_objective_vs_sklearn(x64, X64, init64):
     kw = dict(alpha_W=0.01, alpha_H=0.02, l1_ratio=0.3)
     model = NMF(K_, init="custom", solver="cd", tol=1e-10, max_iter=5000, **kw)
     W_ref = model.fit_transform(X64, W=W0.copy(), H=H0.copy())
-    res = nmf(X64, K_, solver="pg", W_init=W0, H_init=H0, tol=1e-7, max_iter=2000, **kw)
+    res = nmf(X64, K_, solver="pg", warm_start=(W0, H0), tol=1e-7, max_iter=2000, **kw)
     m, n = X64.shape
     r = kw["l1_ratio"]
 
@@ -123,7 +126,7 @@ def test_transform_vs_sklearn(x64, X64, init64):
     ref = _sk(X64, W0, H0, solver="cd", tol=1e-10, max_iter=3000)
     Wref = ref.transform(X64)
     for solver in ("pg", "hals", "mu"):
-        W = nmf_transform(X64, ref.components_, solver=solver, tol=1e-9, max_iter=2000)
+        W = nmf_transform(ref.components_, X64, solver=solver, tol=1e-9, max_iter=2000).W
         assert np.all(np.asarray(W) >= 0)
         f_ours = _objective(X64, np.asarray(W), ref.components_)
         f_ref = _objective(X64, Wref, ref.components_)
@@ -139,7 +142,7 @@ def test_transform_vs_sklearn(x64, X64, init64):
 def test_mu_monotone(x64, X64, init64, beta_loss, masked):
     W0, H0 = init64
     mask = np.random.default_rng(1).random(X64.shape) < 0.7 if masked else None
-    res = nmf(X64, K_, solver="mu", beta_loss=beta_loss, W_init=W0, H_init=H0, tol=0.0,
+    res = nmf(X64, K_, solver="mu", beta_loss=beta_loss, warm_start=(W0, H0), tol=0.0,
               max_iter=60, mask=mask, alpha_W=0.001, alpha_H=0.001, l1_ratio=0.5)
     h = np.asarray(res.history)
     assert int(res.n_iter) == 60 and np.all(np.isfinite(h))
@@ -159,7 +162,7 @@ def test_mu_monotone_float32(X64):
 def test_kkt_at_convergence(x64, X64, init64, solver):
     # W >= 0, grad_W f >= 0, W * grad_W f = 0 (and the same for H), up to the tolerance.
     W0, H0 = init64
-    res = nmf(X64, K_, solver=solver, W_init=W0, H_init=H0, tol=1e-9, max_iter=2000)
+    res = nmf(X64, K_, solver=solver, warm_start=(W0, H0), tol=1e-9, max_iter=2000)
     assert bool(res.converged)
     W, H = np.asarray(res.W), np.asarray(res.H)
     gW = (W @ H - X64) @ H.T
@@ -251,7 +254,7 @@ def test_sparse_equals_dense(x64, X64, init64, solver, beta_loss, masked):
     mask = np.random.default_rng(6).random(X.shape) < 0.8 if masked else None
     # max_iter as in the other float64 tests (it is static: the kernels are shared)
     tol, max_iter = (0.0, 60) if solver == "mu" else (1e-4, 2000)
-    kw = dict(solver=solver, beta_loss=beta_loss, W_init=W0, H_init=H0, tol=tol,
+    kw = dict(solver=solver, beta_loss=beta_loss, warm_start=(W0, H0), tol=tol,
               max_iter=max_iter, mask=mask)
     dense = nmf(X, K_, **kw)
     sparse = nmf(jsparse.BCOO.fromdense(jnp.asarray(X)), K_, **kw)
@@ -264,7 +267,7 @@ def test_sparse_equals_dense(x64, X64, init64, solver, beta_loss, masked):
 def test_sparse_init_and_scipy_input(x64, X64):
     import scipy.sparse as sp
     Xs = sp.csr_matrix(X64)
-    W, H = nmf_init(Xs, K_, init="nndsvd")
+    W, H = nmf_init(Xs, K_, init="nndsvd", key=jax.random.key(0))
     Wd, Hd = nmf_init(X64, K_, init="nndsvd")  # exact SVD vs randomized: close on this matrix
     np.testing.assert_allclose(W, Wd, atol=1e-3)
     np.testing.assert_allclose(H, Hd, atol=1e-3)
@@ -284,8 +287,8 @@ def test_sparse_with_duplicates_and_long_rows(x64, monkeypatch):
     dup = jsparse.BCOO((jnp.concatenate([vals / 2, vals / 2]),
                         jnp.concatenate([idx, idx])), shape=X.shape)
     W0, H0 = nmf_init(X, K_)
-    kw = dict(solver="mu", beta_loss="kullback-leibler", max_iter=60, tol=0.0, W_init=W0,
-              H_init=H0)
+    kw = dict(solver="mu", beta_loss="kullback-leibler", max_iter=60, tol=0.0,
+              warm_start=(W0, H0))
     layout = linop.SparseMatrix.from_bcoo(dup)
     assert len(layout.S.buckets) > 1 and len(layout.St.buckets) > 1
     a = nmf(X, K_, **kw)
@@ -308,15 +311,15 @@ def test_jit_and_vmap_over_a_batch(X64):
         assert int(batched.n_iter[i]) == int(single.n_iter)
         np.testing.assert_allclose(batched.loss[i], single.loss, rtol=1e-4)
         np.testing.assert_allclose(batched.W[i], single.W, rtol=1e-3, atol=1e-5)
-    sparse_jit = jax.jit(lambda X: nmf(X, K_, solver="mu", max_iter=30).loss)(
+    sparse_jit = jax.jit(lambda X: nmf(X, K_, solver="mu", max_iter=30,
+                                       key=jax.random.key(0)).loss)(
         jsparse.BCOO.fromdense(jnp.asarray(Xs[0])))
     np.testing.assert_allclose(sparse_jit, nmf(Xs[0], K_, solver="mu", max_iter=30).loss,
                                rtol=1e-4)
 
 
 def test_no_recompile_when_tol_changes(X64):
-    import sys
-    mod = sys.modules["jaxfact.nmf"]  # the module (jaxfact.nmf is the function)
+    from jaxfact import nonnegative as mod
     X = X64.astype(np.float32)
     nmf(X, K_, solver="pg", tol=1e-3, max_iter=30)
     before = mod._nmf_kernel._cache_size()
@@ -346,11 +349,11 @@ def test_no_recompile_when_tol_changes(X64):
     (dict(l1_ratio=2.0), ValueError, r"`l1_ratio` must be a finite number in \[0.0, 1.0\]"),
     (dict(alpha_W=-1.0), ValueError, r"`alpha_W` must be a finite number"),
     (dict(max_iter=0), ValueError, r"`max_iter` must be an integer in \[1, inf\]"),
-    (dict(W_init=np.ones((30, 4))), ValueError, r"give both `W_init` and `H_init`"),
-    (dict(W_init=np.ones((30, 3)), H_init=np.ones((4, 20))), ValueError,
-     r"`W_init` must have shape \(30, 4\); got shape \(30, 3\)"),
-    (dict(W_init=-np.ones((30, 4)), H_init=np.ones((4, 20))), ValueError,
-     r"`W_init` must be non-negative"),
+    (dict(warm_start=(np.ones((30, 3)), np.ones((4, 20)))), ValueError,
+     r"`warm_start.W` must have shape \(30, 4\); got shape \(30, 3\)"),
+    (dict(warm_start=(-np.ones((30, 4)), np.ones((4, 20)))), ValueError,
+     r"`warm_start.W` must be non-negative"),
+    (dict(warm_start=np.ones((30, 4))), TypeError, r"`warm_start` must be an NMFResult or a"),
 ])
 def test_bad_arguments(X64, kwargs, exc, match):
     kwargs = dict(kwargs)
@@ -381,9 +384,153 @@ def test_bad_X(X64):
 def test_transform_errors(X64):
     X = X64.astype(np.float32)
     with pytest.raises(ValueError, match=r"nmf_transform: `H` must have 20 columns"):
-        nmf_transform(X, np.ones((4, 7), np.float32))
+        nmf_transform(np.ones((4, 7), np.float32), X)
     with pytest.raises(ValueError, match=r"nmf_transform: `H` must be non-negative"):
-        nmf_transform(X, -np.ones((4, 20), np.float32))
+        nmf_transform(-np.ones((4, 20), np.float32), X)
+    with pytest.raises(ValueError, match=r"nmf_transform\(X, H\) is now nmf_transform\(H, X\)"):
+        nmf_transform(X, np.ones((4, 20), np.float32))  # the former order
     with pytest.raises(ValueError, match=r"nmf_transform: `beta_loss`='kullback-leibler' needs"):
-        nmf_transform(X, np.ones((4, 20), np.float32), solver="pg",
+        nmf_transform(np.ones((4, 20), np.float32), X, solver="pg",
                       beta_loss="kullback-leibler")
+
+
+# ------------------------------------------------------------------------------------------------
+# The one surface: status, warm_start, nmf_transform's result, operator forms, keys, checks
+
+
+def test_status_and_transform_result(X64):
+    X = X64.astype(np.float32)
+    res = nmf(X, K_, solver="hals", max_iter=200, tol=1e-3)
+    assert res._fields[-1] == "status" and res.status.dtype == jnp.int32
+    assert Status(int(res.status)) == Status.CONVERGED and bool(res.converged)
+    short = nmf(X, K_, solver="hals", max_iter=30, tol=0.0)  # tol = 0: every iteration runs
+    assert Status(int(short.status)) == Status.MAX_ITER and not bool(short.converged)
+    for basis in (res, res.H):
+        out = nmf_transform(basis, X, solver="hals")
+        assert isinstance(out, NMFResult)
+        assert out.W.shape == (M_, K_) and np.array_equal(out.H, res.H)
+        n = int(out.n_iter)
+        assert bool(out.converged) == (int(out.status) == Status.CONVERGED)
+        assert np.all(np.isfinite(out.history[:n])) and np.all(np.isnan(out.history[n:]))
+        np.testing.assert_allclose(out.loss, _objective(X, np.asarray(out.W), np.asarray(res.H)),
+                                   rtol=1e-4)
+
+
+def test_nan_objective_is_diverged():
+    # A warm start too large for float32 overflows the objective: the driver stops at once.
+    X = np.ones((6, 5), np.float32)
+    res = nmf(X, 2, solver="mu", warm_start=(np.full((6, 2), 1e30, np.float32),
+                                             np.full((2, 5), 1e30, np.float32)), max_iter=50)
+    assert Status(int(res.status)) == Status.DIVERGED and int(res.n_iter) == 1
+    assert not bool(res.converged)
+
+
+def test_warm_start_forms_and_deprecated_keywords(X64):
+    X = X64.astype(np.float32)
+    res = nmf(X, K_, solver="hals", max_iter=10)
+    kw = dict(solver="hals", max_iter=10)
+    a = nmf(X, K_, warm_start=res, **kw)
+    b = nmf(X, K_, warm_start=(res.W, res.H), **kw)
+    np.testing.assert_array_equal(a.W, b.W)
+    with pytest.warns(DeprecationWarning) as record:
+        c = nmf(X, K_, W_init=res.W, H_init=res.H, **kw)
+    np.testing.assert_array_equal(c.W, a.W)
+    messages = [str(w.message) for w in record]
+    assert "nmf: `W_init` is renamed `warm_start`; `W_init` will be removed" in messages[0]
+    assert "nmf: `H_init` is renamed `warm_start`; `H_init` will be removed" in messages[1]
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"not both"):
+        nmf(X, K_, warm_start=res, W_init=res.W, H_init=res.H)
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            ValueError, match=r"give both `W_init` and `H_init`"):
+        nmf(X, K_, W_init=res.W)
+
+
+def test_sparse_operator_forms_equal_dense(x64, X64, init64):
+    import scipy.sparse as sp
+    from jaxfact import linop
+    W0, H0 = init64
+    kw = dict(solver="pg", warm_start=(W0, H0), tol=1e-4, max_iter=2000)
+    dense = nmf(X64, K_, **kw)
+    bcoo = jsparse.BCOO.fromdense(jnp.asarray(X64))
+    r, c = np.nonzero(X64)
+    forms = {"bcoo": bcoo, "bcsr": jsparse.BCSR.fromdense(jnp.asarray(X64)),
+             "scipy": sp.csr_matrix(X64), "SparseMatrix": linop.as_operator(bcoo),
+             "ObservedMatrix": linop.ObservedMatrix(jnp.asarray(r, jnp.int32),
+                                                    jnp.asarray(c, jnp.int32),
+                                                    jnp.asarray(X64[r, c]), X64.shape)}
+    assert isinstance(forms["SparseMatrix"], linop.SparseMatrix)
+    for name, X in forms.items():
+        res = nmf(X, K_, **kw)
+        np.testing.assert_allclose(res.W, dense.W, rtol=1e-9, atol=1e-12, err_msg=name)
+        assert int(res.n_iter) == int(dense.n_iter), name
+        codes = nmf_transform(dense, X, solver="mu", max_iter=60)
+        np.testing.assert_allclose(codes.W, nmf_transform(dense, X64, solver="mu",
+                                                          max_iter=60).W, rtol=1e-9, atol=1e-12)
+    W, H = nmf_init(forms["ObservedMatrix"], K_, key=jax.random.key(0))
+    assert W.shape == (M_, K_) and H.shape == (K_, N_)
+    op = linop.LinearOperator(lambda B: X64 @ B, lambda B: X64.T @ B, X64.shape, X64.dtype)
+    for f in (lambda: nmf(op, K_), lambda: nmf_init(op, K_), lambda: nmf_transform(H0, op)):
+        with pytest.raises(TypeError, match=r"got a linop.LinearOperator, known only through"):
+            f()
+
+
+def test_no_hidden_key(X64):
+    # Dense X without a key: the exact SVD, at any size (no silent jax.random.key(0)).
+    rng = np.random.default_rng(11)
+    big = (rng.random((300, 3)) @ rng.random((3, 260)) + 0.1 * rng.random((300, 260)))
+    big = big.astype(np.float32)
+    W, H = nmf_init(big, 3, init="nndsvd")
+    U, S, Vt = np.linalg.svd(big.astype(np.float64), full_matrices=False)
+    np.testing.assert_allclose(W[:, 0] / np.linalg.norm(W[:, 0]), np.abs(U[:, 0]), atol=1e-5)
+    W2, _ = nmf_init(big, 3, init="nndsvd")
+    np.testing.assert_array_equal(W, W2)
+    # With a key, large X gets the randomized SVD: the start depends on the key.
+    Wa, _ = nmf_init(big, 3, init="nndsvd", key=jax.random.key(0))
+    Wb, _ = nmf_init(big, 3, init="nndsvd", key=jax.random.key(1))
+    assert not np.array_equal(Wa, Wb)
+    # Small dense X: the exact SVD whatever the key, which is said.
+    X = X64.astype(np.float32)
+    with pytest.warns(UserWarning, match="does not change the start"):
+        a = nmf(X, K_, solver="mu", key=jax.random.key(0), tol=0.0, max_iter=30)
+    b = nmf(X, K_, solver="mu", tol=0.0, max_iter=30)
+    np.testing.assert_array_equal(a.W, b.W)
+    # Sparse X: the randomized SVD needs the key.
+    with pytest.raises(ValueError, match=r"nmf_init: `key` is required \(init='nndsvda' of a "
+                                         r"sparse X computes a randomized SVD\)"):
+        nmf_init(jsparse.BCOO.fromdense(jnp.asarray(X)), K_)
+
+
+def test_checks_report_nan_under_jit(X64):
+    from jax.experimental import checkify
+    X = jnp.asarray(X64, jnp.float32).at[0, 0].set(jnp.nan)
+    H = jnp.ones((K_, N_), jnp.float32)
+    for f, name in ((lambda X: nmf(X, K_, max_iter=2, checks=True).W, "nmf"),
+                    (lambda X: nmf_init(X, K_, checks=True)[0], "nmf_init"),
+                    (lambda X: nmf_transform(H, X, max_iter=2, checks=True).W, "nmf_transform")):
+        err, _ = checkify.checkify(jax.jit(f))(X)
+        assert err.get() is not None and f"{name}: `X` must be finite" in err.get()
+        err, _ = checkify.checkify(jax.jit(f))(jnp.abs(jnp.nan_to_num(X)))
+        assert err.get() is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Hypothesis invariants (small shapes: a few compilations)
+
+
+@pytest.mark.parametrize("solver", ["pg", "mu", "hals"])
+@given(shape=st.sampled_from([(6, 5), (5, 6)]), rank=st.sampled_from([1, 3]),
+       seed=st.integers(0, 2**16), zeros=st.floats(0.0, 0.6),
+       scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_invariants(solver, shape, rank, seed, zeros, scale):
+    rng = np.random.default_rng(seed)
+    X = rng.random(shape) * (rng.random(shape) >= zeros) * scale
+    with jax.enable_x64(True):
+        res = nmf(X, rank, solver=solver, max_iter=40, tol=1e-4)
+        W, H, h = np.asarray(res.W), np.asarray(res.H), np.asarray(res.history)
+        n = int(res.n_iter)
+        assert W.min() >= 0 and H.min() >= 0
+        assert bool(res.converged) == (int(res.status) == Status.CONVERGED)
+        assert n == int(np.sum(~np.isnan(h))) and np.all(np.isfinite(h[:n]))
+        if solver in ("mu", "hals"):  # Lee & Seung's Theorem 1; exact coordinate minimization
+            rounding = 1e-12 * (0.5 * np.sum(X**2) + h[0])
+            assert np.all(np.diff(h[:n]) <= rounding), np.diff(h[:n]).max()

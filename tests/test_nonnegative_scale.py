@@ -1,4 +1,4 @@
-"""Tests for jaxfact.nmf on data of any magnitude, and what ``converged`` promises.
+"""Tests for jaxfact.nonnegative on data of any magnitude, and what ``converged`` promises.
 
 The fit must not depend on the units of X: ``nmf(c * X)`` gives ``c``-times the same product
 ``W H`` (the same relative error) for every solver, start, loss and storage, and ``converged``
@@ -111,7 +111,7 @@ def _scale_check(X, solver, beta_loss, storage, scales, inits):
         for c in scales:
             Xc, mask = _storage_input(c * X, storage)
             res = nmf(Xc, 3, solver=solver, beta_loss=beta_loss, init=init,
-                      key=key if init in ("random", "nndsvdar") else None,
+                      key=key if init in ("random", "nndsvdar") or storage == "sparse" else None,
                       mask=mask, max_iter=MAX_ITER)
             W, H = np.asarray(res.W, np.float64), np.asarray(res.H, np.float64)
             assert np.all(np.isfinite(W)) and np.all(np.isfinite(H))
@@ -151,9 +151,9 @@ def test_scale_invariance_float32(solver, beta_loss):
 def test_transform_scale_invariance(x64):
     X = _abs_normal()
     H = np.asarray(nmf(X, 3).H)
-    W1 = np.asarray(nmf_transform(X, H, tol=1e-8))
+    W1 = np.asarray(nmf_transform(H, X, tol=1e-8).W)
     for c in (1e-12, 1e12):
-        Wc = np.asarray(nmf_transform(c * X, np.sqrt(c) * H, tol=1e-8))
+        Wc = np.asarray(nmf_transform(np.sqrt(c) * H, c * X, tol=1e-8).W)
         np.testing.assert_allclose(Wc / np.sqrt(c), W1, rtol=1e-5, atol=1e-8)
 
 
@@ -164,7 +164,7 @@ def test_transform_scale_invariance(x64):
 def _restart_gain(X, solver, beta_loss, tol, **kw):
     res = nmf(X, 3, solver=solver, beta_loss=beta_loss, tol=tol, max_iter=1000, **kw)
     again = nmf(X, 3, solver=solver, beta_loss=beta_loss, tol=tol, max_iter=1000,
-                W_init=res.W, H_init=res.H)
+                warm_start=(res.W, res.H))
     return res, (float(res.loss) - float(again.loss)) / float(res.loss)
 
 
@@ -190,7 +190,7 @@ def test_bad_user_start_does_not_stop_the_run(x64):
     X = _abs_normal()
     W0, H0 = nmf_init(X, 3)
     for solver in ("pg", "hals"):
-        res = nmf(X, 3, solver=solver, W_init=1e3 * np.asarray(W0), H_init=np.asarray(H0))
+        res = nmf(X, 3, solver=solver, warm_start=(1e3 * np.asarray(W0), np.asarray(H0)))
         assert bool(res.converged)
         assert _rel_err(X, res.W, res.H) < 0.484
 
@@ -211,15 +211,15 @@ def test_all_zero_start_rejected(solver):
     W0, H0 = (np.asarray(a) for a in nmf_init(X, 3))
     zero_h = np.zeros_like(H0)
     if solver == "mu":
-        with pytest.raises(ValueError, match=r"nmf: `H_init` is all zeros; multiplicative"):
-            nmf(X, 3, solver="mu", W_init=W0, H_init=zero_h)
-        with pytest.raises(ValueError, match=r"nmf: `W_init` is all zeros"):
-            nmf(X, 3, solver="mu", beta_loss="kullback-leibler", W_init=0 * W0, H_init=H0)
+        with pytest.raises(ValueError, match=r"nmf: `warm_start.H` is all zeros; multiplicative"):
+            nmf(X, 3, solver="mu", warm_start=(W0, zero_h))
+        with pytest.raises(ValueError, match=r"nmf: `warm_start.W` is all zeros"):
+            nmf(X, 3, solver="mu", beta_loss="kullback-leibler", warm_start=(0 * W0, H0))
     else:
-        with pytest.raises(ValueError, match=r"nmf: `W_init` and `H_init` are all zeros"):
-            nmf(X, 3, solver="pg", W_init=0 * W0, H_init=zero_h)
+        with pytest.raises(ValueError, match=r"nmf: `warm_start` factors are all zeros"):
+            nmf(X, 3, solver="pg", warm_start=(0 * W0, zero_h))
         # one zero factor is fine for pg: the other one's step moves it
-        res = nmf(X, 3, solver="pg", W_init=W0, H_init=zero_h)
+        res = nmf(X, 3, solver="pg", warm_start=(W0, zero_h))
         assert _rel_err(X, res.W, res.H) < 0.49
 
 
@@ -234,7 +234,7 @@ def test_half_precision_computed_in_float32(low):
     ref = nmf(X.astype(jnp.float32), 3, solver="hals")
     assert res.W.dtype == low and res.H.dtype == low and res.loss.dtype == jnp.float32
     np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-6)
-    assert nmf_transform(X, res.H).dtype == low
+    assert nmf_transform(res, X).W.dtype == low
 
 
 def test_value_checks_on_data_captured_under_jit():
@@ -251,16 +251,16 @@ def test_value_checks_on_data_captured_under_jit():
         np.testing.assert_allclose(res.loss, eager.loss, rtol=1e-4)
     # Fused under jit, float32 rounding differs: mu's slowly converging small entries may stop
     # an iteration apart, so compare the fits (relative error), not the entries.
-    err = _rel_err(X, nmf_transform(X, H, solver="mu"), H)
-    for W in (jax.jit(lambda: nmf_transform(X, H, solver="mu"))(),
-              jax.jit(partial(nmf_transform, solver="mu"))(X, H)):
+    err = _rel_err(X, nmf_transform(H, X, solver="mu").W, H)
+    for W in (jax.jit(lambda: nmf_transform(H, X, solver="mu").W)(),
+              jax.jit(partial(nmf_transform, solver="mu"))(H, X).W):
         np.testing.assert_allclose(_rel_err(X, W, H), err, rtol=1e-4)
     # concrete captured data is still checked
     bad, neg = X.at[0, 0].set(-1.0), -H
     with pytest.raises(ValueError, match="nmf: `X` must be non-negative"):
         jax.jit(lambda key: nmf(bad, 10, key=key, **kw))(jax.random.key(0))
     with pytest.raises(ValueError, match="nmf_transform: `H` must be non-negative"):
-        jax.jit(lambda: nmf_transform(X, neg, solver="mu"))()
+        jax.jit(lambda: nmf_transform(neg, X, solver="mu"))()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""NMF's data, scaling and starts: the matrix in the forms the kernels read, its power-of-4 scale,
+the NNDSVD / random initializations and the optimal scalar multiple of a start.
+
+Everything here assumes validated input. Factors are held as ``Wt = W.T`` (k, m) and ``H``
+(k, n) (see :mod:`jaxfact._nmf_steps`). The data term is held as ``A = M * X`` (``X`` when there
+is no mask), dense, or sparse by rows and by columns (:class:`jaxfact.linop.SparseMatrix`) so that both
+``O A^T`` products read rows.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxfact import _linalg
+from jaxfact import linop
+
+__all__ = []  # private module
+
+# nndsvd zeroes entries below this times sqrt(s_1), the scale of the factors' entries
+# (scikit-learn zeroes below an absolute 1e-6, which erases every entry of small-valued X).
+_NNDSVD_EPS = 1e-6
+# Dense X up to this size (min(m, n)) gets the exact SVD even when a key is given.
+_EXACT_SVD_MAX = 256
+
+
+class Data(NamedTuple):
+    """The matrix to factorize, in the forms the kernels read (a pytree)."""
+
+    A: Any     # (m, n) dense M * X (X without a mask), or None when X is sparse
+    X: Any     # (m, n) dense X, or None
+    S: Any     # Sparse (m, n) by rows, values M * X, or None when X is dense
+    St: Any    # Sparse (n, m): the same entries by columns, or None
+    M: Any     # (m, n) dense weights, or None
+    Mt: Any    # (n, m) = M.T, or None
+    x_sq: Any  # sum(M * X**2)
+
+
+class Reg(NamedTuple):
+    """Penalties ``l1 * sum(Y) + l2 / 2 * ||Y||^2`` of each factor (scikit-learn's scaling)."""
+
+    l1W: Any
+    l2W: Any
+    l1H: Any
+    l2H: Any
+
+
+# ------------------------------------------------------------------------------------------------
+# Data preparation and products
+
+
+def prepare(X, mask):
+    """Builds :class:`Data` from dense or :class:`SparseX` X and an optional dense mask."""
+    Mt = None if mask is None else mask.T
+    if isinstance(X, linop.SparseMatrix):
+        S = linop.apply_mask(X.S, mask)
+        St = linop.apply_mask(X.St, Mt)
+        return Data(None, None, S, St, mask, Mt, jnp.sum(S.vals * S.xv))
+    A = X if mask is None else mask * X
+    return Data(A, X, None, None, mask, Mt, jnp.sum(A * X))
+
+
+def data_scale(X, mask=None):
+    """A power of 4 near max(M * X) (1 for M * X = 0), so that ``X / s`` has entries of order 1
+    where they count (entries with weight 0 play no part in the fit, so not in s either).
+
+    The kernels run on ``X / s`` with factors ``W / sqrt(s)``, ``H / sqrt(s)``: dividing by a
+    power of 4 is exact in binary floating point (so is the square root), so the scaled problem
+    is the same problem, and no intermediate (squared gradients, Gram matrices, the objective)
+    under- or overflows for X of any magnitude the dtype can hold.
+    """
+    if isinstance(X, linop.SparseMatrix):
+        top = jnp.max(linop.apply_mask(X.S, mask).vals, initial=0)
+    else:
+        top = jnp.max(X if mask is None else mask * X, initial=0)
+    ok = (top > 0) & jnp.isfinite(top)
+    e = jnp.round(0.5 * jnp.log2(jnp.where(ok, top, 1))).astype(jnp.int32)
+    return jnp.ldexp(jnp.ones((), X.dtype), 2 * e)
+
+
+def scale_x(X, f):
+    """``f * X`` for dense or :class:`SparseX` X."""
+    if isinstance(X, linop.SparseMatrix):
+        return linop.SparseMatrix(X.S.scaled(f), X.St.scaled(f))
+    return X * f
+
+
+def dot_t(a, b):
+    """``a @ b.T`` for dense a (k, q), b (p, q) -> (k, p), without forming the transpose."""
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+
+
+def dot_tn(a, b):
+    """``a.T @ b`` for a (k, p), b (k, q) -> (p, q)."""
+    return lax.dot_general(a, b, (((0,), (0,)), ((), ())))
+
+
+def cross_w(data, H):
+    """``H A^T`` (k, m): the cross product of the W step."""
+    if data.S is not None:
+        return linop.matmul(data.S, H.T).T
+    return dot_t(H, data.A)
+
+
+def cross_h(data, Wt):
+    """``Wt A`` (k, n): the cross product of the H step."""
+    if data.St is not None:
+        return linop.matmul(data.St, Wt.T).T
+    return Wt @ data.A
+
+
+# ------------------------------------------------------------------------------------------------
+# Initializations (Boutsidis & Gallopoulos 2008; scikit-learn's `_initialize_nmf`)
+
+
+def _mean(X):
+    m, n = X.shape
+    return linop.total(X) / (m * n)
+
+
+@partial(jax.jit, static_argnames=("rank", "init"))
+def initialize(X, key, *, rank, init):
+    """(W (m, k), H (k, n)) for init in "random", "nndsvd", "nndsvda", "nndsvdar", scaled by the
+    scalar c that minimizes ``||X - c W H||_F`` (computed on ``X / data_scale(X)``)."""
+    s = data_scale(X)
+    Xn = scale_x(X, 1 / s)
+    W, H = _named_start(Xn, key, rank, init)
+    Wt, H = scale_start(prepare(Xn, None), W.T, H, "frobenius", update_H=True)
+    r = jnp.sqrt(s)
+    return Wt.T * r, H * r
+
+
+def _named_start(X, key, rank, init):
+    m, n = X.shape
+    dtype = X.dtype
+    # sqrt(mean(X) / k): entries of this size give W H entries of about mean(X) (scikit-learn's
+    # scale for random factors). scikit-learn fills nndsvd's zeros with mean(X) itself, which
+    # makes the start's products scale like mean(X)^2, i.e. depend on the units of X.
+    fill = jnp.sqrt(_mean(X) / rank)
+    if init == "random":
+        kw, kh = jax.random.split(key)
+        W = fill * jnp.abs(jax.random.normal(kw, (m, rank), dtype))
+        H = fill * jnp.abs(jax.random.normal(kh, (rank, n), dtype))
+        return W, H
+    U, S, Vt = _init_svd(X, key, rank)
+    W, H = _nndsvd(U, S, Vt)
+    if init == "nndsvda":
+        W = jnp.where(W == 0, fill, W)
+        H = jnp.where(H == 0, fill, H)
+    elif init == "nndsvdar":
+        kw, kh = jax.random.split(key)
+        W = jnp.where(W == 0, jnp.abs(fill * jax.random.normal(kw, W.shape, dtype) / 100), W)
+        H = jnp.where(H == 0, jnp.abs(fill * jax.random.normal(kh, H.shape, dtype) / 100), H)
+    return W, H
+
+
+def optimal_scale(data, Wt, H, beta_loss):
+    """The scalar c >= 0 minimizing the data term D(X, c W H): for the Frobenius loss
+    ``<M X, WH> / sum(M (WH)^2)``, for KL ``sum(M X) / sum(M WH)``; 1 when undefined (W H = 0 or
+    X = 0)."""
+    if beta_loss == "frobenius":
+        num = jnp.sum(Wt * cross_w(data, H))  # <A, W H>, A = M * X
+        if data.M is None:
+            den = jnp.sum((Wt @ Wt.T) * (H @ H.T))
+        else:
+            WH = dot_tn(Wt, H)
+            den = jnp.sum(data.M * WH * WH)
+    else:
+        num = jnp.sum(data.S.vals) if data.S is not None else jnp.sum(data.A)
+        if data.M is None:
+            den = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
+        else:
+            den = jnp.sum(data.M * dot_tn(Wt, H))
+    ok = (num > 0) & (den > 0)
+    return jnp.where(ok, num / jnp.where(ok, den, 1), 1)
+
+
+def scale_start(data, Wt, H, beta_loss, *, update_H):
+    """(Wt, H) times the optimal scalar (split as sqrt on each factor; on Wt alone when H is
+    fixed): the best start along the ray through (W, H), whatever the units of X."""
+    c = optimal_scale(data, Wt, H, beta_loss)
+    if not update_H:
+        return Wt * c, H
+    r = jnp.sqrt(c)
+    return Wt * r, H * r
+
+
+def _init_svd(X, key, rank):
+    """The top-``rank`` singular triplets of X: exact (deterministic) for dense X without a key
+    or with min(m, n) <= 256, else randomized with ``key`` (sparse X always: the caller requires
+    the key there)."""
+    m, n = X.shape
+    if isinstance(X, linop.SparseMatrix):
+        X = X
+    elif key is None or min(m, n) <= _EXACT_SVD_MAX:
+        U, S, Vt = _linalg.svd_thin(X)
+        return U[:, :rank], S[:rank], Vt[:rank]
+    # scikit-learn's randomized_svd defaults: 10 oversamples, 7 power iterations for small ranks.
+    n_iter = 7 if rank < 0.1 * min(m, n) else 4
+    return _linalg.randomized_svd(X, key, rank=rank, n_samples=min(rank + 10, m, n), n_iter=n_iter)
+
+
+def svd_is_randomized(X, key_given):
+    """Whether the NNDSVD starts of X use the randomized SVD (so depend on the key)."""
+    return isinstance(X, linop.SparseMatrix) or (key_given and min(X.shape) > _EXACT_SVD_MAX)
+
+
+def _nndsvd(U, S, Vt):
+    """Boutsidis & Gallopoulos (2008), Table 1: each singular pair split into its positive and
+    negative parts; the part with the larger norm product is kept. Vectorized over components."""
+    x, y = U, Vt.T                                   # (m, k), (n, k)
+    xp, xn = jnp.maximum(x, 0), jnp.maximum(-x, 0)
+    yp, yn = jnp.maximum(y, 0), jnp.maximum(-y, 0)
+    nxp, nxn = jnp.linalg.norm(xp, axis=0), jnp.linalg.norm(xn, axis=0)
+    nyp, nyn = jnp.linalg.norm(yp, axis=0), jnp.linalg.norm(yn, axis=0)
+    mp, mn = nxp * nyp, nxn * nyn
+    use_p = (mp > mn)[None, :]
+    u_num = jnp.where(use_p, xp, xn)
+    v_num = jnp.where(use_p, yp, yn)
+    u_den = jnp.where(use_p, nxp[None, :], nxn[None, :])
+    v_den = jnp.where(use_p, nyp[None, :], nyn[None, :])
+    sigma = jnp.where(mp > mn, mp, mn)
+    # A zero part (norm 0) gives a zero column, not 0/0.
+    u = jnp.where(u_den > 0, u_num / jnp.where(u_den > 0, u_den, 1), 0)
+    v = jnp.where(v_den > 0, v_num / jnp.where(v_den > 0, v_den, 1), 0)
+    lbd = jnp.sqrt(S * sigma)[None, :]
+    W = lbd * u
+    H = (lbd * v).T
+    # The leading pair of a non-negative matrix is one-signed (Perron-Frobenius): take |.|.
+    W = W.at[:, 0].set(jnp.sqrt(S[0]) * jnp.abs(U[:, 0]))
+    H = H.at[0].set(jnp.sqrt(S[0]) * jnp.abs(Vt[0]))
+    floor = _NNDSVD_EPS * jnp.sqrt(S[0])
+    W = jnp.where(W < floor, 0, W)
+    H = jnp.where(H < floor, 0, H)
+    return W, H
+
+

@@ -1,0 +1,267 @@
+"""NMF's half-steps: one alternating update of a factor, by projected gradient (Lin 2007),
+HALS sweeps (Cichocki & Phan 2009; Gillis & Glineur 2012) or multiplicative updates (Lee &
+Seung 2001).
+
+Everything here assumes validated input. Factors are held as ``Wt = W.T`` (k, m) and ``H``
+(k, n), so that both half-steps of the alternating scheme are the same problem on rows:
+
+    min_{Y >= 0}  1/2 ||A_o - Y^T O||^2 (weighted by the mask)  + l1 sum(Y) + l2/2 ||Y||^2
+
+with ``Y = Wt, O = H`` for the W step and ``Y = H, O = Wt`` for the H step. Without a mask such a
+half-step only needs the k x k Gram matrix ``G = O O^T`` and the cross product ``C = O A_o^T``
+(Lin 2007; Gillis & Glineur 2012), which are formed once per half-step and reused by every inner
+iteration. With a mask the half-step works with ``O`` and the mask itself (O(m n k) per inner
+iteration).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+from jax import lax
+
+from jaxfact._nmf_init import cross_h, cross_w, dot_t, dot_tn
+
+__all__ = []  # private module
+
+# Lin (2007), Section 4 and his nmf.m: step shrink/grow factor and sufficient-decrease constant.
+_BETA = 0.1
+_SIGMA = 0.01
+_MAX_TRIALS = 20        # step-size trials per projected-gradient iteration
+_MAX_SUBPROBLEM = 1000  # projected-gradient iterations per subproblem
+_PG_REL = 0.1           # a subproblem's tolerance is at most this times its start's grad^P
+# Gillis & Glineur (2012), Section 3: inner repetitions floor(1 + alpha * rho), stopped once a
+# sweep changes the factor by less than delta times the first sweep's change.
+_GG_ALPHA = 0.5
+_GG_DELTA = 0.1
+
+
+# ------------------------------------------------------------------------------------------------
+# One half-step problem: min_{Y >= 0} q(Y), Y (k, p)
+
+
+class Half(NamedTuple):
+    """A half-step least-squares problem in Y (k, p); G or (O, MT) describes its Hessian."""
+
+    C: Any   # (k, p) cross product O A_o^T
+    G: Any   # (k, k) Gram O O^T (unmasked) or None
+    O: Any   # (k, q) the other factor (masked) or None
+    MT: Any  # (p, q) the mask in this orientation (masked) or None
+    l1: Any
+    l2: Any
+
+
+def half_w(data, H, reg):
+    """The W step's problem at H."""
+    C = cross_w(data, H)
+    if data.M is None:
+        return Half(C, H @ H.T, None, None, reg.l1W, reg.l2W)
+    return Half(C, None, H, data.M, reg.l1W, reg.l2W)
+
+
+def half_h(data, Wt, reg):
+    """The H step's problem at Wt."""
+    C = cross_h(data, Wt)
+    if data.M is None:
+        return Half(C, Wt @ Wt.T, None, None, reg.l1H, reg.l2H)
+    return Half(C, None, Wt, data.Mt, reg.l1H, reg.l2H)
+
+
+def _hess_data(h, Y):
+    """The data part of the Hessian applied to Y: G Y, or O (MT * (Y^T O))^T with a mask."""
+    if h.G is not None:
+        return h.G @ Y
+    return dot_t(h.O, h.MT * dot_tn(Y, h.O))
+
+
+def data_grad(h, Y):
+    return _hess_data(h, Y) - h.C
+
+
+def full_grad(h, Y):
+    return data_grad(h, Y) + h.l1 + h.l2 * Y
+
+
+def quad(h, d):
+    """<d, Hessian d> of the half-step objective."""
+    if h.G is not None:
+        dq = jnp.sum(d * (h.G @ d))
+    else:
+        dq = jnp.sum(h.MT * dot_tn(d, h.O) ** 2)
+    return dq + h.l2 * jnp.sum(d * d)
+
+
+def proj_norm_sq(g, Y):
+    """Squared norm of the projected gradient: components with g < 0 or Y > 0 (Lin 2007, eq. 6)."""
+    return jnp.sum(jnp.where((g < 0) | (Y > 0), g, 0) ** 2)
+
+
+# -- Lin (2007): projected gradient with the Armijo-type search of his Algorithm 4 (nlssubprob) --
+
+
+class _Trial(NamedTuple):
+    """State of the step search of one projected-gradient iteration."""
+
+    t: Any          # () int32, trials done
+    alpha: Any      # () the step to try next (the accepted one once finished)
+    last: Any       # (k, p) last point that passed, while the step grows
+    out: Any        # (k, p) the point to take
+    shrinking: Any  # () bool, the first trial failed: shrink until one passes
+    finished: Any   # () bool
+
+
+class _Sub(NamedTuple):
+    """State of one projected-gradient subproblem solve."""
+
+    Y: Any      # (k, p)
+    alpha: Any  # () step, carried over between iterations
+    it: Any     # () int32, iterations done (the last one only tests the tolerance)
+    done: Any   # () bool, the tolerance held
+
+
+def pg_subproblem(h, Y, tol):
+    """Solves one half-step to ``||grad^P|| < tol`` by Lin's projected gradient.
+
+    Returns (Y, iterations); iterations == 1 means no step was needed.
+    """
+
+    def step(Y, g, alpha):
+        def trial(s):
+            Yn = jnp.maximum(Y - s.alpha * g, 0)
+            d = Yn - Y
+            suff = (1 - _SIGMA) * jnp.sum(g * d) + 0.5 * quad(h, d) < 0
+            shrinking = jnp.where(s.t == 0, ~suff, s.shrinking)
+            last = jnp.where(s.t == 0, Y, s.last)
+            # Shrinking: accept the first step that passes. Growing: grow while it passes and
+            # the projected point still moves; then take the last passing point.
+            stop_growing = ~suff | jnp.all(last == Yn)
+            finished = jnp.where(shrinking, suff, stop_growing)
+            out = jnp.where(shrinking, jnp.where(suff, Yn, s.out),
+                            jnp.where(stop_growing, last, s.out))
+            alpha = jnp.where(shrinking, jnp.where(suff, s.alpha, s.alpha * _BETA),
+                              jnp.where(stop_growing, s.alpha, s.alpha / _BETA))
+            last = jnp.where(shrinking | stop_growing, last, Yn)
+            return _Trial(s.t + 1, alpha, last, out, shrinking, finished)
+
+        s = _Trial(jnp.int32(0), alpha, Y, Y, jnp.bool_(True), jnp.bool_(False))
+        s = lax.while_loop(lambda s: (s.t < _MAX_TRIALS) & ~s.finished, trial, s)
+        return s.out, s.alpha
+
+    def body(s):
+        g = full_grad(h, s.Y)
+        done = proj_norm_sq(g, s.Y) <= tol**2
+        Y, alpha = lax.cond(done, lambda: (s.Y, s.alpha), lambda: step(s.Y, g, s.alpha))
+        return _Sub(Y, alpha, s.it + 1, done)
+
+    s = _Sub(Y, jnp.ones((), Y.dtype), jnp.int32(0), jnp.bool_(False))
+    s = lax.while_loop(lambda s: (s.it < _MAX_SUBPROBLEM) & ~s.done, body, s)
+    return s.Y, s.it
+
+
+def pg_half_step(h, Y, tol):
+    """One half-step of "pg": Lin's subproblem solve, to the smaller of his tolerance ``tol``
+    and ``_PG_REL`` times the projected gradient at the half-step's start.
+
+    Lin's tolerance is absolute (a fraction of the gradient at the start of the run), divided
+    by 10 when a subproblem needs no step. Late in a run it lets each subproblem stop after a
+    step or two, and the objective then creeps down at a rate set by that tolerance, not by the
+    problem: a run can look settled while tighter solves would still lower the objective (by
+    4e-4 relatively on a 30 x 20 rank-4 matrix with tol = 1e-4). The relative part makes every
+    half-step remove a fixed fraction of its block's projected gradient.
+
+    Returns (Y, tol) with Lin's tolerance for the next time.
+    """
+    pn0 = jnp.sqrt(proj_norm_sq(full_grad(h, Y), Y))
+    Y, it = pg_subproblem(h, Y, jnp.minimum(tol, _PG_REL * pn0))
+    return Y, jnp.where(it == 1, 0.1 * tol, tol)
+
+
+# -- Cichocki & Phan (2009) HALS, with Gillis & Glineur (2012) inner repetitions --
+
+
+def _safe_div(num, den):
+    # den == 0 only when a component's other factor is all zero: leave the entry unchanged there.
+    ok = den > 0
+    return ok, num / jnp.where(ok, den, 1)
+
+
+class _Sweep(NamedTuple):
+    """State of one HALS sweep over the rows of Y."""
+
+    Y: Any    # (k, p)
+    Q: Any    # (p, q) MT * (Y^T O), kept current (masked), or None
+    dsq: Any  # () ||change of Y||^2 so far
+
+
+def hals_sweep(h, Y):
+    """One pass of exact coordinate minimization over the k rows of Y. Returns (Y, ||dY||^2)."""
+    k = Y.shape[0]
+    if h.G is not None:
+        def body(j, s):
+            g = h.G[j]
+            y = s.Y[j]
+            num = h.C[j] - g @ s.Y + g[j] * y - h.l1
+            ok, val = _safe_div(num, g[j] + h.l2)
+            ynew = jnp.where(ok, jnp.maximum(val, 0), y)
+            return _Sweep(s.Y.at[j].set(ynew), None, s.dsq + jnp.sum((ynew - y) ** 2))
+        s = lax.fori_loop(0, k, body, _Sweep(Y, None, jnp.zeros((), Y.dtype)))
+        return s.Y, s.dsq
+
+    # Masked: keep Q = MT * (Y^T O) (p, q) current as rows change; O(p q) per row.
+    def body(j, s):
+        o = h.O[j]
+        y = s.Y[j]
+        wsq = h.MT @ (o * o)
+        num = h.C[j] - s.Q @ o + y * wsq - h.l1
+        ok, val = _safe_div(num, wsq + h.l2)
+        ynew = jnp.where(ok, jnp.maximum(val, 0), y)
+        Q = s.Q + h.MT * jnp.outer(ynew - y, o)
+        return _Sweep(s.Y.at[j].set(ynew), Q, s.dsq + jnp.sum((ynew - y) ** 2))
+
+    s = lax.fori_loop(0, k, body, _Sweep(Y, h.MT * dot_tn(Y, h.O), jnp.zeros((), Y.dtype)))
+    return s.Y, s.dsq
+
+
+class _Sweeps(NamedTuple):
+    """State of the repeated sweeps of one HALS half-step."""
+
+    Y: Any       # (k, p)
+    change: Any  # () ||change of Y||^2 in the last sweep
+    sweeps: Any  # () int32, sweeps done
+
+
+def hals_update(h, Y, max_inner):
+    """Up to ``max_inner`` sweeps on one half-step (Gillis & Glineur 2012, Algorithm 2), stopping
+    once a sweep moves Y by less than delta times the first sweep did."""
+    Y, d0 = hals_sweep(h, Y)
+
+    def body(s):
+        Y, d = hals_sweep(h, s.Y)
+        return _Sweeps(Y, d, s.sweeps + 1)
+
+    def cond(s):
+        return (s.sweeps < max_inner) & (s.change > _GG_DELTA**2 * d0)
+
+    return lax.while_loop(cond, body, _Sweeps(Y, d0, jnp.int32(1))).Y
+
+
+def inner_repetitions(data, k):
+    """Sweeps per half-step, floor(1 + alpha * rho), where rho = 1 + (K + q k) / (p (k + 1))
+    compares the cost of the products with A (K = nnz) to that of one sweep (Gillis & Glineur
+    2012, Section 3). Returns (for W, for H)."""
+    if data.M is not None:
+        return 1, 1  # with a mask a sweep costs as much as a product: nothing to amortize
+    m, n = data.A.shape if data.A is not None else data.S.shape
+    nnz = data.S.nnz if data.S is not None else m * n
+    rho_w = 1 + (nnz + n * k) // (m * (k + 1))
+    rho_h = 1 + (nnz + m * k) // (n * (k + 1))
+    return int(1 + _GG_ALPHA * rho_w), int(1 + _GG_ALPHA * rho_h)
+
+
+def mu_update(h, Y):
+    """Lee & Seung (2001), Theorem 1, with penalties in the denominator (scikit-learn):
+    Y <- Y * C / (Hess Y + l1 + l2 Y); 0/0 (a zero row of the other factor) gives 0."""
+    den = _hess_data(h, Y) + h.l1 + h.l2 * Y
+    ok = den > 0
+    return jnp.where(ok, Y * h.C / jnp.where(ok, den, 1), 0)
