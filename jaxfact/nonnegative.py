@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxfact import _checks
-from jaxfact import _implicit
+from jaxfact import _implicit_diff as _implicit
 from jaxfact import _nmf_input as _in
 from jaxfact import linop
 from jaxfact._nmf_init import initialize, svd_is_randomized
