@@ -73,8 +73,9 @@ def predict(result: Any, rows: Any, cols: Any, *, clip: tuple[float, float] | No
 
       >>> X = jnp.arange(48.0).reshape(8, 6)
       >>> res = jaxfact.truncated_svd(X, 2)
-      >>> jaxfact.predict(res, jnp.array([0, 3]), jnp.array([2, 2]))   # X[0, 2], X[3, 2]
-      Array([ 2..., 20...], dtype=float32)
+      >>> x = jaxfact.predict(res, jnp.array([0, 3]), jnp.array([2, 2]))   # X[0, 2], X[3, 2]
+      >>> [round(float(v), 2) for v in x]
+      [2.0, 20.0]
     """
     fn = "predict"
     kind, parts = _parts(fn, result)
