@@ -5,6 +5,8 @@ Build (warnings are errors, as in CI)::
     python -m sphinx -E -W --keep-going -b html docs docs/_build/html
 """
 
+import importlib
+import inspect
 import os
 import re
 import sys
@@ -47,12 +49,14 @@ autodoc_class_signature = "mixed"
 nitpicky = False
 
 # Napoleon: Google-style sections. "Fields:" (NamedTuples of settings) and "Members:" (enums) read
-# as argument lists.
+# as argument lists; "Deviations:", "Differentiable:" and "Complexity:", where a docstring makes
+# them sections of their own, are rendered as headed paragraphs.
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_use_ivar = True
-napoleon_custom_sections = [("Fields", "params_style"), ("Members", "params_style")]
+napoleon_custom_sections = [("Fields", "params_style"), ("Members", "params_style"),
+                            "Deviations", "Differentiable", "Complexity"]
 
 
 
@@ -87,8 +91,46 @@ def escape_bars(app, what, name, obj, options, lines):
             literal_indent = indent
 
 
+# NamedTuple fields have no docstrings ("Alias for field number 0"); their meaning, shape and dtype
+# are the comment beside each field in the source, as in optax's states. Show that comment
+# (or nothing, rather than the alias text).
+_ALIAS = re.compile(r"^Alias for field number \d+$")
+_RST_SPECIAL = re.compile(r"([\\*`|_\[\]])")
+
+
+def _owner(name):
+    parts = name.split(".")
+    obj = importlib.import_module(parts[0])
+    for part in parts[1:-1]:
+        obj = getattr(obj, part)
+    return obj, parts[-1]
+
+
+def field_comments(app, what, name, obj, options, lines):
+    if not (len([l for l in lines if l.strip()]) == 1 and _ALIAS.match(lines[0].strip())):
+        return
+    try:
+        owner, field = _owner(name)
+        source = inspect.getsource(owner).splitlines()
+    except (AttributeError, ImportError, OSError, TypeError):
+        source = []
+    lines[:] = []  # no comment: the field's name and type say it all
+    field_line = re.compile(rf"^\s+{re.escape(field)}\s*:[^#]*#\s?(.*)$")
+    for i, line in enumerate(source):
+        match = field_line.match(line)
+        if match:
+            text = [match.group(1)]
+            for more in source[i + 1:]:
+                if not more.strip().startswith("#"):
+                    break
+                text.append(more.strip().lstrip("#").strip())
+            lines[:] = [_RST_SPECIAL.sub(r"\\\1", " ".join(text))]
+            return
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", escape_bars)
+    app.connect("autodoc-process-docstring", field_comments, priority=600)
 
 
 # The API names that the reference must document (checked by _ext/coverage_check.py).
