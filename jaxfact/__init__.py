@@ -54,7 +54,7 @@ from jaxfact.text import ppmi
 from jaxfact.text import word_vectors
 from jaxfact.weighted import wlra
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "BiasedMFResult",

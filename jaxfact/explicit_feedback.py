@@ -71,10 +71,10 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
               checks: bool = False, init: Any = None) -> BiasedMFResult:
     """Biased matrix factorization of a partially observed rating matrix.
 
-    Minimizes, over the observed set K (eq. 5 of Koren et al. 2009, the penalty inside the sum),
+    Minimizes, over the observed set K (eq. 5 of Koren et al. 2009, the penalty inside the sum)::
 
-    ``J = sum_{(u,i) in K} (r_ui - mu - b_u - b_i - p_u . q_i)^2
-          + lam (b_u^2 + b_i^2 + ||p_u||^2 + ||q_i||^2)``
+        J = sum_{(u,i) in K} (r_ui - mu - b_u - b_i - p_u . q_i)^2
+                             + lam (b_u^2 + b_i^2 + ||p_u||^2 + ||q_i||^2)
 
     with ``mu`` fixed to the mean training rating. Because the penalty sits inside the sum, user u's
     terms are weighted by its number of ratings n_u: this is exactly the objective the paper's

@@ -8,16 +8,12 @@ any of them:
 
 for these results (matched by their fields, so a NamedTuple of your own with the same fields works):
 
-=====================================  ==========================================================
-result                                 matrix
-=====================================  ==========================================================
-``SVDResult``, ``CompletionResult``,   ``U @ diag(S) @ Vt`` (leading batch axes allowed, e.g. a
-or a plain ``(U, S, Vt)`` triple       :func:`jaxfact.soft_impute_path`)
-``NMFResult``                          ``W @ H``
-``BiasedMFResult``                     ``mu + b_u + b_i + p_u . q_i`` (``user_factors``,
-                                       ``item_factors``, ``user_bias``, ``item_bias``, ``mu``)
-``ImplicitALSResult``                  ``user_factors @ item_factors.T`` (preference scores)
-=====================================  ==========================================================
+* ``SVDResult``, ``CompletionResult`` or a plain ``(U, S, Vt)`` triple: ``U @ diag(S) @ Vt``
+  (leading batch axes allowed, e.g. the result of :func:`jaxfact.soft_impute_path`);
+* ``NMFResult``: ``W @ H``;
+* ``BiasedMFResult``: ``mu + b_u + b_i + p_u . q_i`` (fields ``mu``, ``user_bias``, ``item_bias``,
+  ``user_factors``, ``item_factors``);
+* ``ImplicitALSResult``: ``user_factors @ item_factors.T`` (preference scores).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class Albert(nnx.Module):
             e = self.token(ids)
         else:
             e = jnp.take(self.token.embedding[...], ids, axis=0)
-        e = self.ln(e + self.position(pos) + self.token_type(types))
+        e = self.ln(e + self.position(pos)[None] + self.token_type(types))
         x = e if self.E == H else e @ self.token.projection[...] + self.token.bias[...]
         for i in range(LAYERS):
             x = self.layers[0 if self.shared else i](x)
