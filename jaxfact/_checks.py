@@ -358,3 +358,41 @@ def check_below(fn: str, name: str, x: Any, bound: int, bound_name: str,
     top = value_range(x)[1]
     if top >= bound:
         raise ValueError(f"{fn}: `{name}` must be < {bound_name} = {bound}; got {top}")
+
+
+def check_user_item_factors(fn: str, X: Any, Y: Any, *, prefix: str = "",
+                            checks: bool | None = False) -> tuple[jax.Array, jax.Array]:
+    """User factors X (m, k) and item factors Y (n, k) as float arrays with the same k; finite
+    (checked when concrete, staged when ``checks``) unless ``checks`` is None."""
+    X = as_float_array(fn, f"{prefix}user_factors", X)
+    Y = as_float_array(fn, f"{prefix}item_factors", Y)
+    if X.shape[1] != Y.shape[1]:
+        raise ValueError(f"{fn}: `{prefix}user_factors` and `{prefix}item_factors` must have the "
+                         f"same number of columns; got {X.shape} and {Y.shape}")
+    if checks is not None:
+        check_finite(fn, f"{prefix}user_factors", X, checks)
+        check_finite(fn, f"{prefix}item_factors", Y, checks)
+    return X, Y
+
+
+def check_warm_start(fn: str, warm_start: Any, fields: tuple[str, ...],
+                     shapes: tuple[tuple[int, ...], ...], what: str, dtype: Any,
+                     checks: bool = False) -> list[jax.Array]:
+    """A warm start given as a result with ``fields`` or as a tuple of those arrays (in that
+    order), each checked against its shape, finite, and returned in ``dtype``; ``what`` names
+    the result type in the message."""
+    if all(hasattr(warm_start, f) for f in fields):
+        parts = tuple(getattr(warm_start, f) for f in fields)
+    elif isinstance(warm_start, (tuple, list)) and len(warm_start) == len(fields) and \
+            not hasattr(warm_start, "_fields"):
+        parts = tuple(warm_start)
+    else:
+        raise TypeError(f"{fn}: `warm_start` must be {what} or a tuple ({', '.join(fields)}); "
+                        f"got {type(warm_start).__name__}")
+    out = []
+    for name, a, shp in zip(fields, parts, shapes):
+        a = as_float_array(fn, f"warm_start.{name}", a, ndim=len(shp))
+        check_same_shape(fn, f"warm_start.{name}", a, shp, "the model")
+        check_finite(fn, f"warm_start.{name}", a, checks)
+        out.append(a.astype(dtype))
+    return out

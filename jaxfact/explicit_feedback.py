@@ -221,23 +221,9 @@ def predict_ratings(result: Any, rows: Any, cols: Any, *,
 
 def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
     """A warm start (a BiasedMFResult or its four factor arrays), validated, as _Factors."""
-    names = ("user_bias", "item_bias", "user_factors", "item_factors")
-    if all(hasattr(warm_start, f) for f in names):
-        parts = tuple(getattr(warm_start, f) for f in names)
-    elif isinstance(warm_start, (tuple, list)) and len(warm_start) == 4 and \
-            not hasattr(warm_start, "_fields"):
-        parts = tuple(warm_start)
-    else:
-        raise TypeError(f"{fn}: `warm_start` must be a BiasedMFResult or a tuple (user_bias, "
-                        f"item_bias, user_factors, item_factors); got {type(warm_start).__name__}")
-    want = ((m,), (n,), (m, rank), (n, rank))
-    out = []
-    for name, a, shp in zip(names, parts, want):
-        a = _checks.as_float_array(fn, f"warm_start.{name}", a, ndim=len(shp))
-        _checks.check_same_shape(fn, f"warm_start.{name}", a, shp, "the model")
-        _checks.check_finite(fn, f"warm_start.{name}", a, checks)
-        out.append(a.astype(dtype))
-    return _Factors(*out)
+    return _Factors(*_checks.check_warm_start(
+        fn, warm_start, ("user_bias", "item_bias", "user_factors", "item_factors"),
+        ((m,), (n,), (m, rank), (n, rank)), "a BiasedMFResult", dtype, checks))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -102,11 +102,8 @@ def predict(result: Any, rows: Any, cols: Any, *, clip: tuple[float, float] | No
 def _parts(fn: str, result: Any) -> tuple[str, tuple]:
     """The kind of a factored result and its arrays, validated."""
     if hasattr(result, "user_factors") and hasattr(result, "item_factors"):
-        X = _checks.as_float_array(fn, "result.user_factors", result.user_factors)
-        Y = _checks.as_float_array(fn, "result.item_factors", result.item_factors)
-        if X.shape[1] != Y.shape[1]:
-            raise ValueError(f"{fn}: `result.user_factors` and `result.item_factors` must have "
-                             f"the same number of columns; got {X.shape} and {Y.shape}")
+        X, Y = _checks.check_user_item_factors(fn, result.user_factors, result.item_factors,
+                                               prefix="result.", checks=None)
         if hasattr(result, "user_bias") and hasattr(result, "mu"):
             return "biased", (jnp.asarray(result.mu), jnp.asarray(result.user_bias),
                               jnp.asarray(result.item_bias), X, Y)

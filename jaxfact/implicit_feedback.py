@@ -141,13 +141,7 @@ def implicit_loss(user_factors: Any, item_factors: Any, rows: Any, cols: Any, co
       0.5833
     """
     fn = "implicit_loss"
-    X = _checks.as_float_array(fn, "user_factors", user_factors)
-    Y = _checks.as_float_array(fn, "item_factors", item_factors)
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"{fn}: `user_factors` and `item_factors` must have the same number of "
-                         f"columns; got {X.shape} and {Y.shape}")
-    _checks.check_finite(fn, "user_factors", X, checks)
-    _checks.check_finite(fn, "item_factors", Y, checks)
+    X, Y = _checks.check_user_item_factors(fn, user_factors, item_factors, checks=checks)
     rows, cols, counts, _ = _checks.check_observed(fn, rows, cols, counts, (X.shape[0], Y.shape[0]),
                                                    values_name="counts", checks=checks)
     _checks.check_nonnegative(fn, "counts", counts, checks)
@@ -161,21 +155,9 @@ def implicit_loss(user_factors: Any, item_factors: Any, rows: Any, cols: Any, co
 
 def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
     """A warm start (an ImplicitALSResult or its two factor arrays), validated, as _Factors."""
-    if hasattr(warm_start, "user_factors") and hasattr(warm_start, "item_factors"):
-        parts = (warm_start.user_factors, warm_start.item_factors)
-    elif isinstance(warm_start, (tuple, list)) and len(warm_start) == 2 and \
-            not hasattr(warm_start, "_fields"):
-        parts = tuple(warm_start)
-    else:
-        raise TypeError(f"{fn}: `warm_start` must be an ImplicitALSResult or a pair (user_factors, "
-                        f"item_factors); got {type(warm_start).__name__}")
-    out = []
-    for name, a, shp in zip(("user_factors", "item_factors"), parts, ((m, rank), (n, rank))):
-        a = _checks.as_float_array(fn, f"warm_start.{name}", a)
-        _checks.check_same_shape(fn, f"warm_start.{name}", a, shp, "the model")
-        _checks.check_finite(fn, f"warm_start.{name}", a, checks)
-        out.append(a.astype(dtype))
-    return _Factors(*out)
+    return _Factors(*_checks.check_warm_start(
+        fn, warm_start, ("user_factors", "item_factors"), ((m, rank), (n, rank)),
+        "an ImplicitALSResult", dtype, checks))
 
 
 # ------------------------------------------------------------------------------------------------

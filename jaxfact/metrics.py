@@ -145,13 +145,7 @@ def _index_pair(fn, name, pairs, m, n, checks):
 
 
 def _topk_hits(fn, X, Y, test, k, exclude, batch_size, checks):
-    X = _checks.as_float_array(fn, "user_factors", X)
-    Y = _checks.as_float_array(fn, "item_factors", Y)
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"{fn}: `user_factors` and `item_factors` must have the same number of "
-                         f"columns; got {X.shape} and {Y.shape}")
-    _checks.check_finite(fn, "user_factors", X, checks)
-    _checks.check_finite(fn, "item_factors", Y, checks)
+    X, Y = _checks.check_user_item_factors(fn, X, Y, checks=checks)
     if X.dtype != Y.dtype:
         dtype = jnp.promote_types(X.dtype, Y.dtype)
         X, Y = X.astype(dtype), Y.astype(dtype)

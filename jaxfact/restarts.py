@@ -50,7 +50,8 @@ def best_run(results: Any, *, scores: Any = None) -> Any:
 
       >>> X = jax.random.uniform(jax.random.key(0), (20, 12))
       >>> keys = jax.random.split(jax.random.key(1), 4)
-      >>> runs = jax.vmap(lambda k: jaxfact.nmf(X, 3, init="random", key=k))(keys)
+      >>> runs = jax.vmap(lambda k: jaxfact.nmf(X, 3, init="random", key=k, solver="hals",
+      ...                                       max_iter=50))(keys)
       >>> best = best_run(runs)
       >>> print(best.W.shape, bool(best.loss == runs.loss.min()))
       (20, 3) True

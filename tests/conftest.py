@@ -19,6 +19,12 @@ from hypothesis import settings
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# The two xdist workers compile many of the same programs (a solver at the same shapes from several
+# test files): share XLA's compilation cache between them through a folder both can read.
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
 # Few examples by default: every new shape compiles, and the suite must stay fast on 2 cores.
 settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True)
 settings.load_profile("ci")
@@ -62,3 +68,12 @@ def dense(res):
     """U diag(S) Vt of a result, in float64 NumPy (for comparing against references)."""
     return (np.asarray(res.U, np.float64) * np.asarray(res.S, np.float64)) @ np.asarray(
         res.Vt, np.float64)
+
+
+def small_ratings(m, n, seed=0, density=0.4):
+    """Observed entries (rows, cols, values ~ N(3, 1)) of an m x n matrix, each kept with
+    probability ``density``: int32 indices, float64 values."""
+    rng = np.random.default_rng(seed)
+    r, c = np.nonzero(rng.random((m, n)) < density)
+    v = rng.normal(3.0, 1.0, r.size)
+    return r.astype(np.int32), c.astype(np.int32), v

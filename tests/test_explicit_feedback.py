@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.experimental import checkify
 
-from conftest import tol
+from conftest import small_ratings, tol
 from jaxfact import (BiasedMFResult, Status, biased_mf, mae, predict, predict_ratings, rmse,
                      train_test_split)
 from jaxfact.explicit_feedback import _biased_als
@@ -21,10 +21,7 @@ M, N, K = 30, 20, 3
 
 
 def _small(seed=0, density=0.4):
-    rng = np.random.default_rng(seed)
-    r, c = np.nonzero(rng.random((M, N)) < density)
-    v = rng.normal(3.0, 1.0, r.size)
-    return r.astype(np.int32), c.astype(np.int32), v
+    return small_ratings(M, N, seed, density)
 
 
 def _init(dtype, seed=1):

@@ -9,17 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.experimental import checkify
 
-from conftest import tol
+from conftest import small_ratings, tol
 from jaxfact import ImplicitALSResult, Status, implicit_als, implicit_loss
 
 M, N, K = 30, 20, 3
 
 
 def _small(seed=0, density=0.4):
-    rng = np.random.default_rng(seed)
-    r, c = np.nonzero(rng.random((M, N)) < density)
-    v = rng.normal(3.0, 1.0, r.size)
-    return r.astype(np.int32), c.astype(np.int32), v
+    return small_ratings(M, N, seed, density)
 
 
 def _hu_update(F_other, C, Pref, lam):
