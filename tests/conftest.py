@@ -19,11 +19,12 @@ from hypothesis import settings
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# The two xdist workers compile many of the same programs (a solver at the same shapes from several
-# test files): share XLA's compilation cache between them through a folder both can read.
-jax.config.update("jax_compilation_cache_dir",
-                  os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+# At test sizes the suite's time is XLA compilation, not execution: compiling without most of
+# XLA's optimization passes takes a third less time (measured: 155 s -> 102 s for the NMF and
+# completion tests on 2 cores) and leaves the semantics unchanged; every comparison against a
+# reference still holds to its dtype's tolerance. Benchmarks, examples and reproductions run
+# fully optimized.
+jax.config.update("jax_disable_most_optimizations", True)
 
 # Few examples by default: every new shape compiles, and the suite must stay fast on 2 cores.
 settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True)
