@@ -27,7 +27,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_disable_most_optimizations", True)
 
 # Few examples by default: every new shape compiles, and the suite must stay fast on 2 cores.
-settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True)
 settings.load_profile("ci")
 
 
