@@ -78,8 +78,7 @@ def start(iterate: Any, *, max_iter: int, dtype: Any, record: Any = None) -> Sta
 def run(update: Callable, stop: Callable, state: State) -> State:
     """Iterates ``update`` from ``state`` until ``stop`` (or the driver's own rules) end it.
 
-    ``state`` is :func:`start`'s, or a state returned by an earlier ``run`` (its status reset to
-    RUNNING with :func:`resume`) to go on with it, e.g. after growing a rank buffer.
+    ``state`` is :func:`start`'s (or any State whose status is RUNNING).
     """
     max_iter = state.history.shape[0]
 
@@ -99,11 +98,6 @@ def run(update: Callable, stop: Callable, state: State) -> State:
         return s._replace(status=status.astype(jnp.int32))
 
     return jax.lax.while_loop(lambda s: s.status == Status.RUNNING, body, state)
-
-
-def resume(state: State) -> State:
-    """``state`` set to RUNNING again (its iterations, history and trace kept)."""
-    return state._replace(status=jnp.asarray(Status.RUNNING, jnp.int32))
 
 
 def objective_at(state: State, j: Any, objective0: Any) -> jax.Array:
