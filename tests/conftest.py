@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# tests/sharded/ runs in its own process on 8 host devices (tests/test_sharded.py starts it).
+if os.environ.get("JAXFACT_SHARDED_SESSION") != "1":
+    collect_ignore = ["sharded"]
+
 # The library must not lean on implicit promotion: mixing float32 with float64 arrays, or arrays of
 # different ranks without an explicit broadcast, raises in the whole suite.
 jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -1,0 +1,275 @@
+"""How jaxfact follows the sharding of its inputs, and the collectives its sharded kernels use.
+
+The sharding model (README, "Scaling out"): the user shards the data, e.g.
+``jax.device_put(X, NamedSharding(mesh, P("data", None)))``, and calls the same function. A public
+function reads the input's sharding with :func:`layout_of` (from the array itself, or from its type
+under an outer ``jit`` when the mesh has explicit axes, ``jax.make_mesh``'s default) and, when the
+rows (or, for some functions, the columns) are split over some mesh axes, runs a kernel written
+with ``jax.shard_map``: each device works on its own block of rows and only small matrices cross
+devices (``psum`` of Gram matrices and of ``l x n`` products, an all-gather of ``l x l`` R
+factors). Outputs along the sharded dimension come back sharded the same way; everything else is
+replicated.
+
+Inputs that are not sharded (one device, replicated, a NumPy array) take the single-device
+kernels unchanged. A sharding a kernel cannot use (both dimensions split, or the wrong one) is
+resharded once, with a ``UserWarning`` that names the argument and the bytes moved
+(:func:`rows_or_reshard`): never a silent all-gather of the whole matrix.
+
+Helpers here run inside ``shard_map`` bodies, with ``axes`` the mesh axis names the rows are split
+over: :func:`gram`, :func:`normalize_rows`, :func:`tsqr`, :func:`flip`, :func:`shard_index`.
+:func:`collectives` and :func:`peak_bytes` read what a compiled program communicates and holds
+(tests and ``python -m benchmarks scale`` use them).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = []  # private module
+
+
+class Layout(NamedTuple):
+    """Where one dimension of an array is split: over ``axes`` of ``mesh`` (``size`` shards)."""
+
+    mesh: Any                 # jax.sharding.Mesh, or AbstractMesh under an outer jit
+    axes: tuple[str, ...]     # mesh axis names the dimension is split over, in order
+    dim: int                  # 0: rows are split; 1: columns are split
+
+    @property
+    def size(self) -> int:
+        return int(np.prod([self.mesh.shape[a] for a in self.axes]))
+
+    def spec(self, ndim: int = 2, dim: int | None = None) -> P:
+        """The PartitionSpec splitting ``dim`` (default: this layout's) of an ndim array."""
+        parts = [None] * ndim
+        parts[self.dim if dim is None else dim] = (self.axes[0] if len(self.axes) == 1
+                                                   else self.axes)
+        return P(*parts)
+
+
+def _sharding_of(x: Any):
+    if isinstance(x, jax.core.Tracer):
+        try:
+            return jax.typeof(x).sharding
+        except Exception:  # pragma: no cover - tracers without a sharding in their type
+            return None
+    if isinstance(x, jax.Array):
+        try:
+            return x.sharding
+        except Exception:  # pragma: no cover - deleted or donated arrays
+            return None
+    return None
+
+
+def _split_axes(mesh, entry) -> tuple[str, ...]:
+    if entry is None:
+        return ()
+    names = (entry,) if isinstance(entry, str) else tuple(entry)
+    return tuple(a for a in names if mesh.shape[a] > 1)
+
+
+def check_platforms(fn: str, name: str, mesh: Any) -> None:
+    """ValueError when the devices of a concrete mesh are not all of one platform."""
+    devices = getattr(mesh, "devices", None)
+    if devices is None or not isinstance(devices, np.ndarray):
+        return
+    platforms = sorted({d.platform for d in devices.flat})
+    if len(platforms) > 1:
+        raise ValueError(f"{fn}: `{name}` is sharded over a mesh that mixes devices of different "
+                         f"platforms ({', '.join(platforms)}); collectives need one platform. "
+                         f"Build the mesh from jax.devices('<platform>').")
+
+
+def layout_of(fn: str, name: str, x: Any) -> tuple[Layout | None, Layout | None]:
+    """(rows, cols): the layouts of dimensions 0 and 1 of a 2-D array, None where not split.
+
+    Reads ``x.sharding`` (a concrete array) or ``jax.typeof(x).sharding`` (a tracer, under an
+    outer ``jit`` with a mesh of explicit axes). Arrays without a ``NamedSharding`` (NumPy, a
+    single device, an auto-sharded tracer) give ``(None, None)``: the single-device kernels
+    run and XLA's sharding propagation decides the rest.
+    """
+    sharding = _sharding_of(x)
+    if not isinstance(sharding, NamedSharding) or getattr(x, "ndim", 0) < 1:
+        return None, None
+    mesh = sharding.mesh
+    if getattr(mesh, "empty", False) or mesh.size == 1:
+        return None, None
+    spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+    rows = _split_axes(mesh, spec[0])
+    cols = _split_axes(mesh, spec[1]) if x.ndim > 1 else ()
+    if rows or cols:
+        check_platforms(fn, name, mesh)
+    return (Layout(mesh, rows, 0) if rows else None,
+            Layout(mesh, cols, 1) if cols else None)
+
+
+def reshard(x: Any, layout: Layout) -> Any:
+    """x resharded to ``layout`` (its dimension split, the others replicated)."""
+    spec = layout.spec(x.ndim)
+    if isinstance(x, jax.core.Tracer):
+        mesh = layout.mesh
+        explicit = all(t == jax.sharding.AxisType.Explicit
+                       for t in getattr(mesh, "axis_types", ()))
+        if explicit:
+            return jax.sharding.reshard(x, spec)
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return jax.device_put(x, NamedSharding(layout.mesh, spec))
+
+
+def rows_or_reshard(fn: str, name: str, x: Any, *, allow_cols: bool = False
+                    ) -> tuple[Any, Layout | None]:
+    """The layout a row kernel uses for ``x``, resharding once (with a warning) where needed.
+
+    Returns ``(x, layout)``: ``layout`` is None for an unsharded ``x``; ``layout.dim`` is 0 for
+    rows split, or 1 for columns split when ``allow_cols`` (the kernel then works on ``x.T``).
+    Both dimensions split, or columns split where only rows are allowed, is resharded by rows
+    with a ``UserWarning`` naming the bytes moved.
+    """
+    rows, cols = layout_of(fn, name, x)
+    if rows is not None and cols is None:
+        return x, rows
+    if cols is not None and rows is None and allow_cols:
+        return x, cols
+    if rows is None and cols is None:
+        return x, None
+    axes = (rows.axes if rows is not None else ()) + (cols.axes if cols is not None else ())
+    mesh = (rows or cols).mesh
+    target = Layout(mesh, axes, 0)
+    what = "both its dimensions" if rows is not None else "its columns"
+    given = P(rows.axes if rows else None, cols.axes if cols else None)
+    nbytes = int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
+    warnings.warn(
+        f"{fn}: `{name}` is sharded along {what} ({given}); {fn} splits its work by rows, so "
+        f"`{name}` is resharded once to {target.spec()}, moving up to {nbytes:,} bytes between "
+        f"devices. Shard `{name}` with NamedSharding(mesh, {target.spec()}) to avoid this.",
+        UserWarning, stacklevel=3)
+    return reshard(x, target), target
+
+
+# ------------------------------------------------------------------------------------------------
+# Collectives inside shard_map bodies (``axes``: the mesh axes the rows are split over)
+
+
+def shard_index(axes: tuple[str, ...]) -> jax.Array:
+    """This shard's position along the split dimension, 0 <= i < size."""
+    return jax.lax.axis_index(axes)
+
+
+def gram(At: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+    """``A^T A`` (l, l) of a row-split A whose local block is given transposed, At (l, m_local)."""
+    return jax.lax.psum(jnp.matmul(At, At.T, precision=jax.lax.Precision.HIGHEST), axes)
+
+
+def _cholesky_qr_rows(Yt, shift, axes):
+    G = gram(Yt, axes)
+    G = G + (shift * jnp.trace(G) + jnp.finfo(Yt.dtype).tiny) * jnp.eye(G.shape[0], dtype=G.dtype)
+    R = jnp.linalg.cholesky(G, upper=True)
+    return jax.scipy.linalg.solve_triangular(R, Yt, trans="T", lower=False)
+
+
+def normalize_rows(Yt: jax.Array, axes: tuple[str, ...], m: int) -> jax.Array:
+    """``_linalg.normalize_rows`` (shifted CholeskyQR3) of Yt (l, m) whose columns are split:
+    Yt is the local (l, m_local) block, m the global column count. Crosses devices: three
+    (l, l) Gram matrices and an (l,) row maximum."""
+    l = Yt.shape[0]
+    eps = jnp.finfo(Yt.dtype).eps
+    peak = jax.lax.pmax(jnp.max(jnp.abs(Yt), axis=1, keepdims=True), axes)
+    Yt = Yt / jnp.where(peak > 0, peak, 1)
+    Qt = _cholesky_qr_rows(Yt, 11 * (m * l + l * (l + 1)) * eps, axes)
+    Qt = _cholesky_qr_rows(Qt, l * eps, axes)
+    return _cholesky_qr_rows(Qt, l * eps, axes)
+
+
+def tsqr(A: jax.Array, axes: tuple[str, ...]) -> tuple[jax.Array, jax.Array]:
+    """Tall-skinny QR of a row-split A (m, l): local block A (m_local, l) -> (Q_local, R).
+
+    Householder QR of each block, a psum of the ``size`` small R factors stacked (size * l * l
+    entries) and one QR of their stack (Demmel, Grigori, Hoemmen & Langou 2012). Q is
+    orthonormal to working precision also for a rank-deficient A; R (l, l) is replicated."""
+    m_local, l = A.shape
+    Q1, R1 = jnp.linalg.qr(A, mode="reduced")          # (m_local, r), (r, l), r = min(m_local, l)
+    r = R1.shape[0]
+    # The stack of every block's R, (size * r, l), replicated: each shard writes its block into
+    # zeros and a psum adds them (an all-gather would do the same work but leaves its result typed
+    # as varying across the shards).
+    i = shard_index(axes)
+    size = jax.lax.psum(1, axes)
+    Rs = jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(
+        jnp.zeros((size * r, l), A.dtype), R1, i * r, axis=0), axes)
+    Q2, R = jnp.linalg.qr(Rs, mode="reduced")           # (size * r, l), (l, l)
+    Q2_local = jax.lax.dynamic_slice_in_dim(Q2, i * r, r, axis=0)
+    return Q1 @ Q2_local, R
+
+
+def flip(U: jax.Array, S: jax.Array, Vt: jax.Array, axes: tuple[str, ...]):
+    """``_linalg.flip`` (u-based) with U row-split: the sign of the largest |entry| of each
+    column, the first such entry in global row order as ``jnp.argmax`` picks it."""
+    k = U.shape[1]
+    idx = jnp.argmax(jnp.abs(U), axis=0)
+    local_max = jnp.abs(U[idx, jnp.arange(k)])
+    local_sign = jnp.sign(U[idx, jnp.arange(k)])
+    best = jax.lax.pmax(local_max, axes)
+    me = shard_index(axes)
+    size = jax.lax.psum(1, axes)
+    winner = jax.lax.pmin(jnp.where(local_max == best, me, size), axes)
+    signs = jax.lax.psum(jnp.where(me == winner, local_sign, 0), axes)
+    signs = jnp.where(signs == 0, 1, signs).astype(U.dtype)
+    return U * signs[None, :], S, Vt * signs[:, None]
+
+
+# ------------------------------------------------------------------------------------------------
+# What a compiled program communicates and holds
+
+_COLLECTIVE = re.compile(
+    r"=\s*(?P<type>\(?[a-z0-9]+\[[^=]*?)\s+(?P<op>all-gather|all-reduce|all-to-all|"
+    r"reduce-scatter|collective-permute|collective-broadcast)(?:-start)?\(")
+_ARRAY = re.compile(r"(?P<dtype>[a-z]+[0-9]*)\[(?P<dims>[0-9,]*)\]")
+
+
+_ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+             "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+
+
+class Collective(NamedTuple):
+    """One collective of a compiled program: its op, the result's dtype and shape, bytes."""
+
+    op: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+def collectives(hlo_text: str) -> list[Collective]:
+    """The collectives of a compiled program's HLO text (``compiled.as_text()``), one entry per
+    result array (a tuple-shaped collective gives one per element). ``*-done`` halves of async
+    pairs are not counted twice."""
+    found = []
+    for line in hlo_text.splitlines():
+        match = _COLLECTIVE.search(line)
+        if match is None:
+            continue
+        for arr in _ARRAY.finditer(match.group("type")):
+            dtype = arr.group("dtype")
+            if dtype in ("token",):
+                continue
+            shape = tuple(int(d) for d in arr.group("dims").split(",") if d)
+            itemsize = _ITEMSIZE.get(dtype, 4)
+            found.append(Collective(match.group("op"), dtype, shape,
+                                    int(np.prod(shape, dtype=np.int64)) * itemsize))
+    return found
+
+
+def peak_bytes(compiled: Any) -> int:
+    """Peak device memory of a compiled program (arguments, outputs and temporaries), per
+    device, from ``compiled.memory_analysis()``."""
+    mem = compiled.memory_analysis()
+    return int(mem.argument_size_in_bytes + mem.output_size_in_bytes
+               + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
