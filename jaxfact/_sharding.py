@@ -80,10 +80,12 @@ def _split_axes(mesh, entry) -> tuple[str, ...]:
 
 def check_platforms(fn: str, name: str, mesh: Any) -> None:
     """ValueError when the devices of a concrete mesh are not all of one platform."""
-    if not isinstance(mesh, jax.sharding.Mesh):   # an AbstractMesh has one platform
-        return
-    devices = mesh.devices
-    platforms = sorted({d.platform for d in devices.flat})
+    if isinstance(mesh, jax.sharding.Mesh):   # an AbstractMesh has one platform
+        check_same_platform(fn, name, list(mesh.devices.flat))
+
+
+def check_same_platform(fn: str, name: str, devices: list[Any]) -> None:
+    platforms = sorted({d.platform for d in devices})
     if len(platforms) > 1:
         raise ValueError(f"{fn}: `{name}` is sharded over a mesh that mixes devices of different "
                          f"platforms ({', '.join(platforms)}); collectives need one platform. "
