@@ -238,6 +238,26 @@ def flip(U: jax.Array, S: jax.Array, Vt: jax.Array, axes: tuple[str, ...]):
     return U * signs[None, :], S, Vt * signs[:, None]
 
 
+def take(a: jax.Array, idx: jax.Array) -> jax.Array:
+    """``a[idx]`` (rows of a 1-D or 2-D array at integer positions), replicated. When a's rows are
+    split, each device reads the positions it holds and a psum of the ``idx.shape + a.shape[1:]``
+    result assembles them: only the rows asked for cross devices."""
+    rows, cols = layout_of("take", "a", a) if a.ndim in (1, 2) else (None, None)
+    if rows is None or cols is not None:
+        return a[idx]
+    m_local = a.shape[0] // rows.size
+
+    def body(a, idx):
+        local = idx - shard_index(rows.axes) * m_local
+        mine = (local >= 0) & (local < m_local)
+        got = a[jnp.clip(local, 0, m_local - 1)]
+        mask = mine.reshape(mine.shape + (1,) * (a.ndim - 1))
+        return jax.lax.psum(jnp.where(mask, got, 0), rows.axes)
+
+    return jax.shard_map(body, mesh=rows.mesh, in_specs=(rows.spec(a.ndim), P()),
+                         out_specs=P())(a, idx)
+
+
 # ------------------------------------------------------------------------------------------------
 # What a compiled program communicates and holds
 

@@ -239,7 +239,13 @@ def svd_flip(result: SVDResult, *, u_based: bool = True) -> SVDResult:
         Vt (k, n)); use ``jax.vmap`` for a batch.
     """
     U, S, Vt = _checks.check_svd_result("svd_flip", "result", result)
-    return SVDResult(*_linalg.flip(jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt), u_based))
+    U, S, Vt = jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt)
+    rows, _ = _sharding.layout_of("svd_flip", "result.U", U)
+    basis_cols, _ = _sharding.layout_of("svd_flip", "result.Vt.T", Vt.T)
+    layout = rows if u_based else basis_cols
+    if layout is not None:   # the deciding factor's rows are split: decide the signs across shards
+        return SVDResult(*_sharded_svd.flip(U, S, Vt, layout, u_based=u_based))
+    return SVDResult(*_linalg.flip(U, S, Vt, u_based))
 
 
 def singular_value_shrink(X: Any, tau: Any, *, checks: bool = False) -> SVDResult:
@@ -268,7 +274,14 @@ def singular_value_shrink(X: Any, tau: Any, *, checks: bool = False) -> SVDResul
     _checks.check_nonempty(fn, "X", X)
     tau = _checks.check_real(fn, "tau", tau, low=0.0)
     _checks.check_finite(fn, "X", X, checks)
+    m, n = X.shape
+    X, layout = _sharding.split_or_reshard(fn, "X", X, (0,) if m > n else (1,) if m < n
+                                           else (0, 1))
     Xc = _compute(X)
+    if layout is not None:   # as truncated_svd: the TSQR of the long side
+        U, s, Vt = _sharded_svd.truncated_svd(Xc, layout, rank=min(m, n))
+        return _in_dtype(SVDResult(U, jnp.maximum(s - jnp.asarray(tau, s.dtype), 0), Vt),
+                         X.dtype)
     return _in_dtype(_shrink(Xc, jnp.asarray(tau, Xc.dtype)), X.dtype)
 
 
