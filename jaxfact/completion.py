@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxfact import _checks
 from jaxfact import _completion
 from jaxfact import _implicit_diff as _implicit
+from jaxfact import _sharding
 from jaxfact import _solver
 
 __all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path"]
@@ -215,6 +216,7 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     """
     fn = "soft_impute"
     rank = _rank_argument(fn, rank, max_rank)
+    layout = _entries_layout(fn, rows, cols, values, shape)
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -227,6 +229,11 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     U0, d0, V0 = _start(fn, warm_start, (n1, n2), rank, values.dtype, key)
     lam, tol = jnp.asarray(lam, values.dtype), jnp.asarray(tol, values.dtype)
     sg = jax.lax.stop_gradient
+    if layout is not None:
+        res = _soft_impute_sharded(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam),
+                                   tol, layout, shape=(n1, n2), max_iter=max_iter,
+                                   n_power=n_power, fresh=warm_start is None, path=False)
+        return _implicit.soft_impute(res, rows, cols, values, lam, rank, diff)
     res = _completion.soft_impute(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam),
                                   tol, shape=(n1, n2), max_iter=max_iter, n_power=n_power,
                                   fresh=warm_start is None)
@@ -276,6 +283,7 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     """
     fn = "soft_impute_path"
     rank = _rank_argument(fn, rank, max_rank)
+    layout = _entries_layout(fn, rows, cols, values, shape)
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -292,6 +300,11 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     U0, d0, V0 = _start(fn, warm_start, (n1, n2), rank, values.dtype, key)
     tol = jnp.asarray(tol, values.dtype)
     sg = jax.lax.stop_gradient
+    if layout is not None:
+        path = _soft_impute_sharded(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key,
+                                    sg(lams), tol, layout, shape=(n1, n2), max_iter=max_iter,
+                                    n_power=n_power, fresh=warm_start is None, path=True)
+        return _implicit.soft_impute_path(path, rows, cols, values, lams, rank, diff)
     path = _completion.soft_impute_path(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key,
                                         sg(lams), tol, shape=(n1, n2), max_iter=max_iter,
                                         n_power=n_power, fresh=warm_start is None)
@@ -318,3 +331,65 @@ def _rank_argument(fn, rank, max_rank):
     if rank is None:
         raise TypeError(f"{fn}: missing the keyword argument `rank` (the rank cap)")
     return rank
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharded observed entries
+
+
+def _entries_layout(fn, rows, cols, values, shape):
+    """The layout of the observed entries (split along their one axis), or None when none of
+    ``rows``, ``cols``, ``values`` is split. The row blocks are ``n1 / p`` rows each."""
+    layout = None
+    for name, a in (("values", values), ("rows", rows), ("cols", cols)):
+        if getattr(a, "ndim", 0) != 1:
+            continue
+        layout, _ = _sharding.layout_of(fn, name, a)
+        if layout is not None:
+            break
+    if layout is None:
+        return None
+    n1 = _checks.check_shape2(fn, shape)[0]
+    if n1 % layout.size:
+        raise ValueError(
+            f"{fn}: the observed entries are split over {layout.size} devices, so U is split by "
+            f"rows into {layout.size} blocks, which needs shape[0] = {n1} divisible by "
+            f"{layout.size}. Pass shape=({-(-n1 // layout.size) * layout.size}, {shape[1]}): "
+            f"rows without entries leave the other rows' fit unchanged (their rows of U are 0).")
+    return layout
+
+
+def _place(x, mesh, spec):
+    """x on ``mesh`` with ``spec``: device_put for a concrete array, a reshard for a traced one."""
+    from jax.sharding import NamedSharding
+    if isinstance(x, jax.core.Tracer):
+        explicit = all(t == jax.sharding.AxisType.Explicit
+                       for t in getattr(mesh, "axis_types", ()))
+        if explicit:
+            return jax.sharding.reshard(x, spec)
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return jax.device_put(x, NamedSharding(mesh, spec))
+
+
+def _sharded_entries(rows, cols, values, n1, layout):
+    """(Entries grouped by row blocks, replicated): grouped on the host for concrete entries;
+    under an outer jit (the counts per block are not known when tracing) every device receives
+    all entries once and keeps those of its block."""
+    from jax.sharding import PartitionSpec as P
+    if _checks.is_concrete((rows, cols, values)):
+        return _completion.group_entries(rows, cols, values, n1, layout), False
+    e = _completion.Entries(rows, cols, values, jnp.ones_like(values))
+    return jax.tree.map(lambda a: _place(a, layout.mesh, P()), e), True
+
+
+def _soft_impute_sharded(rows, cols, values, U0, d0, V0, key, lam, tol, layout, *, shape,
+                         max_iter, n_power, fresh, path):
+    from jax.sharding import PartitionSpec as P
+    mesh, axes = layout.mesh, layout.axes
+    entries, replicated = _sharded_entries(rows, cols, values, shape[0], layout)
+    U0 = _place(U0, mesh, layout.spec(2, 0))
+    d0, V0, lam, tol = (_place(jnp.asarray(a), mesh, P()) for a in (d0, V0, lam, tol))
+    return _completion.soft_impute_sharded(entries, U0, d0, V0, key, lam, tol, mesh=mesh,
+                                           axes=axes, replicated=replicated, shape=shape,
+                                           max_iter=max_iter, n_power=n_power, fresh=fresh,
+                                           path=path)
