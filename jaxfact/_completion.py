@@ -457,3 +457,89 @@ def soft_impute_sharded(entries, U, d, V, key, lam, tol, *, mesh, axes, replicat
     in_specs = (Entries(e_spec, e_spec, e_spec, e_spec), P(row, None), P(), P(), P(), P())
     return _shard_map(body, mesh, axes, in_specs, _result_specs(row, batch=path))(
         entries, U, d, V, lam, tol)
+
+
+def _svt_svd_sharded(local, cols, y, V, passes, mb, n2, axes):
+    mm = lambda B: jax.ops.segment_sum(y[:, None] * B[cols], local, num_segments=mb)
+    rmm = lambda Q: jax.lax.psum(jax.ops.segment_sum(y[:, None] * Q[local], cols,
+                                                     num_segments=n2), axes)
+    return Factors(*sharded_subspace_svd(mm, rmm, V, passes, mb, axes))
+
+
+@partial(jax.jit, static_argnames=("mesh", "axes", "replicated", "shape", "K", "max_iter",
+                                   "n_power"))
+def svt_solve_sharded(state, key, entries, tau, delta, tol, *, mesh, axes, replicated, shape, K,
+                      max_iter, n_power):
+    """:func:`svt_solve` with the entries grouped by row blocks and U split by rows over
+    ``axes`` of ``mesh``: the same iterates to rounding. ``state`` (None: from the start) holds
+    Y on this layout's entries."""
+    from jax.sharding import PartitionSpec as P
+    n1, n2 = shape
+    p = int(np.prod([mesh.shape[a] for a in axes]))
+    mb = n1 // p
+    row = axes[0] if len(axes) == 1 else axes
+    e_spec = _entry_spec(axes, replicated)
+    # Y on the entries: split like them (under an outer jit, where the entries come replicated,
+    # each device's copy holds its block's; that state is never fed back: the buffer cannot grow).
+    y_spec = P(row)
+    fac = Factors(P(row, None), P(), P())
+    state_spec = _solver.State(SVTIterate(y_spec, fac, fac, P()), P(), P(), Record(P(), P()), P())
+    fresh = state is None
+    V0 = (jax.random.normal(key, (n2, K), entries.values.dtype) if fresh
+          else jnp.concatenate([state.iterate.Y.V, jax.random.normal(
+              key, (n2, K - state.iterate.Y.s.shape[0]), entries.values.dtype)], axis=1))
+
+    def body(entries, state, V0, tau, delta, tol):
+        local, cols, b, w = _local_entries(entries, axes, mb)
+        psum = lambda x: jax.lax.psum(x, axes)
+        svd = lambda y, V, passes: _svt_svd_sharded(local, cols, y, V, passes, mb, n2, axes)
+        dtype = b.dtype
+        if state is None:
+            P0 = svd(b, V0, START_PASSES)
+            norm = jnp.where(P0.s[0] > 0, P0.s[0], 1)
+            y = jnp.ceil(tau / (delta * norm)) * delta * b
+            Y = svd(y, P0.V, n_power + 1)
+            zero = Factors(jnp.zeros((mb, K), dtype), jnp.zeros((K,), dtype),
+                           jnp.zeros((n2, K), dtype))
+            state = _solver.start(SVTIterate(y, Y, zero, jnp.asarray(jnp.inf, dtype)),
+                                  max_iter=max_iter, dtype=dtype, record=_record(dtype))
+        else:
+            it = state.iterate
+            pad = K - it.Y.s.shape[0]
+            grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
+            Y = svd(it.y, V0, n_power + 1)
+            X = Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V))
+            state = state._replace(iterate=it._replace(Y=Y, X=X))
+        full = _svt_full(Y, tau, K, min(shape))
+        state = state._replace(status=jnp.where(full, _solver.Status.BUFFER_FULL,
+                                                _solver.Status.RUNNING).astype(jnp.int32))
+        norm_b = jnp.sqrt(psum(jnp.sum(b * b)))
+        safe_norm_b = jnp.where(norm_b > 0, norm_b, 1)
+
+        def update(it, n_iter):
+            U, s, V = it.Y
+            d = jnp.maximum(s - tau, 0)
+            x = w * _linalg.gather(U, d, V.T, local, cols)
+            residual = jnp.sqrt(psum(jnp.sum((x - b) ** 2))) / safe_norm_b
+            y = it.y + delta * (b - x)
+            Y = svd(y, V, n_power + 1)
+            objective = tau * jnp.sum(d) + 0.5 * jnp.sum(d * d)
+            rank = jnp.sum(s > tau).astype(jnp.int32)
+            return SVTIterate(y, Y, Factors(U, d, V), residual), objective, Record(rank, residual)
+
+        def stop(state):
+            it = state.iterate
+            diverged = (it.residual > DIVERGED_RESIDUAL) | ~jnp.isfinite(it.residual)
+            full = _svt_full(it.Y, tau, K, min(shape)) & (state.n_iter < max_iter)
+            status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
+            status = jnp.where(diverged, _solver.Status.DIVERGED, status)
+            return jnp.where(it.residual <= tol, _solver.Status.CONVERGED, status)
+
+        state = _solver.run(update, stop, state)
+        X = state.iterate.X
+        return state, completed_sharded(state, X.U, X.s, X.V, state.iterate.residual, axes)
+
+    in_specs = (Entries(e_spec, e_spec, e_spec, e_spec), None if fresh else state_spec, P(),
+                P(), P(), P())
+    return _shard_map(body, mesh, axes, in_specs, (state_spec, _result_specs(row)))(
+        entries, state, V0, tau, delta, tol)

@@ -107,6 +107,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     rounding.
     """
     fn = "svt"
+    layout = _entries_layout(fn, rows, cols, values, shape)
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
@@ -127,6 +128,13 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     run = lambda state, key, K: _completion.svt_solve(
         state, key, rows, cols, values, tau, delta, tol, shape=(n1, n2), K=K, max_iter=max_iter,
         n_power=n_power)
+    if layout is not None:
+        from jax.sharding import PartitionSpec as P
+        entries, replicated = _sharded_entries(rows, cols, values, n1, layout)
+        tau, delta, tol = (_place(a, layout.mesh, P()) for a in (tau, delta, tol))
+        run = lambda state, key, K: _completion.svt_solve_sharded(
+            state, key, entries, tau, delta, tol, mesh=layout.mesh, axes=layout.axes,
+            replicated=replicated, shape=(n1, n2), K=K, max_iter=max_iter, n_power=n_power)
     state, result = run(None, key, K)
     # Traced under an outer jit, also when every input is concrete (closed over by the jitted
     # function): then the buffer cannot grow.
