@@ -78,9 +78,9 @@ def _split_axes(mesh, entry) -> tuple[str, ...]:
 
 def check_platforms(fn: str, name: str, mesh: Any) -> None:
     """ValueError when the devices of a concrete mesh are not all of one platform."""
-    devices = getattr(mesh, "devices", None)
-    if devices is None or not isinstance(devices, np.ndarray):
+    if not isinstance(mesh, jax.sharding.Mesh):   # an AbstractMesh has one platform
         return
+    devices = mesh.devices
     platforms = sorted({d.platform for d in devices.flat})
     if len(platforms) > 1:
         raise ValueError(f"{fn}: `{name}` is sharded over a mesh that mixes devices of different "

@@ -108,6 +108,8 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     """
     fn = "svt"
     layout = _entries_layout(fn, rows, cols, values, shape)
+    if layout is None:
+        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
@@ -225,6 +227,8 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     fn = "soft_impute"
     rank = _rank_argument(fn, rank, max_rank)
     layout = _entries_layout(fn, rows, cols, values, shape)
+    if layout is None:
+        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -292,6 +296,8 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     fn = "soft_impute_path"
     rank = _rank_argument(fn, rank, max_rank)
     layout = _entries_layout(fn, rows, cols, values, shape)
+    if layout is None:
+        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -352,7 +358,7 @@ def _entries_layout(fn, rows, cols, values, shape):
     for name, a in (("values", values), ("rows", rows), ("cols", cols)):
         if getattr(a, "ndim", 0) != 1:
             continue
-        layout, _ = _sharding.layout_of(fn, name, a)
+        layout = _split_rows(fn, name, a)
         if layout is not None:
             break
     if layout is None:
@@ -367,6 +373,39 @@ def _entries_layout(fn, rows, cols, values, shape):
     return layout
 
 
+def _split_rows(fn, name, x):
+    """The layout of ``x``'s split first dimension, or None. A mesh axis of size 1 counts: under
+    explicit axes the array's type says "split" (the single-device kernels cannot mix it with
+    unsplit arrays), so it takes the sharded kernels, which on one device cost the same."""
+    from jax.sharding import NamedSharding
+    layout, _ = _sharding.layout_of(fn, name, x)
+    if layout is not None:
+        return layout
+    sharding = _sharding._sharding_of(x)
+    if (isinstance(sharding, NamedSharding) and not getattr(sharding.mesh, "empty", False)
+            and sharding.mesh.size == 1 and len(sharding.spec) and sharding.spec[0] is not None):
+        entry = sharding.spec[0]
+        return _sharding.Layout(sharding.mesh, (entry,) if isinstance(entry, str)
+                                else tuple(entry), 0)
+    return None
+
+
+def _one_device(x):
+    """``x`` without the type of a one-device mesh: an array split over a mesh axis of size 1 is
+    whole on one device, but under explicit axes its type still says "split", which the
+    single-device kernels (mixing it with unsplit arrays) cannot use. Its one shard is the
+    array (no copy)."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+    sharding = _sharding._sharding_of(x)
+    if (not isinstance(sharding, NamedSharding) or sharding.mesh.size != 1
+            or all(p is None for p in sharding.spec)):
+        return x
+    if isinstance(x, jax.core.Tracer):
+        return _place(x, sharding.mesh, P())
+    return jax.device_put(x, sharding.mesh.devices.flat[0])
+
+
 def _place(x, mesh, spec):
     """x on ``mesh`` with ``spec``: device_put for a concrete array, a reshard for a traced one."""
     from jax.sharding import NamedSharding
@@ -374,7 +413,7 @@ def _place(x, mesh, spec):
         explicit = all(t == jax.sharding.AxisType.Explicit
                        for t in getattr(mesh, "axis_types", ()))
         if explicit:
-            return jax.sharding.reshard(x, spec)
+            return jax.sharding.reshard(x, NamedSharding(mesh, spec))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
     return jax.device_put(x, NamedSharding(mesh, spec))
 

@@ -114,6 +114,9 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     if layout is not None:
         X, weights = layout[1], layout[2]
         layout = layout[0]
+    else:
+        from jaxfact.completion import _one_device
+        weights = _one_device(weights)
     X = _checks.as_float_array(fn, "X", X)
     W = weights
     if not hasattr(W, "dtype"):
@@ -242,10 +245,15 @@ def _layouts(fn, X, weights):
     """(X, None) when neither X nor weights is split by a NamedSharding; else
     (X, (layout, X, weights)) with both on X's row layout (or weights', when only they are
     split). One that is split differently is resharded once with a UserWarning."""
+    from jaxfact.completion import _one_device, _split_rows
     x_rows, x_cols = _sharding.layout_of(fn, "X", X)
     w_rows, w_cols = _sharding.layout_of(fn, "weights", weights)
     if x_rows is None and x_cols is None and w_rows is None and w_cols is None:
-        return X, None
+        # A mesh axis of size 1 splitting the rows: the sharded kernel, on one device.
+        one = _split_rows(fn, "X", X)
+        if one is not None and _split_rows(fn, "weights", weights) == one:
+            return X, (one, X, weights)
+        return _one_device(X), None
     if x_rows is not None or x_cols is not None:
         X, layout = _sharding.rows_or_reshard(fn, "X", X)
         other, other_name, other_layout = weights, "weights", (w_rows, w_cols)
