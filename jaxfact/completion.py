@@ -9,6 +9,13 @@ step to the next, so a couple of products with the sparse (or sparse-plus-low-ra
 step give singular triplets as accurate as a fresh Lanczos run, at O(nnz k) each. The kernels
 are in ``jaxfact/_completion.py``; every solve runs on the shared iteration driver
 (``jaxfact/_solver.py``) and ends with a :class:`jaxfact.Status`.
+
+Sharded data: ``rows``, ``cols`` and ``values`` may come split along their one axis over the
+devices of a mesh (``jax.device_put(values, NamedSharding(mesh, P("data")))``). The solvers then
+group the entries by row blocks of ``n1 / p`` rows (each block padded with zero-weight entries to
+the largest block's count: a padded entry changes nothing), keep U split by rows (each device the
+rows of its block) and V replicated, and run the iterations in one ``jax.shard_map`` kernel where
+only (n2, K) and (p K, K) blocks and scalars cross devices (see each function's "Sharding").
 """
 
 from __future__ import annotations
@@ -96,6 +103,18 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
       >>> x = jaxfact.predict(res, rows[:3], cols[:3])
       >>> print(bool(jnp.allclose(x, M[rows[:3], cols[:3]], atol=1e-2)))
       True
+
+    Sharding: ``rows``, ``cols`` and ``values`` may be split along their axis over mesh axes
+    (``P("data")``; n1 must then be divisible by the number of shards p, else a ValueError says
+    which ``shape`` to pass). The entries are regrouped once by row blocks of n1 / p rows on the
+    host (O(nnz) bytes; each block padded with zero-weight entries to the largest block's count),
+    so a device holds its block's entries and rows of U; V is replicated. U comes back split by
+    rows (``P("data", None)``), S, Vt and the rest replicated. Per subspace pass the devices
+    exchange one psum of the (n2, K) block ``Y^T Q`` and TSQR's (p K, K) stack of R factors; per
+    iteration a few scalars (the residual, identical everywhere). Under an outer ``jit`` (entries
+    traced, explicit mesh) the counts per block are unknown when tracing: each device receives
+    all entries once and keeps its block's (O(nnz) per device). A mesh axis of size 1 takes the
+    same kernel.
 
     References:
       J.-F. Cai, E. J. Candès, Z. Shen. A singular value thresholding algorithm for matrix
@@ -214,6 +233,13 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
       >>> print(jaxfact.predict(res, rows[:2], cols[:2]).shape)
       (2,)
 
+    Sharding: as for :func:`svt`: entries split along their axis are grouped by row blocks, U
+    comes back split by rows, S and Vt replicated; a ``warm_start`` whose U is split like that
+    is used where it lies. Per subspace pass one (n2, K) psum of ``A^T Q`` (the sparse part and
+    the low-rank part summed before the psum) and TSQR's (p K, K) stack; per iteration one psum
+    of 3 scalars (objective, change, residual). Gradients (the backward pass) form the dense Z
+    unsharded.
+
     References:
       R. Mazumder, T. Hastie, R. Tibshirani. Spectral regularization algorithms for learning large
       incomplete matrices. JMLR 11, 2010. Algorithm 1, section 5.1 (sparse plus low rank).
@@ -281,6 +307,9 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
 
     Differentiable w.r.t. ``values`` and ``lams`` as :func:`soft_impute` is, fit by fit (each
     fit is the solution for its lambda, whatever its warm start).
+
+    Sharding: as for :func:`soft_impute`, for every lambda; U comes back (L, n1, k) split along
+    its rows (``P(None, "data", None)``).
 
     Example:
 

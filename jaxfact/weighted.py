@@ -4,6 +4,10 @@
 (inverse noise variances, confidence counts, a 0/1 mask of observed entries). Each step fills in
 the target where the weight is low and takes a truncated (and, with ``lam > 0``, soft-thresholded)
 SVD: an EM / majorization-minimization step, so the weighted objective never increases.
+
+X and the weights may be split by rows over the devices of a mesh: each device then keeps its
+rows of X, W and of the factor U, V is replicated, and only (n2, k) and (p k, k) blocks and
+scalars cross devices (see :func:`wlra`).
 """
 
 from __future__ import annotations
@@ -98,6 +102,16 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
       >>> print(jaxfact.Status(int(res.status)).name, jaxfact.reconstruct(res).shape)
       CONVERGED (20, 15)
 
+    Sharding: ``X`` and ``weights`` may be split by rows over mesh axes
+    (``P("data", None)``); U comes back split the same way, S, Vt and the rest replicated. Each
+    device keeps its rows of X, W and Z; per subspace pass one psum of the (n2, k) block
+    ``A^T Q`` and TSQR's (p k, k) stack of R factors cross devices, per iteration the psum'd
+    objective (a scalar, so the stopping test is the same everywhere), and once the maximum
+    weight. ``X`` split by columns (or both dimensions), or ``weights`` split otherwise than
+    ``X``, is resharded once with a ``UserWarning``. A split dense ``warm_start`` is gathered
+    for its truncated SVD, with a ``UserWarning``; a factored one (a ``CompletionResult``)
+    stays split.
+
     References:
       N. Srebro, T. Jaakkola. Weighted low-rank approximations. ICML 2003, section 3 (EM).
 
@@ -177,10 +191,23 @@ def _check_values(fn, X, W, checks):
 
 def _start(fn, warm_start, shape, k, dtype, key):
     """(U (n1, k), d (k,), V (n2, k)) of the starting Z (placeholders for Z = 0)."""
+    from jaxfact.completion import _one_device
     n1, n2 = shape
     if warm_start is None:
         return jnp.zeros((n1, k), dtype), jnp.zeros((k,), dtype), jnp.zeros((n2, k), dtype)
     if hasattr(warm_start, "shape") and len(warm_start.shape) == 2:
+        z_rows, z_cols = _sharding.layout_of(fn, "warm_start", warm_start)
+        if z_rows is not None or z_cols is not None:
+            from jaxfact.completion import _place
+            from jax.sharding import PartitionSpec as P
+            nbytes = int(np.prod(warm_start.shape)) * jnp.dtype(warm_start.dtype).itemsize
+            warnings.warn(
+                f"{fn}: a dense `warm_start` is truncated by an SVD on every device, so the split "
+                f"array is gathered once ({nbytes:,} bytes to each device). Pass a factored "
+                f"warm start (a CompletionResult or (U, S, Vt)) to keep it split.",
+                UserWarning, stacklevel=3)
+            warm_start = _place(warm_start, (z_rows or z_cols).mesh, P())
+        warm_start = _one_device(warm_start)
         Z = _checks.as_float_array(fn, "warm_start", warm_start).astype(dtype)
         _checks.check_same_shape(fn, "warm_start", Z, shape, "X")
         _checks.check_finite(fn, "warm_start", Z)
