@@ -237,8 +237,8 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     comes back split by rows, S and Vt replicated; a ``warm_start`` whose U is split like that
     is used where it lies. Per subspace pass one (n2, K) psum of ``A^T Q`` (the sparse part and
     the low-rank part summed before the psum) and TSQR's (p K, K) stack; per iteration one psum
-    of 3 scalars (objective, change, residual). Gradients (the backward pass) form the dense Z
-    unsharded.
+    of 3 scalars (objective, change, residual). The implicit gradient is not available for
+    split entries (its backward pass forms the dense Z): differentiate with unsplit arrays.
 
     References:
       R. Mazumder, T. Hastie, R. Tibshirani. Spectral regularization algorithms for learning large

@@ -110,7 +110,8 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     weight. ``X`` split by columns (or both dimensions), or ``weights`` split otherwise than
     ``X``, is resharded once with a ``UserWarning``. A split dense ``warm_start`` is gathered
     for its truncated SVD, with a ``UserWarning``; a factored one (a ``CompletionResult``)
-    stays split.
+    stays split. The implicit gradient is not available for split input: differentiate with
+    unsplit arrays.
 
     References:
       N. Srebro, T. Jaakkola. Weighted low-rank approximations. ICML 2003, section 3 (EM).
