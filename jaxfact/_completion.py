@@ -302,6 +302,11 @@ def group_entries(rows, cols, values, n1, layout) -> Entries:
     split over ``layout.axes``. Within a block the entries keep their order."""
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
+    if not all(getattr(a, "is_fully_addressable", True) for a in (rows, cols, values)):
+        raise ValueError(
+            "the observed entries are split over devices of several processes; grouping them "
+            "by row blocks reads them on the host, which needs all of them in this process "
+            "(multi-process completion is not supported yet: run it in one process)")
     p = layout.size
     mb = n1 // p
     r = np.asarray(rows).astype(np.int32)
