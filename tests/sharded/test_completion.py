@@ -9,8 +9,6 @@ few iterations of these well-conditioned problems; tolerances 1e-4 (relative to 
 value) leave a margin of ten.
 """
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
