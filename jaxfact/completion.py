@@ -152,6 +152,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
         n_power=n_power)
     if layout is not None:
         from jax.sharding import PartitionSpec as P
+        _only_jit(fn, values=values, tau=tau, delta=delta)
         entries, replicated = _sharded_entries(rows, cols, values, n1, layout)
         tau, delta, tol = (_place(a, layout.mesh, P()) for a in (tau, delta, tol))
         run = lambda state, key, K: _completion.svt_solve_sharded(
@@ -239,7 +240,8 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     is used where it lies. Per subspace pass one (n2, K) psum of ``A^T Q`` (the sparse part and
     the low-rank part summed before the psum) and TSQR's (p K, K) stack; per iteration one psum
     of 3 scalars (objective, change, residual). The implicit gradient is not available for
-    split entries (its backward pass forms the dense Z): differentiate with unsplit arrays.
+    split entries (its backward pass forms the dense Z): ``grad`` (or ``vmap``) of a call on
+    split entries raises a TypeError; differentiate with unsplit arrays.
 
     References:
       R. Mazumder, T. Hastie, R. Tibshirani. Spectral regularization algorithms for learning large
@@ -269,6 +271,7 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     lam, tol = jnp.asarray(lam, values.dtype), jnp.asarray(tol, values.dtype)
     sg = jax.lax.stop_gradient
     if layout is not None:
+        _only_jit(fn, values=values, lam=lam)
         res = _soft_impute_sharded(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam),
                                    tol, layout, shape=(n1, n2), max_iter=max_iter,
                                    n_power=n_power, fresh=warm_start is None, path=False)
@@ -345,6 +348,7 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     tol = jnp.asarray(tol, values.dtype)
     sg = jax.lax.stop_gradient
     if layout is not None:
+        _only_jit(fn, values=values, lams=lams)
         path = _soft_impute_sharded(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key,
                                     sg(lams), tol, layout, shape=(n1, n2), max_iter=max_iter,
                                     n_power=n_power, fresh=warm_start is None, path=True)
@@ -418,6 +422,18 @@ def _split_rows(fn, name, x):
         return _sharding.Layout(sharding.mesh, (entry,) if isinstance(entry, str)
                                 else tuple(entry), 0)
     return None
+
+
+def _only_jit(fn, **arrays):
+    """TypeError when a split input is traced by a transformation other than ``jit`` (grad,
+    vmap): the sharded kernels have no implicit gradient and no batching rule."""
+    from jax._src.interpreters.partial_eval import DynamicJaxprTracer
+    for name, a in arrays.items():
+        if isinstance(a, jax.core.Tracer) and not isinstance(a, DynamicJaxprTracer):
+            raise TypeError(
+                f"{fn}: `{name}` is split over devices and traced by {type(a).__name__} (grad, "
+                f"vmap, ...); with split input {fn} runs under jit only. To differentiate or "
+                f"batch, pass unsplit arrays.")
 
 
 def _one_device(x):

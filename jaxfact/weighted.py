@@ -110,8 +110,8 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     weight. ``X`` split by columns (or both dimensions), or ``weights`` split otherwise than
     ``X``, is resharded once with a ``UserWarning``. A split dense ``warm_start`` is gathered
     for its truncated SVD, with a ``UserWarning``; a factored one (a ``CompletionResult``)
-    stays split. The implicit gradient is not available for split input: differentiate with
-    unsplit arrays.
+    stays split. The implicit gradient is not available for split input (``grad`` raises a
+    TypeError): differentiate with unsplit arrays.
 
     References:
       N. Srebro, T. Jaakkola. Weighted low-rank approximations. ICML 2003, section 3 (EM).
@@ -153,7 +153,8 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     sg = jax.lax.stop_gradient
     if layout is not None:
         from jax.sharding import PartitionSpec as P
-        from jaxfact.completion import _place
+        from jaxfact.completion import _only_jit, _place
+        _only_jit(fn, X=X, weights=W, lam=lam)
         mesh, row = layout.mesh, layout.spec(2, 0)
         U0 = _place(U0, mesh, row)
         d0, V0, lam, tol = (_place(jnp.asarray(a), mesh, P()) for a in (d0, V0, lam, tol))
@@ -276,6 +277,9 @@ def _layouts(fn, X, weights):
     from jaxfact.completion import _one_device, _split_rows
     x_rows, x_cols = _sharding.layout_of(fn, "X", X)
     w_rows, w_cols = _sharding.layout_of(fn, "weights", weights)
+    if any(lay is not None for lay in (x_rows, x_cols, w_rows, w_cols)):
+        from jaxfact.completion import _only_jit
+        _only_jit(fn, X=X, weights=weights)
     if x_rows is None and x_cols is None and w_rows is None and w_cols is None:
         # A mesh axis of size 1 splitting the rows: the sharded kernel, on one device.
         one = _split_rows(fn, "X", X)
@@ -288,7 +292,10 @@ def _layouts(fn, X, weights):
     else:
         weights, layout = _sharding.rows_or_reshard(fn, "weights", weights)
         other, other_name, other_layout = X, "X", (x_rows, x_cols)
-    if other_layout != (layout, None):
+    same = (other_layout[1] is None and other_layout[0] is not None
+            and other_layout[0].axes == layout.axes
+            and dict(other_layout[0].mesh.shape) == dict(layout.mesh.shape))
+    if not same:
         if other_layout != (None, None):
             nbytes = int(np.prod(other.shape)) * jnp.dtype(other.dtype).itemsize
             warnings.warn(

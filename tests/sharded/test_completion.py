@@ -142,3 +142,14 @@ def test_no_large_collective():
     assert not [c for c in found if np.prod(c.shape) >= m * k // 2], found
     assert any(c.shape == (n, k) for c in found)   # the Y^T Q psum
     assert any(c.shape == (8 * k, k) for c in found)   # TSQR's stack
+
+
+def test_grad_of_split_entries_raises():
+    # No implicit gradient for split entries: a clear TypeError, not a failure deep in JAX.
+    rs, cs, vs = _split(meshes.mesh(2), *ENTRIES)
+    f = lambda v: jnp.sum(completion.soft_impute(rs, cs, v, (M_ROWS, N_COLS), **SI).S)
+    with pytest.raises(TypeError, match="runs under jit only"):
+        jax.grad(f)(vs)
+    g = lambda v: jnp.sum(completion.svt(rs, cs, v, (M_ROWS, N_COLS), **SVT).S)
+    with pytest.raises(TypeError, match="runs under jit only"):
+        jax.grad(g)(vs)

@@ -105,3 +105,11 @@ def test_no_large_collective():
     found = _sharding.collectives(hlo)
     assert not [c for c in found if np.prod(c.shape) >= M_ROWS * k // 2], found
     assert any(c.shape == (N_COLS, k) for c in found)
+
+
+def test_grad_of_split_input_raises():
+    mesh = meshes.mesh(2)
+    Ws = meshes.rows(W, mesh)
+    f = lambda x: jnp.sum(weighted.wlra(x, Ws, RANK, **KW).S)
+    with pytest.raises(TypeError, match="runs under jit only"):
+        jax.grad(f)(meshes.rows(np.nan_to_num(X), mesh))
