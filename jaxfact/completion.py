@@ -108,9 +108,8 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     (``P("data")``; n1 must then be divisible by the number of shards p, else a ValueError says
     which ``shape`` to pass). The entries are regrouped once by row blocks of n1 / p rows on the
     host (O(nnz) bytes, in one process; each block padded with zero-weight entries to the
-    largest block's count),
-    so a device holds its block's entries and rows of U; V is replicated. U comes back split by
-    rows (``P("data", None)``), S, Vt and the rest replicated. Per subspace pass the devices
+    largest block's count), so a device holds its block's entries and rows of U; V is
+    replicated. U comes back split by rows (``P("data", None)``), S, Vt and the rest replicated. Per subspace pass the devices
     exchange one psum of the (n2, K) block ``Y^T Q`` and TSQR's (p K, K) stack of R factors; per
     iteration a few scalars (the residual, identical everywhere). Under an outer ``jit`` (entries
     traced, explicit mesh) the counts per block are unknown when tracing: each device receives
