@@ -78,7 +78,7 @@ def test_bad_shardings_are_resharded_with_a_warning():
     # otherwise than X: resharded to X's layout, with a warning naming them. Both reuse the
     # 8-device program.
     mesh = meshes.mesh(8)
-    with pytest.warns(UserWarning, match="`X` is sharded along its columns"):
+    with pytest.warns(UserWarning, match=r"`X` of shape \(64, 24\) is sharded along its columns"):
         res = weighted.wlra(meshes.shard(X, mesh, P(None, "data")), meshes.rows(W, mesh), RANK,
                             **KW)
     _close(res)
