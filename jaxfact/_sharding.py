@@ -264,6 +264,7 @@ def take(a: jax.Array, idx: jax.Array) -> jax.Array:
 _COLLECTIVE = re.compile(
     r"=\s*(?P<type>\(?[a-z0-9]+\[[^=]*?)\s+(?P<op>all-gather|all-reduce|all-to-all|"
     r"reduce-scatter|collective-permute|collective-broadcast)(?:-start)?\(")
+_COMMENT = re.compile(r"/\*.*?\*/")
 _ARRAY = re.compile(r"(?P<dtype>[a-z]+[0-9]*)\[(?P<dims>[0-9,]*)\]")
 
 
@@ -286,7 +287,8 @@ def collectives(hlo_text: str) -> list[Collective]:
     pairs are not counted twice."""
     found = []
     for line in hlo_text.splitlines():
-        match = _COLLECTIVE.search(line)
+        # XLA annotates long tuple types with /*index=5*/ comments; their "=" would end the type.
+        match = _COLLECTIVE.search(_COMMENT.sub("", line))
         if match is None:
             continue
         for arr in _ARRAY.finditer(match.group("type")):

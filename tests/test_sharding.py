@@ -66,9 +66,13 @@ def test_collectives_are_read_off_the_compiled_program():
     assert [(c.op, c.shape, c.nbytes) for c in found] == [("all-reduce", (3,), 12)]
     text = ("%ag = (f32[4,8]{1,0}, bf16[2]{0}) all-gather-start(...)\n"
             "%d = f32[4,8]{1,0} all-gather-done(%ag)\n"
-            "  %ar.1 = s32[] all-reduce(s32[] %x), replica_groups={}")
+            "  %ar.1 = s32[] all-reduce(s32[] %x), replica_groups={}\n"
+            "%a2a = (f32[2]{0}, f32[2]{0}, f32[2]{0}, f32[2]{0}, f32[2]{0}, /*index=5*/f32[3]{0}) "
+            "all-to-all(...)")
     assert _sharding.collectives(text) == [
         _sharding.Collective("all-gather", "f32", (4, 8), 128),
         _sharding.Collective("all-gather", "bf16", (2,), 4),
-        _sharding.Collective("all-reduce", "s32", (), 4)]
+        _sharding.Collective("all-reduce", "s32", (), 4)] + [
+        _sharding.Collective("all-to-all", "f32", (2,), 8)] * 5 + [
+        _sharding.Collective("all-to-all", "f32", (3,), 12)]
     assert _sharding.peak_bytes(compiled) > 0
