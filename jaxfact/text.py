@@ -169,7 +169,7 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
         return _sharded_cooccurrence(tokens.astype(jnp.int32), layout, vocab_size=vocab_size,
                                      window=window, weighting=weighting,
                                      dtype=jnp.result_type(float))
-    tokens = jnp.asarray(tokens, jnp.int32)
+    tokens = jnp.asarray(_unsplit(tokens), jnp.int32)
     dtype = jnp.result_type(float)
     rows, cols, vals, nnz = _cooccurrence(tokens, vocab_size=vocab_size, window=window,
                                           weighting=weighting, dtype=dtype)
@@ -330,6 +330,18 @@ def _word_vectors_sharded(fn, matrix, layout, rank, *, eig, key, n_oversamples, 
 
 # ------------------------------------------------------------------------------------------------
 # Private helpers and kernels
+
+
+def _unsplit(x):
+    """x without the split annotation of a one-device mesh (``P('data')`` over 1 device), which
+    would make ``sort`` raise ShardingTypeError under explicit axes; other inputs unchanged."""
+    sharding = _sharding._sharding_of(x)
+    if (isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.size == 1
+            and any(e is not None for e in sharding.spec)):
+        if isinstance(x, jax.core.Tracer):
+            return jax.sharding.reshard(x, P())
+        return jax.device_put(x, jax.sharding.NamedSharding(sharding.mesh, P()))
+    return x
 
 
 def _documents(fn, documents):
@@ -627,38 +639,58 @@ def _sharded_ppmi_dense(counts, alpha, shift, *, layout):
                          out_specs=spec)(counts, alpha, shift)
 
 
+class _Block(NamedTuple):
+    """This shard's (m_local, n) row block of a sparse matrix as coordinates (vals, rows, cols),
+    rows local; entries not in the block carry value 0 (and in-range indices)."""
+
+    vals: jax.Array
+    rows: jax.Array
+    cols: jax.Array
+    shape: tuple[int, int]
+
+    def mm_rows(self, Bt):
+        """(X @ Bt.T).T = Bt @ X.T, (l, m_local): a segment sum over the entries."""
+        return jax.ops.segment_sum(self.vals[:, None] * Bt.T[self.cols], self.rows,
+                                   num_segments=self.shape[0]).T
+
+    def rmm_rows(self, Ct):
+        """Ct @ X, (l, n), the local part of the sum over all rows."""
+        return jax.ops.segment_sum(self.vals[:, None] * Ct.T[self.rows], self.cols,
+                                   num_segments=self.shape[1]).T
+
+
 def _svd_rows_body(X, key, *, axes, m, rank, n_samples, n_iter):
-    """``_linalg.randomized_svd`` of an operator whose rows are split over ``axes``: X is this
-    shard's (m / p, n) row block (a BCOO), m the global row count. As
-    ``_sharded_svd.randomized_svd_body`` (dense blocks), with the products taken by ``linop``.
+    """``_linalg.randomized_svd`` of a sparse matrix whose rows are split over ``axes``: X is
+    this shard's (m / p, n) row block (a :class:`_Block`), m the global row count. The algorithm
+    of ``_sharded_svd.randomized_svd_body`` (dense blocks), with the products by segment sums.
     Returns (U_local, s, Vt), U's rows split like X's, signs as ``_linalg.flip``."""
     m_local, n = X.shape
-    dtype = X.dtype
+    dtype = X.vals.dtype
     psum = partial(jax.lax.psum, axis_name=axes)
     if m >= n:
         omega_t = jax.random.normal(key, (n_samples, n), dtype)
-        Qt = _sharding.normalize_rows(_linalg._mm_rows(X, omega_t), axes, m)    # (l, m_local)
+        Qt = _sharding.normalize_rows(X.mm_rows(omega_t), axes, m)             # (l, m_local)
 
         def power(_, Qt):
-            Zt = _linalg.normalize_rows(psum(_linalg._rmm_rows(X, Qt)))        # (l, n)
-            return _sharding.normalize_rows(_linalg._mm_rows(X, Zt), axes, m)
+            Zt = _linalg.normalize_rows(psum(X.rmm_rows(Qt)))                  # (l, n)
+            return _sharding.normalize_rows(X.mm_rows(Zt), axes, m)
 
         Qt = jax.lax.fori_loop(0, n_iter, power, Qt)
         Q, _ = _sharding.tsqr(Qt.T, axes)                                      # (m_local, l)
-        Ub, s, Vbt = _linalg.svd_thin(psum(_linalg._rmm_rows(X, Q.T)), rank)   # B = Q^T X
+        Ub, s, Vbt = _linalg.svd_thin(psum(X.rmm_rows(Q.T)), rank)             # B = Q^T X
         U, s, Vt = (Q @ Ub)[:, :rank], s[:rank], Vbt[:rank]
     else:   # the tall algorithm on X^T, whose (l, m) sketches are split here
         i = _sharding.shard_index(axes)
         omega_t = jax.lax.dynamic_slice_in_dim(
             jax.random.normal(key, (n_samples, m), dtype), i * m_local, m_local, axis=1)
-        Qt = _linalg.normalize_rows(psum(_linalg._rmm_rows(X, omega_t)))       # (l, n)
+        Qt = _linalg.normalize_rows(psum(X.rmm_rows(omega_t)))                 # (l, n)
 
         def power(_, Qt):
-            Zt = _sharding.normalize_rows(_linalg._mm_rows(X, Qt), axes, m)    # (l, m_local)
-            return _linalg.normalize_rows(psum(_linalg._rmm_rows(X, Zt)))
+            Zt = _sharding.normalize_rows(X.mm_rows(Qt), axes, m)              # (l, m_local)
+            return _linalg.normalize_rows(psum(X.rmm_rows(Zt)))
 
         Q = _linalg.orthonormalize(jax.lax.fori_loop(0, n_iter, power, Qt).T)  # (n, l)
-        Qb, Rb = _sharding.tsqr(_linalg._mm_rows(X, Q.T).T, axes)              # X Q = Qb Rb
+        Qb, Rb = _sharding.tsqr(X.mm_rows(Q.T).T, axes)                        # X Q = Qb Rb
         Ur, s, Vrt = _linalg.svd_thin(Rb.T, rank)
         U, s, Vt = (Qb @ Vrt.T)[:, :rank], s[:rank], (Q @ Ur)[:, :rank].T
     return _sharding.flip(U, s, Vt, axes)
@@ -678,10 +710,8 @@ def _sharded_word_vectors(data, indices, key, eig, *, layout, shape, rank, n_sam
         inside = (indices[:, 0] < m) & (c < n)
         mine = inside & (r >= 0) & (r < block)
         misplaced = jax.lax.psum(jnp.sum(inside & ~mine), axes)
-        local = jsparse.BCOO(
-            (jnp.where(mine, data, 0), jnp.stack([jnp.where(mine, r, block),
-                                                  jnp.where(mine, c, n)], axis=1)),
-            shape=(block, n))
+        local = _Block(jnp.where(mine, data, 0), jnp.where(mine, r, 0), jnp.where(mine, c, 0),
+                       (block, n))
         U, s, _ = _svd_rows_body(local, key, axes=axes, m=m, rank=rank, n_samples=n_samples,
                                  n_iter=n_iter)
         return _scale(U, s, eig), s, misplaced
