@@ -79,7 +79,7 @@ def check_vectors(W, W_ref):
     np.testing.assert_allclose(np.asarray(W), W_ref, atol=1e-4 * scale, rtol=0)
 
 
-# Mesh size 4 runs in test_under_jit_and_dense_and_bad_input (the same pipeline under an outer
+# Mesh size 4 runs in test_under_jit_on_4_devices_and_dense_counts (the same pipeline under an outer
 # jit): every pipeline compiles its own kernels, and the file must stay within its time budget.
 @pytest.mark.parametrize("size,explicit", [(1, True), (2, True), (8, True), (2, False)])
 def test_sharded_corpus_matches_one_device(reference, size, explicit):
@@ -106,13 +106,13 @@ def test_sharded_corpus_matches_one_device(reference, size, explicit):
 
 
 def test_windows_reach_over_several_shards_and_uneven_row_blocks():
-    # 8 shards of 3 tokens and a window of 7: a pair can span three shard boundaries. V = 30
+    # 8 shards of 2 tokens and a window of 5: a pair can span three shard boundaries. V = 30
     # rows split in blocks of 4 (the last one short).
     rng = np.random.default_rng(1)
-    tokens = rng.integers(-1, 30, 24).astype(np.int32)
+    tokens = rng.integers(-1, 30, 16).astype(np.int32)
     t = meshes.rows(tokens, meshes.mesh(8))
-    ref = dense(text.cooccurrence(tokens, 30, window=7, weighting="harmonic"))
-    C = text.cooccurrence(t, 30, window=7, weighting="harmonic")
+    ref = dense(text.cooccurrence(tokens, 30, window=5, weighting="harmonic"))
+    C = text.cooccurrence(t, 30, window=5, weighting="harmonic")
     np.testing.assert_allclose(dense(C), ref, rtol=1e-6, atol=0)
     rows = np.asarray(C.indices[:, 0]).reshape(8, -1)
     assert np.all((rows == 30) | (rows // 4 == np.arange(8)[:, None]))
@@ -124,7 +124,7 @@ def test_communication(reference):
     """What crosses devices for 8 shards: the window's tokens to the previous shard, the local
     distinct counts to the shard owning their rows (an all-to-all of (p, cap) slots), 2 V sums
     for PPMI, and the randomized SVD's (l, V) sketches; never the V x V count matrix."""
-    tokens, C_ref, *_ = reference
+    tokens, C_ref, M_ref, _ = reference
     p = 8
     m = meshes.mesh(p)
     layout = _sharding.Layout(m, ("data",), 0)
@@ -163,7 +163,16 @@ def test_communication(reference):
     # the (l, V) sketches are all-reduced; nothing of V x l or more is gathered
     assert not [c for c in found if c.op != "all-reduce" and np.prod(c.shape) >= l * l * p]
 
-    # entries on the wrong shard: a clear error, not wrong vectors (same program as above)
+    # indices not split like the data: resharded with a warning (same programs as above)
+    loose = jsparse.BCOO((C.data, jnp.asarray(np.asarray(C.indices))), shape=(V, V),
+                         unique_indices=True)
+    with pytest.warns(UserWarning, match="indices of `counts`"):
+        np.testing.assert_array_equal(dense(text.ppmi(loose)), M_ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text.ppmi(C)        # a well-formed sharded count matrix: no warning
+
+    # entries on the wrong shard: a clear error, not wrong vectors
     shift = M.nse // p
     rolled = jsparse.BCOO((meshes.rows(np.roll(np.asarray(M.data), shift), m),
                            meshes.rows(np.roll(np.asarray(M.indices), shift, 0), m)),
@@ -172,7 +181,7 @@ def test_communication(reference):
         text.word_vectors(rolled, RANK, key=KEY, n_iter=N_ITER)
 
 
-def test_under_jit_and_dense_and_bad_input(reference):
+def test_under_jit_on_4_devices_and_dense_counts(reference):
     tokens, C_ref, M_ref, W_ref = reference
     m = meshes.mesh(4)
     t = meshes.rows(padded(tokens, 4), m)
@@ -185,7 +194,7 @@ def test_under_jit_and_dense_and_bad_input(reference):
     data, indices, W = pipeline(t)
     np.testing.assert_array_equal(dense(jsparse.BCOO((data, indices), shape=(V, V))), M_ref)
     check_vectors(W, W_ref)
-    assert meshes.spec_of(W) == P("data")
+    assert meshes.spec_of(W) == meshes.spec_of(data) == meshes.spec_of(indices) == P("data")
 
     # dense counts split by rows: row sums local, column sums by psum, output split by rows
     M = text.ppmi(meshes.rows(C_ref, m))
@@ -195,12 +204,3 @@ def test_under_jit_and_dense_and_bad_input(reference):
         M = text.ppmi(meshes.shard(C_ref, m, P(None, "data")))
     np.testing.assert_allclose(np.asarray(M), M_ref, rtol=1e-6, atol=0)
 
-    # indices not split like the data: resharded with a warning
-    C = text.cooccurrence(t, V, window=WINDOW)
-    loose = jsparse.BCOO((C.data, jnp.asarray(np.asarray(C.indices))), shape=(V, V),
-                         unique_indices=True)
-    with pytest.warns(UserWarning, match="indices of `counts`"):
-        np.testing.assert_array_equal(dense(text.ppmi(loose)), M_ref)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        Mt = text.ppmi(C)        # a well-formed sharded count matrix: no warning
