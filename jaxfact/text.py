@@ -321,10 +321,9 @@ def _word_vectors_sharded(fn, matrix, layout, rank, *, eig, key, n_oversamples, 
         shape=(m, n), rank=rank, n_samples=min(rank + n_oversamples, m, n), n_iter=n_iter)
     if _checks.is_concrete(misplaced) and int(misplaced):
         raise ValueError(
-            f"{fn}: {int(misplaced)} entries of `matrix` lie outside the row block of the shard "
-            f"holding them; a BCOO whose entries are split over devices must hold the rows "
-            f"[j * {m // layout.size}, (j + 1) * {m // layout.size}) on shard j, as "
-            f"cooccurrence and ppmi return it")
+            f"{fn}: {int(misplaced)} entries of `matrix` are held by another shard than their "
+            f"row's; a BCOO whose entries are split over {layout.size} devices must hold the "
+            f"rows w = j (mod {layout.size}) on shard j, as cooccurrence and ppmi return it")
     return W.astype(dtype)
 
 
@@ -489,13 +488,13 @@ def _scale(U, S, eig):
 # Sharded kernels: the tokens (and then the count matrix's entries) split over ``layout.axes``.
 #
 # A count matrix from sharded tokens is a BCOO whose ``data`` (nse,) and ``indices`` (nse, 2) are
-# split over the same axes, shard j holding the distinct entries of the row block
-# [j * Vb, (j + 1) * Vb), Vb = ceil(V / p), sorted, then padding (index V, value 0) up to the
-# largest block's count. Its indices are unique (padding is out of bounds) but not globally sorted.
-
-
-def _row_block(vocab_size, p):
-    return -(-vocab_size // p)
+# split over the same axes, shard j holding the distinct entries of the rows w = j (mod p), sorted,
+# then padding (index V, value 0) up to the largest shard's count. Its indices are unique (padding
+# is out of bounds) but not globally sorted. Rows are dealt out cyclically, not in contiguous
+# blocks, because a frequency-sorted vocabulary puts most entries in its first rows: contiguous
+# blocks would give the first shard most of the matrix (measured on Zipfian text: the all-to-all
+# padded to 5x the entries that cross, and the first shard held most of the counts).
+# word_vectors turns its cyclic rows into contiguous blocks at the end (one all-to-all of V d).
 
 
 def _local_pairs(t, *, axes, p, window, weighting, dtype):
@@ -525,19 +524,20 @@ def _local_pairs(t, *, axes, p, window, weighting, dtype):
 
 @partial(jax.jit, static_argnames=("layout", "vocab_size", "window", "weighting", "dtype"))
 def _sharded_local_counts(tokens, *, layout, vocab_size, window, weighting, dtype):
-    """Each shard's distinct (word, context) counts, sorted, and how many go to each row block:
-    (rows, cols, vals) split like the tokens, and a (p, p) [source, destination] count matrix."""
+    """Each shard's distinct (word, context) counts grouped by the shard owning their row (w mod
+    p), and how many go to each: (rows, cols, vals) split like the tokens, and a (p, p) [source,
+    destination] count matrix."""
     axes, p = layout.axes, layout.size
-    block = _row_block(vocab_size, p)
 
     def body(t):
         w_ids, c_ids, weight = _local_pairs(t, axes=axes, p=p, window=window,
                                             weighting=weighting, dtype=dtype)
         rows, cols, vals, _ = _sum_pairs(w_ids, c_ids, weight, vocab_size=vocab_size,
                                          weighting=weighting, dtype=dtype)
-        dest = jnp.where(rows < vocab_size, rows // block, p)
+        dest = jnp.where(rows < vocab_size, rows % p, p)
+        order = jnp.argsort(dest, stable=True)          # one run per destination, padding last
         sizes = jax.ops.segment_sum(jnp.ones_like(dest), dest, num_segments=p)
-        return rows, cols, vals, sizes[None, :]
+        return rows[order], cols[order], vals[order], sizes[None, :]
 
     split = P(axes)
     return jax.shard_map(body, mesh=layout.mesh, in_specs=split,
@@ -546,14 +546,14 @@ def _sharded_local_counts(tokens, *, layout, vocab_size, window, weighting, dtyp
 
 @partial(jax.jit, static_argnames=("layout", "vocab_size", "cap"))
 def _sharded_merge(rows, cols, vals, sizes, *, layout, vocab_size, cap):
-    """Sends each shard's entries to the shard owning their row block (one all-to-all of (p, cap)
-    slots, cap = the largest source-destination count) and sums the entries received."""
+    """Sends each shard's entries to the shard owning their row (one all-to-all of (p, cap) slots,
+    cap = the largest source-destination count) and sums the entries received."""
     axes = layout.axes
 
     def body(rows, cols, vals, sizes):
         n = rows.shape[0]
         size = sizes[0]
-        start = jnp.cumsum(size) - size      # the local entries are sorted by row: one run each
+        start = jnp.cumsum(size) - size      # the local entries come in one run per destination
         slot = jnp.arange(cap)
         ok = slot[None, :] < size[:, None]                                  # (p, cap)
         pos = jnp.minimum(start[:, None] + slot[None, :], n - 1)
@@ -585,8 +585,8 @@ def _sharded_cooccurrence(tokens, layout, *, vocab_size, window, weighting, dtyp
     concrete = _checks.is_concrete(sizes)
     if concrete:
         cap = max(int(np.max(np.asarray(jax.device_get(sizes)))), 1)
-    else:   # under an outer jit: room for every local entry, or for a whole row block
-        cap = min(rows.shape[0] // p, _row_block(vocab_size, p) * vocab_size)
+    else:   # under an outer jit: room for every local entry, or for all of a shard's rows
+        cap = min(rows.shape[0] // p, -(-vocab_size // p) * vocab_size)
     data, indices, nnz = _sharded_merge(rows, cols, vals, sizes, layout=layout,
                                         vocab_size=vocab_size, cap=cap)
     if concrete:
@@ -660,10 +660,13 @@ class _Block(NamedTuple):
 
 
 def _svd_rows_body(X, key, *, axes, m, rank, n_samples, n_iter):
-    """``_linalg.randomized_svd`` of a sparse matrix whose rows are split over ``axes``: X is
-    this shard's (m / p, n) row block (a :class:`_Block`), m the global row count. The algorithm
-    of ``_sharded_svd.randomized_svd_body`` (dense blocks), with the products by segment sums.
-    Returns (U_local, s, Vt), U's rows split like X's, signs as ``_linalg.flip``."""
+    """``_linalg.randomized_svd`` of a sparse matrix whose rows are dealt out cyclically over
+    ``axes``: X is this shard's (m / p, n) block of rows j, j + p, ... (a :class:`_Block`), m the
+    global row count. The algorithm of ``_sharded_svd.randomized_svd_body`` (dense blocks), with
+    the products by segment sums; any assignment of rows to shards gives the same factors up to
+    rounding, the wide case's random columns being taken in the same order. Returns (U_local, s,
+    Vt), U's rows held like X's, signs as ``_linalg.flip`` (up to exact ties between rows of
+    different shards, decided by the shard order)."""
     m_local, n = X.shape
     dtype = X.vals.dtype
     psum = partial(jax.lax.psum, axis_name=axes)
@@ -680,9 +683,9 @@ def _svd_rows_body(X, key, *, axes, m, rank, n_samples, n_iter):
         Ub, s, Vbt = _linalg.svd_thin(psum(X.rmm_rows(Q.T)), rank)             # B = Q^T X
         U, s, Vt = (Q @ Ub)[:, :rank], s[:rank], Vbt[:rank]
     else:   # the tall algorithm on X^T, whose (l, m) sketches are split here
-        i = _sharding.shard_index(axes)
-        omega_t = jax.lax.dynamic_slice_in_dim(
-            jax.random.normal(key, (n_samples, m), dtype), i * m_local, m_local, axis=1)
+        p = m // m_local
+        full = jax.random.normal(key, (n_samples, m), dtype).reshape(n_samples, m_local, p)
+        omega_t = jnp.take(full, _sharding.shard_index(axes), axis=2)         # columns j + p i
         Qt = _linalg.normalize_rows(psum(X.rmm_rows(omega_t)))                 # (l, n)
 
         def power(_, Qt):
@@ -696,25 +699,45 @@ def _svd_rows_body(X, key, *, axes, m, rank, n_samples, n_iter):
     return _sharding.flip(U, s, Vt, axes)
 
 
+def _cyclic_to_blocks(U, axes, p):
+    """Rows held cyclically (local row i of shard j is global row j + p i) to contiguous blocks
+    (shard k holds rows [k b, (k + 1) b), b = U's local row count): one all-to-all of about b
+    rows per shard, each row sent once."""
+    b, d = U.shape
+    j = _sharding.shard_index(axes)
+    g = j + p * jnp.arange(b)                                  # global rows, increasing
+    # local rows going to shard k: those with k b <= j + p i < (k + 1) b, a contiguous range
+    start = jnp.clip(-((j - jnp.arange(p + 1) * b) // p), 0, b)
+    start, count = start[:-1], start[1:] - start[:-1]
+    cap = -(-b // p)
+    slot = jnp.arange(cap)
+    ok = slot[None, :] < count[:, None]                                     # (p, cap)
+    pos = jnp.minimum(start[:, None] + slot[None, :], b - 1)
+    dest_row = jnp.where(ok, g[pos] - jnp.arange(p)[:, None] * b, b)        # b: padding
+    got = jax.lax.all_to_all(jnp.where(ok[..., None], U[pos], 0), axes, 0, 0, tiled=True)
+    at = jax.lax.all_to_all(dest_row, axes, 0, 0, tiled=True)
+    return jnp.zeros_like(U).at[at.ravel()].set(got.reshape(-1, d), mode="drop")
+
+
 @partial(jax.jit, static_argnames=("layout", "shape", "rank", "n_samples", "n_iter"))
 def _sharded_word_vectors(data, indices, key, eig, *, layout, shape, rank, n_samples, n_iter):
-    """Word vectors of a BCOO whose shard j holds the entries of row block j: (W, S, misplaced),
-    W's rows split like the blocks, misplaced the number of entries outside their shard's block
-    (then the result is wrong and the caller raises)."""
-    axes, (m, n) = layout.axes, shape
-    block = m // layout.size
+    """Word vectors of a BCOO whose shard j holds the entries of the rows w = j (mod p):
+    (W, S, misplaced), W's rows split in contiguous blocks, misplaced the number of entries on
+    another shard than their row's (then the result is wrong and the caller raises)."""
+    axes, (m, n), p = layout.axes, shape, layout.size
+    block = m // p
 
     def body(data, indices, key, eig):
-        r = indices[:, 0] - _sharding.shard_index(axes) * block
-        c = indices[:, 1]
-        inside = (indices[:, 0] < m) & (c < n)
-        mine = inside & (r >= 0) & (r < block)
+        j = _sharding.shard_index(axes)
+        r, c = indices[:, 0], indices[:, 1]
+        inside = (r < m) & (c < n)
+        mine = inside & (r % p == j)
         misplaced = jax.lax.psum(jnp.sum(inside & ~mine), axes)
-        local = _Block(jnp.where(mine, data, 0), jnp.where(mine, r, 0), jnp.where(mine, c, 0),
-                       (block, n))
+        local = _Block(jnp.where(mine, data, 0), jnp.where(mine, r // p, 0),
+                       jnp.where(mine, c, 0), (block, n))
         U, s, _ = _svd_rows_body(local, key, axes=axes, m=m, rank=rank, n_samples=n_samples,
                                  n_iter=n_iter)
-        return _scale(U, s, eig), s, misplaced
+        return _cyclic_to_blocks(_scale(U, s, eig), axes, p), s, misplaced
 
     return jax.shard_map(body, mesh=layout.mesh,
                          in_specs=(P(axes), P(axes, None), P(), P()),

@@ -97,17 +97,16 @@ def test_sharded_corpus_matches_one_device(reference, size, explicit):
         for X in (C, M):
             assert meshes.spec_of(X.data) == P("data")
             assert meshes.spec_of(X.indices) == P("data")
-            # shard j holds the distinct entries of rows [j V/p, (j+1) V/p), then padding
+            # shard j holds the distinct entries of the rows w = j (mod p), then padding
             rows = np.asarray(X.indices[:, 0]).reshape(size, -1)
-            block = np.arange(size)[:, None]
-            assert np.all((rows == V) | (rows // (V // size) == block))
+            assert np.all((rows == V) | (rows % size == np.arange(size)[:, None]))
             assert X.unique_indices
         assert meshes.spec_of(W) == P("data")
 
 
 def test_windows_reach_over_several_shards_and_uneven_row_blocks():
     # 8 shards of 2 tokens and a window of 5: a pair can span three shard boundaries. V = 30
-    # rows split in blocks of 4 (the last one short).
+    # rows dealt out to 8 shards (some get 3, some 4).
     rng = np.random.default_rng(1)
     tokens = rng.integers(-1, 30, 16).astype(np.int32)
     t = meshes.rows(tokens, meshes.mesh(8))
@@ -115,7 +114,7 @@ def test_windows_reach_over_several_shards_and_uneven_row_blocks():
     C = text.cooccurrence(t, 30, window=5, weighting="harmonic")
     np.testing.assert_allclose(dense(C), ref, rtol=1e-6, atol=0)
     rows = np.asarray(C.indices[:, 0]).reshape(8, -1)
-    assert np.all((rows == 30) | (rows // 4 == np.arange(8)[:, None]))
+    assert np.all((rows == 30) | (rows % 8 == np.arange(8)[:, None]))
     with pytest.raises(ValueError, match="multiple of 8"):   # before anything compiles
         text.word_vectors(C, RANK, key=KEY)
 
@@ -177,7 +176,7 @@ def test_communication(reference):
     rolled = jsparse.BCOO((meshes.rows(np.roll(np.asarray(M.data), shift), m),
                            meshes.rows(np.roll(np.asarray(M.indices), shift, 0), m)),
                           shape=(V, V), unique_indices=True)
-    with pytest.raises(ValueError, match="outside the row block"):
+    with pytest.raises(ValueError, match="another shard than their row"):
         text.word_vectors(rolled, RANK, key=KEY, n_iter=N_ITER)
 
 
