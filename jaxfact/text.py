@@ -8,6 +8,11 @@ The pipeline of Levy, Goldberg & Dagan (2015), all sparse, never forming a V x V
    shift ``log k`` (their "neg"), on the stored entries only;
 4. :func:`word_vectors`: ``U_d S_d^eig`` from a randomized SVD of the sparse PPMI matrix.
 
+A corpus sharded over devices (the token array split into equal parts,
+``jax.device_put(ids, NamedSharding(mesh, P("data")))``) gives one count matrix whose entries are
+split over the same devices, each holding the rows w = j (mod p); :func:`ppmi` keeps that layout
+and :func:`word_vectors` returns the word vectors split by rows. See each function's "Sharding".
+
 Example::
 
   >>> docs = [["the", "cat", "sat", "on", "the", "mat"], ["the", "dog", "sat", "on", "a", "log"]]
@@ -147,6 +152,23 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
       ``BCOO`` of shape (V, V), float (float32 unless x64 is on), with ``nse`` = number of
       distinct pairs.
 
+    Sharding: ``token_ids`` may be split along its one axis over any mesh axes (its length a
+    multiple of the number of shards p: pad the corpus with -1, an empty document, e.g.
+    ``np.pad(ids, (0, -len(ids) % p), constant_values=-1)``). Documents may straddle the cut:
+    each shard receives the next ``window`` tokens from the following shard(s) (a
+    collective-permute of ``window`` ids), counts the pairs starting in its part, then sends each
+    distinct (w, c) count to the shard owning row w, ``w mod p`` (one all-to-all of p slots of
+    ``cap`` entries, 12 bytes each, ``cap`` the largest count any shard sends to another), where
+    they are summed. Rows are dealt out cyclically because a frequency-sorted vocabulary puts
+    most counts in its first rows. The result is a BCOO whose ``data`` and ``indices`` are split
+    over the same axes, shard j holding the distinct entries of the rows w = j (mod p) and then
+    padding (index V); its indices are unique but not sorted across shards. It feeds
+    :func:`ppmi` and :func:`word_vectors` as it is; JAX's own BCOO methods (``todense``, ``@``)
+    do not accept data split over explicit mesh axes (JAX 0.10): gather it first
+    (``jax.device_get``). Eagerly, the number of entries per shard is read back to size the
+    all-to-all and the result exactly (two host round trips); under an outer ``jit`` the
+    all-to-all has room for every local pair and the result keeps that padding.
+
     Example::
 
       >>> C = cooccurrence(jnp.array([0, 1, 2, 1]), 3, window=1)
@@ -203,6 +225,13 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0, checks: bool = Fal
       shift: k > 0; 1 gives plain PPMI.
       checks: under an outer ``jit``, also check that ``counts`` is finite and non-negative, with
         ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
+
+    Sharding: a BCOO whose ``data`` and ``indices`` are split over mesh axes (as
+    :func:`cooccurrence` returns it on a sharded corpus; its indices must be unique) gives a BCOO
+    split the same way: each shard's entries are transformed where they are, after one psum of
+    the (V,) row sums and the (C,) column sums. A dense ``counts`` split by rows gives a dense
+    result split by rows: row sums local, the (C,) column sums by psum. A dense ``counts``
+    split otherwise is resharded by rows once, with a ``UserWarning``.
 
     Example::
 
@@ -275,6 +304,16 @@ def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamp
 
     Returns:
       (V, d) array; rows are word vectors (compare them by cosine).
+
+    Sharding: a BCOO whose entries are split over mesh axes with shard j holding the rows
+    w = j (mod p) (what :func:`cooccurrence` and :func:`ppmi` return on a sharded corpus; V a
+    multiple of p, else a ValueError: give cooccurrence a ``vocab_size`` rounded up to one) runs
+    the same randomized SVD with each shard multiplying its own rows: per power iteration an
+    (l, V) psum (``l = rank + n_oversamples``) and the three (l, l) Gram psums of a CholeskyQR3,
+    then a TSQR (a psum of p stacked (l, l) factors) and one all-to-all of the V x d result,
+    which comes back split by rows in contiguous blocks, ``P(axes, None)``. Same key, same
+    factors as on one device, to rounding. A dense ``matrix`` follows
+    :func:`jaxfact.randomized_svd`.
 
     Example::
 
