@@ -191,7 +191,7 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
         return _sharded_cooccurrence(tokens.astype(jnp.int32), layout, vocab_size=vocab_size,
                                      window=window, weighting=weighting,
                                      dtype=jnp.result_type(float))
-    tokens = jnp.asarray(_unsplit(tokens), jnp.int32)
+    tokens = jnp.asarray(tokens, jnp.int32)
     dtype = jnp.result_type(float)
     rows, cols, vals, nnz = _cooccurrence(tokens, vocab_size=vocab_size, window=window,
                                           weighting=weighting, dtype=dtype)
@@ -368,18 +368,6 @@ def _word_vectors_sharded(fn, matrix, layout, rank, *, eig, key, n_oversamples, 
 
 # ------------------------------------------------------------------------------------------------
 # Private helpers and kernels
-
-
-def _unsplit(x):
-    """x without the split annotation of a one-device mesh (``P('data')`` over 1 device), which
-    would make ``sort`` raise ShardingTypeError under explicit axes; other inputs unchanged."""
-    sharding = _sharding._sharding_of(x)
-    if (isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.size == 1
-            and any(e is not None for e in sharding.spec)):
-        if isinstance(x, jax.core.Tracer):
-            return jax.sharding.reshard(x, P())
-        return jax.device_put(x, jax.sharding.NamedSharding(sharding.mesh, P()))
-    return x
 
 
 def _documents(fn, documents):
