@@ -166,8 +166,10 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
     :func:`ppmi` and :func:`word_vectors` as it is; JAX's own BCOO methods (``todense``, ``@``)
     do not accept data split over explicit mesh axes (JAX 0.10): gather it first
     (``jax.device_get``). Eagerly, the number of entries per shard is read back to size the
-    all-to-all and the result exactly (two host round trips); under an outer ``jit`` the
-    all-to-all has room for every local pair and the result keeps that padding.
+    all-to-all and the result exactly (two host round trips). Under an outer ``jit`` those
+    sizes are unknown: every slot has room for all of a shard's pairs, so each shard receives
+    and keeps 2 n w entries (the whole corpus' pairs), p times the eager figure: call
+    ``cooccurrence`` outside ``jit`` on large corpora.
 
     Example::
 
