@@ -9,7 +9,6 @@ same algorithm) whose sums run in another order and whose last QR is a TSQR, so 
 few float32 ulps of the largest entry times the conditioning of the rank-3 subspace (1e-4).
 """
 
-import re
 import warnings
 from functools import partial
 
@@ -61,10 +60,7 @@ def reference():
 
 def collectives(jitted, args, static):
     """The collectives of a jitted kernel's compiled program (cached when already called)."""
-    hlo = jitted.lower(*args, **static).compile().as_text()
-    # `_sharding.collectives` stops at the "=" of the "/*index=5*/" comments XLA writes into
-    # tuple shapes of 6 or more elements (an all-to-all over 8 devices): drop them first.
-    return _sharding.collectives(re.sub(r"/\*index=[0-9]+\*/", "", hlo))
+    return _sharding.collectives(jitted.lower(*args, **static).compile().as_text())
 
 
 def assert_small(jitted, args, static, *, limit, what):
