@@ -4,11 +4,16 @@ starting factors, solver options and penalties."""
 
 from __future__ import annotations
 
+import warnings
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
+from jax.sharding import NamedSharding
 
 from jaxfact import _checks
+from jaxfact import _sharding
 from jaxfact import linop
 from jaxfact._nmf_init import Reg
 
@@ -173,3 +178,58 @@ def regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
     l1_ratio = _checks.check_real(fn, "l1_ratio", l1_ratio, low=0.0, high=1.0)
     aW, aH, r = (jnp.asarray(v, dtype) for v in (alpha_W, alpha_H, l1_ratio))
     return Reg(aW * r * n, aW * (1 - r) * n, aH * r * m, aH * (1 - r) * m)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharding: X split by rows; the mask like X; W like X's rows and H replicated
+
+
+def row_layout(fn, X):
+    """(X, layout): the layout of a dense X's rows (None: unsharded or sparse, the
+    single-device kernels), X resharded by rows once with a UserWarning where it is split
+    otherwise (columns, both dimensions)."""
+    if isinstance(X, linop.SparseMatrix):
+        return X, None
+    return _sharding.rows_or_reshard(fn, "X", X)
+
+
+def like_rows(fn, name, x, layout, given):
+    """``x`` (the mask) split by rows as X is (``layout``). A device array ``given`` split
+    otherwise is resharded to X's layout once, with a UserWarning; a host array is placed."""
+    if x is None or layout is None:
+        return x
+    rows, cols = _sharding.layout_of(fn, name, x)
+    if cols is None and rows is not None and rows.axes == layout.axes and rows.mesh == layout.mesh:
+        return x
+    if isinstance(given, (jax.Array, jax.core.Tracer)):
+        nbytes = int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
+        warnings.warn(
+            f"{fn}: `{name}` is not split like `X` ({layout.spec()}); it is resharded once to "
+            f"X's layout, moving up to {nbytes:,} bytes between devices. Shard `{name}` like `X` "
+            f"to avoid this.", UserWarning, stacklevel=3)
+    return _sharding.reshard(x, layout)
+
+
+def place(x, layout, *, replicated=False):
+    """A factor placed for the sharded kernels: split by rows like X (W), or replicated (H)."""
+    if layout is None:
+        return x
+    if replicated:
+        rows, cols = _sharding.layout_of("", "", x)
+        if rows is None and cols is None and not isinstance(x, jax.core.Tracer):
+            return x
+        spec = jax.sharding.PartitionSpec()
+        if isinstance(x, jax.core.Tracer):
+            return _reshard_tracer(x, layout.mesh, spec)
+        return jax.device_put(x, NamedSharding(layout.mesh, spec))
+    rows, cols = _sharding.layout_of("", "", x)
+    if cols is None and rows is not None and rows.axes == layout.axes:
+        return x
+    return _sharding.reshard(x, layout)
+
+
+def _reshard_tracer(x, mesh, spec):
+    explicit = all(t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
+    if explicit:
+        return jax.sharding.reshard(x, spec)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
