@@ -190,14 +190,31 @@ def row_layout(fn, X):
     otherwise (columns, both dimensions)."""
     if isinstance(X, linop.SparseMatrix):
         return X, None
-    return _sharding.rows_or_reshard(fn, "X", X)
+    X, layout = _sharding.rows_or_reshard(fn, "X", X)
+    return (_one_device(X) if layout is None else X), layout
+
+
+def _one_device(x):
+    """``x`` without the type of a one-device mesh: an array split over a mesh axis of size 1
+    is whole on one device, but under explicit axes its type still says "split", which the
+    single-device kernels (mixing it with unsplit arrays) cannot use; its one shard is the
+    array (no copy)."""
+    sharding = _sharding._sharding_of(x)
+    if not isinstance(sharding, NamedSharding) or sharding.mesh.size != 1:
+        return x
+    if all(p is None for p in sharding.spec):
+        return x
+    if isinstance(x, jax.core.Tracer):
+        return _reshard_tracer(x, sharding.mesh, jax.sharding.PartitionSpec())
+    # A SingleDeviceSharding (not the bare device) also drops the mesh from the array's type.
+    return jax.device_put(x, jax.sharding.SingleDeviceSharding(sharding.mesh.devices.flat[0]))
 
 
 def like_rows(fn, name, x, layout, given):
     """``x`` (the mask) split by rows as X is (``layout``). A device array ``given`` split
     otherwise is resharded to X's layout once, with a UserWarning; a host array is placed."""
     if x is None or layout is None:
-        return x
+        return None if x is None else _one_device(x)
     rows, cols = _sharding.layout_of(fn, name, x)
     if cols is None and rows is not None and rows.axes == layout.axes and rows.mesh == layout.mesh:
         return x
@@ -213,11 +230,8 @@ def like_rows(fn, name, x, layout, given):
 def place(x, layout, *, replicated=False):
     """A factor placed for the sharded kernels: split by rows like X (W), or replicated (H)."""
     if layout is None:
-        return x
+        return _one_device(x)
     if replicated:
-        rows, cols = _sharding.layout_of("", "", x)
-        if rows is None and cols is None and not isinstance(x, jax.core.Tracer):
-            return x
         spec = jax.sharding.PartitionSpec()
         if isinstance(x, jax.core.Tracer):
             return _reshard_tracer(x, layout.mesh, spec)
@@ -231,5 +245,5 @@ def place(x, layout, *, replicated=False):
 def _reshard_tracer(x, mesh, spec):
     explicit = all(t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
     if explicit:
-        return jax.sharding.reshard(x, spec)
+        return jax.sharding.reshard(x, NamedSharding(mesh, spec))
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))

@@ -274,10 +274,10 @@ def _kl_loss(data, WHs, Wt, H, reg, update_H, axes=None):
     else:  # sparse: the stored entries' terms, plus WH summed over the entries not stored
         S = data.S
         if data.M is None:
-            total = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
+            wh_sum = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
         else:
-            total = jnp.sum(data.M * dot_tn(Wt, H))
-        div = jnp.sum(S.wv * _kl_terms(S.xv, wh)) + jnp.maximum(total - jnp.sum(S.wv * wh), 0)
+            wh_sum = jnp.sum(data.M * dot_tn(Wt, H))
+        div = jnp.sum(S.wv * _kl_terms(S.xv, wh)) + jnp.maximum(wh_sum - jnp.sum(S.wv * wh), 0)
     return div + _penalty(Wt, H, reg, update_H, axes)
 
 
@@ -336,7 +336,7 @@ def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H, axes=None):
     WHs = _wh(data, Wt, H)
     loss0 = _kl_loss(data, WHs, Wt, H, reg, update_H, axes)
     # Sparse X: the divergence subtracts sum(WH) at the stored entries from its total.
-    total = jnp.sum(data.S.vals) if data.S is not None else 0.0
+    total_s = jnp.sum(data.S.vals) if data.S is not None else 0.0
 
     def den_w(H):
         return jnp.sum(H, axis=1)[:, None] if data.M is None else dot_t(H, data.M)
@@ -372,7 +372,7 @@ def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H, axes=None):
 
     def stop(state):
         loss = state.history[state.n_iter - 1]
-        done = _settled(state, loss0, tol, _NOISE_ULPS * eps * (loss + total))
+        done = _settled(state, loss0, tol, _NOISE_ULPS * eps * (loss + total_s))
         # Multiplicative updates cannot grow a zero entry: see fit_frobenius.
         it = state.iterate
         done = done & (it.locked_sq <= tol**2 * ref_sq + (_NOISE_ULPS * eps) ** 2 * it.num_sq)

@@ -78,6 +78,8 @@ def _split_axes(mesh, entry) -> tuple[str, ...]:
 
 def check_platforms(fn: str, name: str, mesh: Any) -> None:
     """ValueError when the devices of a concrete mesh are not all of one platform."""
+    if not isinstance(mesh, jax.sharding.Mesh):  # an AbstractMesh (under jit) has no devices
+        return
     devices = getattr(mesh, "devices", None)
     if devices is None or not isinstance(devices, np.ndarray):
         return
@@ -118,8 +120,8 @@ def reshard(x: Any, layout: Layout) -> Any:
         mesh = layout.mesh
         explicit = all(t == jax.sharding.AxisType.Explicit
                        for t in getattr(mesh, "axis_types", ()))
-        if explicit:
-            return jax.sharding.reshard(x, spec)
+        if explicit:  # a bare PartitionSpec would need a mesh context (jax.set_mesh)
+            return jax.sharding.reshard(x, NamedSharding(mesh, spec))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
     return jax.device_put(x, NamedSharding(layout.mesh, spec))
 

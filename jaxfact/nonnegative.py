@@ -334,6 +334,7 @@ def nmf_transform(result: Any, X: Any, *, solver: str = "pg", max_iter: int = 20
     tol = jnp.asarray(tol, X.dtype)
     opts = dict(solver=solver, beta_loss=beta_loss, max_iter=max_iter)
     if layout is None:
+        H = _in.place(H, None)
         fit = _transform_kernel(sg(X), mask, sg(H), tol, sg(reg), **opts)
     else:
         # Wt=None: the constant start of _transform_kernel, made on each device for its rows.
