@@ -78,11 +78,9 @@ def _split_axes(mesh, entry) -> tuple[str, ...]:
 
 def check_platforms(fn: str, name: str, mesh: Any) -> None:
     """ValueError when the devices of a concrete mesh are not all of one platform."""
-    if not isinstance(mesh, jax.sharding.Mesh):  # an AbstractMesh (under jit) has no devices
+    if not isinstance(mesh, jax.sharding.Mesh):   # an AbstractMesh has one platform
         return
-    devices = getattr(mesh, "devices", None)
-    if devices is None or not isinstance(devices, np.ndarray):
-        return
+    devices = mesh.devices
     platforms = sorted({d.platform for d in devices.flat})
     if len(platforms) > 1:
         raise ValueError(f"{fn}: `{name}` is sharded over a mesh that mixes devices of different "

@@ -121,14 +121,17 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
 
     Sharding: a dense X may be split by rows over any mesh axes (``NamedSharding(mesh,
     P("data", None))``, concrete or, under an outer ``jit``, on a mesh with explicit axes);
-    ``mask`` must then be split the same way (else it is resharded to X's layout with a
-    ``UserWarning``), a ``warm_start`` W is placed like X and H replicated. All solvers and both
-    losses run in one ``shard_map``: W (m, k) comes back split like X (``P("data", None)``), H,
+    ``mask`` is then placed like X (a device array split otherwise is resharded, with a
+    ``UserWarning``), a ``warm_start`` W like X and H replicated. All solvers and both losses
+    run in one ``shard_map``: W (m, k) comes back split like X (``P("data", None)``), H,
     ``loss``, ``history`` and the rest replicated, and the result equals the unsharded one up to
-    the order of floating-point sums. Per outer iteration the devices sum (``psum``) the (k, n)
-    product ``W^T (M * X)``, the (k, k) Gram ``W^T W`` (unmasked) and a few scalars (objective,
-    gradient norms; "pg" also two scalars per step trial of its W subproblems, "hals" one per
-    sweep); with a mask the H step's products are (k, n) psums at every inner step or sweep row.
+    the order of floating-point sums (the stopping rule reads psum'd values, the same on every
+    device). Per outer iteration the devices sum (``psum``) the (k, n) product ``W^T (M * X)``,
+    the (k, k) Gram ``W^T W`` (unmasked) and a few scalars (objective, gradient norms; "hals"
+    one more per sweep, "pg" a few per step trial of its W subproblems); with a mask, the H
+    step's Hessian products are psums too ((k, n) per "pg"/"mu" step, (n,) per "hals" row).
+    Measured ("hals", k = 10, n = 1000, float32): 40,428 bytes per iteration plus 4 per extra
+    sweep, against the (k n + k^2) * 4 = 40,400 of the two products.
     The random start draws the full W from ``key`` and keeps each device's rows (the same start
     as on one device); the NNDSVD starts use a tall-skinny QR of X (exact SVD; it sums
     ``p min(m / p, n) n`` entries of R factors once) or, with a key and min(m, n) > 256, the
