@@ -296,9 +296,10 @@ def nmf_transform(result: Any, X: Any, *, solver: str = "pg", max_iter: int = 20
       ``converged`` as in :func:`nmf`.
 
     Sharding: as in :func:`nmf`: a dense X split by rows (and a mask split the same way) gives
-    W split by rows, the rest replicated (H is replicated first if it is not); per iteration
-    the devices sum a few scalars (the objective and the stopping rule's norms; "pg" two per
-    step trial, "hals" one per sweep), and, with a mask, (n,)-sized products in the inner steps.
+    W split by rows, the rest replicated (H is replicated first if it is not). Each device
+    solves for its own rows; per iteration the devices sum only scalars (the objective and the
+    stopping rule's norms; "hals" one more per sweep, "pg" a few per step trial), with or
+    without a mask.
 
     Differentiable (reverse mode, dense X, Frobenius loss) w.r.t. ``X``, ``H`` and ``alpha_W``
     by implicit differentiation of the KKT conditions of this convex problem at the returned W
