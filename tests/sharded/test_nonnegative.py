@@ -75,8 +75,6 @@ def test_solvers_match_one_device(solver):
         ref = nmf(Xd, K, **kw)
         # hals on 8 devices: test_tolerance_stop (in float64), one compilation less.
         meshes = [mesh(size) for size in (SIZES[:-1] if solver == "hals" else SIZES)]
-        if solver == "mu":
-            meshes.append(mesh(8, explicit=False))  # the auto mesh of older code
         for m in meshes:
             res = nmf(rows(Xd, m), K, **kw)
             _same(res, ref, f"{solver} on {m}")
@@ -161,7 +159,7 @@ def test_communication_is_small():
 
 
 def test_column_sharded_x_warns_and_is_right():
-    m = mesh(8)
+    m = mesh(8, explicit=False)  # also: the auto (non-explicit) mesh of older code
     kw = dict(solver="hals", max_iter=ITERS, tol=0.0, warm_start=START)
     with pytest.warns(UserWarning, match="resharded once"):
         res = nmf(shard(X, m, P(None, "data")), K, **kw)
