@@ -5,6 +5,12 @@ Everything here assumes validated input. Factors are held as ``Wt = W.T`` (k, m)
 (k, n) (see :mod:`jaxfact._nmf_steps`). The data term is held as ``A = M * X`` (``X`` when there
 is no mask), dense, or sparse by rows and by columns (:class:`jaxfact.linop.SparseMatrix`) so that both
 ``O A^T`` products read rows.
+
+Row-sharded dense X: the same functions run inside a ``shard_map`` body on each device's block of
+rows (``Wt`` then holds that block's columns, H is replicated), given ``axes``, the mesh axes the
+rows are split over (``None``: unsharded, the single-device computation unchanged). Every sum over
+the rows is then completed by a ``psum`` over ``axes`` (:func:`psum`), so that the scalars that
+decide control flow are the same on every device.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jax.sharding import PartitionSpec as P
+
 from jaxfact import _linalg
+from jaxfact import _sharding
 from jaxfact import linop
 
 __all__ = []  # private module
@@ -50,10 +59,30 @@ class Reg(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------------
+# Sums over row-split arrays
+
+
+def psum(x, axes):
+    """``x`` summed over the shards of ``axes`` (mesh axes the rows are split over); ``x``
+    itself when ``axes`` is None (unsharded)."""
+    return x if axes is None else lax.psum(x, axes)
+
+
+def total(x, axes):
+    """``sum(x)`` of an array whose rows (or, for ``Wt``, columns) are split over ``axes``."""
+    return psum(jnp.sum(x), axes)
+
+
+def n_shards(axes):
+    """The number of shards along ``axes`` (1 when unsharded), a Python int."""
+    return 1 if axes is None else lax.psum(1, axes)
+
+
+# ------------------------------------------------------------------------------------------------
 # Data preparation and products
 
 
-def prepare(X, mask):
+def prepare(X, mask, axes=None):
     """Builds :class:`Data` from dense or :class:`SparseX` X and an optional dense mask."""
     Mt = None if mask is None else mask.T
     if isinstance(X, linop.SparseMatrix):
@@ -61,10 +90,10 @@ def prepare(X, mask):
         St = linop.apply_mask(X.St, Mt)
         return Data(None, None, S, St, mask, Mt, jnp.sum(S.vals * S.xv))
     A = X if mask is None else mask * X
-    return Data(A, X, None, None, mask, Mt, jnp.sum(A * X))
+    return Data(A, X, None, None, mask, Mt, total(A * X, axes))
 
 
-def data_scale(X, mask=None):
+def data_scale(X, mask=None, axes=None):
     """A power of 4 near max(M * X) (1 for M * X = 0), so that ``X / s`` has entries of order 1
     where they count (entries with weight 0 play no part in the fit, so not in s either).
 
@@ -77,6 +106,8 @@ def data_scale(X, mask=None):
         top = jnp.max(linop.apply_mask(X.S, mask).vals, initial=0)
     else:
         top = jnp.max(X if mask is None else mask * X, initial=0)
+        if axes is not None:
+            top = lax.pmax(top, axes)
     ok = (top > 0) & jnp.isfinite(top)
     e = jnp.round(0.5 * jnp.log2(jnp.where(ok, top, 1))).astype(jnp.int32)
     return jnp.ldexp(jnp.ones((), X.dtype), 2 * e)
@@ -106,101 +137,156 @@ def cross_w(data, H):
     return dot_t(H, data.A)
 
 
-def cross_h(data, Wt):
-    """``Wt A`` (k, n): the cross product of the H step."""
+def cross_h(data, Wt, axes=None):
+    """``Wt A`` (k, n): the cross product of the H step (a psum of the shards' products when the
+    rows of A are split)."""
     if data.St is not None:
         return linop.matmul(data.St, Wt.T).T
-    return Wt @ data.A
+    return psum(Wt @ data.A, axes)
 
 
 # ------------------------------------------------------------------------------------------------
 # Initializations (Boutsidis & Gallopoulos 2008; scikit-learn's `_initialize_nmf`)
 
 
-def _mean(X):
-    m, n = X.shape
-    return linop.total(X) / (m * n)
+def _mean(X, axes=None, m=None):
+    if axes is None:
+        m, n = X.shape
+        return linop.total(X) / (m * n)
+    return total(X, axes) / (m * X.shape[1])
 
 
 @partial(jax.jit, static_argnames=("rank", "init"))
 def initialize(X, key, *, rank, init):
     """(W (m, k), H (k, n)) for init in "random", "nndsvd", "nndsvda", "nndsvdar", scaled by the
     scalar c that minimizes ``||X - c W H||_F`` (computed on ``X / data_scale(X)``)."""
-    s = data_scale(X)
+    return initialize_body(X, key, rank=rank, init=init)
+
+
+def initialize_body(X, key, *, rank, init, axes=None):
+    """:func:`initialize`'s computation; inside a ``shard_map`` body when ``axes`` is given (X
+    the local block of rows; returns the local rows of W and the replicated H)."""
+    s = data_scale(X, None, axes)
     Xn = scale_x(X, 1 / s)
-    W, H = _named_start(Xn, key, rank, init)
-    Wt, H = scale_start(prepare(Xn, None), W.T, H, "frobenius", update_H=True)
+    W, H = _named_start(Xn, key, rank, init, axes)
+    Wt, H = scale_start(prepare(Xn, None, axes), W.T, H, "frobenius", update_H=True, axes=axes)
     r = jnp.sqrt(s)
     return Wt.T * r, H * r
 
 
-def _named_start(X, key, rank, init):
+@partial(jax.jit, static_argnames=("rank", "init", "mesh", "axes"))
+def initialize_sharded(X, key, *, rank, init, mesh, axes):
+    """:func:`initialize` of X (m, n) whose rows are split over ``axes`` of ``mesh``: W comes
+    back split the same way, H replicated. Same start as on one device for the same key."""
+    rows = P(axes, None)
+    body = partial(initialize_body, rank=rank, init=init, axes=axes)
+    # check_vma=False: the factors are computed from psum'd (hence equal) pieces on every
+    # device; the type checker cannot tell the replicated H from a device-varying one.
+    return jax.shard_map(body, mesh=mesh, in_specs=(rows, P()), out_specs=(rows, P()),
+                         check_vma=False)(X, key)
+
+
+def _local_rows(full, axes):
+    """This shard's block of rows of an array computed in full on every device."""
+    if axes is None:
+        return full
+    m_local = full.shape[0] // n_shards(axes)
+    return lax.dynamic_slice_in_dim(full, lax.axis_index(axes) * m_local, m_local)
+
+
+def _normal_rows(key, shape, dtype, axes):
+    """Rows of ``jax.random.normal(key, shape)`` (shape the global one) that this shard holds:
+    the same draws as on one device."""
+    return _local_rows(jax.random.normal(key, shape, dtype), axes)
+
+
+def _named_start(X, key, rank, init, axes=None):
     m, n = X.shape
+    m = m * n_shards(axes)  # the global row count
     dtype = X.dtype
     # sqrt(mean(X) / k): entries of this size give W H entries of about mean(X) (scikit-learn's
     # scale for random factors). scikit-learn fills nndsvd's zeros with mean(X) itself, which
     # makes the start's products scale like mean(X)^2, i.e. depend on the units of X.
-    fill = jnp.sqrt(_mean(X) / rank)
+    fill = jnp.sqrt(_mean(X, axes, m) / rank)
     if init == "random":
         kw, kh = jax.random.split(key)
-        W = fill * jnp.abs(jax.random.normal(kw, (m, rank), dtype))
+        W = fill * jnp.abs(_normal_rows(kw, (m, rank), dtype, axes))
         H = fill * jnp.abs(jax.random.normal(kh, (rank, n), dtype))
         return W, H
-    U, S, Vt = _init_svd(X, key, rank)
-    W, H = _nndsvd(U, S, Vt)
+    U, S, Vt = _init_svd(X, key, rank, axes)
+    W, H = _nndsvd(U, S, Vt, axes)
     if init == "nndsvda":
         W = jnp.where(W == 0, fill, W)
         H = jnp.where(H == 0, fill, H)
     elif init == "nndsvdar":
         kw, kh = jax.random.split(key)
-        W = jnp.where(W == 0, jnp.abs(fill * jax.random.normal(kw, W.shape, dtype) / 100), W)
+        W = jnp.where(W == 0, jnp.abs(fill * _normal_rows(kw, (m, rank), dtype, axes) / 100), W)
         H = jnp.where(H == 0, jnp.abs(fill * jax.random.normal(kh, H.shape, dtype) / 100), H)
     return W, H
 
 
-def optimal_scale(data, Wt, H, beta_loss):
+def optimal_scale(data, Wt, H, beta_loss, axes=None):
     """The scalar c >= 0 minimizing the data term D(X, c W H): for the Frobenius loss
     ``<M X, WH> / sum(M (WH)^2)``, for KL ``sum(M X) / sum(M WH)``; 1 when undefined (W H = 0 or
     X = 0)."""
     if beta_loss == "frobenius":
-        num = jnp.sum(Wt * cross_w(data, H))  # <A, W H>, A = M * X
+        num = total(Wt * cross_w(data, H), axes)  # <A, W H>, A = M * X
         if data.M is None:
-            den = jnp.sum((Wt @ Wt.T) * (H @ H.T))
+            den = jnp.sum(psum(Wt @ Wt.T, axes) * (H @ H.T))
         else:
             WH = dot_tn(Wt, H)
-            den = jnp.sum(data.M * WH * WH)
+            den = total(data.M * WH * WH, axes)
     else:
-        num = jnp.sum(data.S.vals) if data.S is not None else jnp.sum(data.A)
+        num = jnp.sum(data.S.vals) if data.S is not None else total(data.A, axes)
         if data.M is None:
-            den = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
+            den = jnp.sum(psum(jnp.sum(Wt, axis=1), axes) * jnp.sum(H, axis=1))
         else:
-            den = jnp.sum(data.M * dot_tn(Wt, H))
+            den = total(data.M * dot_tn(Wt, H), axes)
     ok = (num > 0) & (den > 0)
     return jnp.where(ok, num / jnp.where(ok, den, 1), 1)
 
 
-def scale_start(data, Wt, H, beta_loss, *, update_H):
+def scale_start(data, Wt, H, beta_loss, *, update_H, axes=None):
     """(Wt, H) times the optimal scalar (split as sqrt on each factor; on Wt alone when H is
     fixed): the best start along the ray through (W, H), whatever the units of X."""
-    c = optimal_scale(data, Wt, H, beta_loss)
+    c = optimal_scale(data, Wt, H, beta_loss, axes)
     if not update_H:
         return Wt * c, H
     r = jnp.sqrt(c)
     return Wt * r, H * r
 
 
-def _init_svd(X, key, rank):
+def _n_power_iter(rank, m, n):
+    # scikit-learn's randomized_svd defaults: 10 oversamples, 7 power iterations for small ranks.
+    return 7 if rank < 0.1 * min(m, n) else 4
+
+
+def _init_svd(X, key, rank, axes=None):
     """The top-``rank`` singular triplets of X: exact (deterministic) for dense X without a key
     or with min(m, n) <= 256, else randomized with ``key`` (sparse X always: the caller requires
-    the key there)."""
+    the key there).
+
+    Rows split over ``axes``: the exact SVD is that of the R factor of a tall-skinny QR of X
+    (U = Q U_R, rows of U where X's rows live), the randomized one the sharded sketch of
+    :mod:`jaxfact._sharded_svd`; both with the signs of the single-device SVD."""
     m, n = X.shape
+    if axes is not None:
+        m = m * n_shards(axes)
+        if key is None or min(m, n) <= _EXACT_SVD_MAX:
+            Q, R = _sharding.tsqr(X, axes)
+            Ur, S, Vt = _linalg.svd_thin(R)
+            U, S, Vt = _sharding.flip(Q @ Ur, S, Vt, axes)
+            return U[:, :rank], S[:rank], Vt[:rank]
+        from jaxfact import _sharded_svd  # the coordinator's sharded sketch
+        return _sharded_svd.randomized_svd_body(
+            X, key, axes=axes, m=m, rank=rank, n_samples=min(rank + 10, m, n),
+            n_iter=_n_power_iter(rank, m, n))
     if isinstance(X, linop.SparseMatrix):
         X = X
     elif key is None or min(m, n) <= _EXACT_SVD_MAX:
         U, S, Vt = _linalg.svd_thin(X)
         return U[:, :rank], S[:rank], Vt[:rank]
-    # scikit-learn's randomized_svd defaults: 10 oversamples, 7 power iterations for small ranks.
-    n_iter = 7 if rank < 0.1 * min(m, n) else 4
+    n_iter = _n_power_iter(rank, m, n)
     return _linalg.randomized_svd(X, key, rank=rank, n_samples=min(rank + 10, m, n), n_iter=n_iter)
 
 
@@ -209,13 +295,20 @@ def svd_is_randomized(X, key_given):
     return isinstance(X, linop.SparseMatrix) or (key_given and min(X.shape) > _EXACT_SVD_MAX)
 
 
-def _nndsvd(U, S, Vt):
+def _col_norms(x, axes):
+    if axes is None:
+        return jnp.linalg.norm(x, axis=0)
+    return jnp.sqrt(psum(jnp.sum(x * x, axis=0), axes))
+
+
+def _nndsvd(U, S, Vt, axes=None):
     """Boutsidis & Gallopoulos (2008), Table 1: each singular pair split into its positive and
-    negative parts; the part with the larger norm product is kept. Vectorized over components."""
+    negative parts; the part with the larger norm product is kept. Vectorized over components.
+    ``axes``: the rows of U are split over them (norms of its columns by psum)."""
     x, y = U, Vt.T                                   # (m, k), (n, k)
     xp, xn = jnp.maximum(x, 0), jnp.maximum(-x, 0)
     yp, yn = jnp.maximum(y, 0), jnp.maximum(-y, 0)
-    nxp, nxn = jnp.linalg.norm(xp, axis=0), jnp.linalg.norm(xn, axis=0)
+    nxp, nxn = _col_norms(xp, axes), _col_norms(xn, axes)
     nyp, nyn = jnp.linalg.norm(yp, axis=0), jnp.linalg.norm(yn, axis=0)
     mp, mn = nxp * nyp, nxn * nyn
     use_p = (mp > mn)[None, :]

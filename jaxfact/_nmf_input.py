@@ -4,11 +4,16 @@ starting factors, solver options and penalties."""
 
 from __future__ import annotations
 
+import warnings
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
+from jax.sharding import NamedSharding
 
 from jaxfact import _checks
+from jaxfact import _sharding
 from jaxfact import linop
 from jaxfact._nmf_init import Reg
 
@@ -173,3 +178,72 @@ def regularization(fn, shape, alpha_W, alpha_H, l1_ratio, dtype):
     l1_ratio = _checks.check_real(fn, "l1_ratio", l1_ratio, low=0.0, high=1.0)
     aW, aH, r = (jnp.asarray(v, dtype) for v in (alpha_W, alpha_H, l1_ratio))
     return Reg(aW * r * n, aW * (1 - r) * n, aH * r * m, aH * (1 - r) * m)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharding: X split by rows; the mask like X; W like X's rows and H replicated
+
+
+def row_layout(fn, X):
+    """(X, layout): the layout of a dense X's rows (None: unsharded or sparse, the
+    single-device kernels), X resharded by rows once with a UserWarning where it is split
+    otherwise (columns, both dimensions)."""
+    if isinstance(X, linop.SparseMatrix):
+        return X, None
+    X, layout = _sharding.rows_or_reshard(fn, "X", X)
+    return (_one_device(X) if layout is None else X), layout
+
+
+def _one_device(x):
+    """``x`` without the type of a one-device mesh: an array split over a mesh axis of size 1
+    is whole on one device, but under explicit axes its type still says "split", which the
+    single-device kernels (mixing it with unsplit arrays) cannot use; its one shard is the
+    array (no copy)."""
+    sharding = _sharding._sharding_of(x)
+    if not isinstance(sharding, NamedSharding) or sharding.mesh.size != 1:
+        return x
+    if all(p is None for p in sharding.spec):
+        return x
+    if isinstance(x, jax.core.Tracer):
+        return _reshard_tracer(x, sharding.mesh, jax.sharding.PartitionSpec())
+    # A SingleDeviceSharding (not the bare device) also drops the mesh from the array's type.
+    return jax.device_put(x, jax.sharding.SingleDeviceSharding(sharding.mesh.devices.flat[0]))
+
+
+def like_rows(fn, name, x, layout, given):
+    """``x`` (the mask) split by rows as X is (``layout``). A device array ``given`` split
+    otherwise is resharded to X's layout once, with a UserWarning; a host array is placed."""
+    if x is None or layout is None:
+        return None if x is None else _one_device(x)
+    rows, cols = _sharding.layout_of(fn, name, x)
+    if cols is None and rows is not None and rows.axes == layout.axes and rows.mesh == layout.mesh:
+        return x
+    if isinstance(given, (jax.Array, jax.core.Tracer)):
+        nbytes = int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
+        warnings.warn(
+            f"{fn}: `{name}` is not split like `X` ({layout.spec()}); it is resharded once to "
+            f"X's layout, moving up to {nbytes:,} bytes between devices. Shard `{name}` like `X` "
+            f"to avoid this.", UserWarning, stacklevel=3)
+    return _sharding.reshard(x, layout)
+
+
+def place(x, layout, *, replicated=False):
+    """A factor placed for the sharded kernels: split by rows like X (W), or replicated (H)."""
+    if layout is None:
+        return _one_device(x)
+    if replicated:
+        spec = jax.sharding.PartitionSpec()
+        if isinstance(x, jax.core.Tracer):
+            return _reshard_tracer(x, layout.mesh, spec)
+        return jax.device_put(x, NamedSharding(layout.mesh, spec))
+    rows, cols = _sharding.layout_of("", "", x)
+    if cols is None and rows is not None and rows.axes == layout.axes:
+        return x
+    return _sharding.reshard(x, layout)
+
+
+def _reshard_tracer(x, mesh, spec):
+    explicit = all(t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
+    if explicit:
+        return jax.sharding.reshard(x, NamedSharding(mesh, spec))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))

@@ -4,6 +4,11 @@ and multiplicative updates for the Kullback-Leibler divergence, both on the one 
 
 Everything here assumes validated input. Factors are held as ``Wt = W.T`` (k, m) and ``H``
 (k, n); the data as :class:`jaxfact._nmf_init.Data`.
+
+Row-sharded X: :func:`solve` runs inside a ``shard_map`` body (:func:`solve_sharded`) with
+``axes`` the mesh axes the rows are split over; every sum over rows (the objective, the gradient
+norms of the stopping rule, the W step's tests) is psum'd, so the loop runs the same iterations
+on every device.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jax.sharding import PartitionSpec as P
+
 from jaxfact import linop
 from jaxfact import _solver
-from jaxfact._nmf_init import (Reg, data_scale, dot_t, dot_tn, prepare, scale_start, scale_x)
-from jaxfact._nmf_steps import (data_grad, full_grad, hals_update, half_h, half_w,
+from jaxfact._nmf_init import (Reg, data_scale, dot_t, dot_tn, n_shards, prepare, psum,
+                               scale_start, scale_x, total)
+from jaxfact._nmf_steps import (Split, data_grad, full_grad, hals_update, half_h, half_w,
                                 inner_repetitions, mu_update, pg_half_step, proj_norm_sq)
 
 __all__ = []  # private module
@@ -44,29 +52,58 @@ class Fit(NamedTuple):
     history: Any   # (max_iter,), NaN after n_iter
 
 
-def solve(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, update_H, rescale):
+def solve(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, update_H, rescale,
+          axes=None):
     """Fits on ``X / s`` (s = :func:`data_scale`) and returns the fit in X's units.
 
     ``rescale``: the start is ours (a named init, or nmf_transform's constant W), so it is first
     moved to the optimal scalar multiple for this loss and mask (:func:`scale_start`). A start
-    given by the user is used as given.
+    given by the user is used as given. ``axes``: inside a ``shard_map`` body, the mesh axes the
+    rows of X (and mask, and the columns of Wt) are split over.
     """
-    s = data_scale(X, mask)
+    s = data_scale(X, mask, axes)
     r = jnp.sqrt(s)  # exact: s is a power of 4
-    data = prepare(scale_x(X, 1 / s), mask)
+    data = prepare(scale_x(X, 1 / s), mask, axes)
     Wt, H = Wt / r, H / r
     # The objective is homogeneous: D(sX, sWH) = s^2 D(X, WH) (Frobenius) or s D(X, WH) (KL),
     # while the penalties on W = r W' scale as r (L1) and s (L2): divide them accordingly.
     unit = s * s if beta_loss == "frobenius" else s
     reg = Reg(reg.l1W * r / unit, reg.l2W * s / unit, reg.l1H * r / unit, reg.l2H * s / unit)
     if rescale:
-        Wt, H = scale_start(data, Wt, H, beta_loss, update_H=update_H)
+        Wt, H = scale_start(data, Wt, H, beta_loss, update_H=update_H, axes=axes)
     if beta_loss == "kullback-leibler":
-        fit = fit_kl(data, Wt, H, tol, reg, max_iter=max_iter, update_H=update_H)
+        fit = fit_kl(data, Wt, H, tol, reg, max_iter=max_iter, update_H=update_H, axes=axes)
     else:
         fit = fit_frobenius(data, Wt, H, tol, reg, solver=solver, max_iter=max_iter,
-                            update_H=update_H)
+                            update_H=update_H, axes=axes)
     return Fit(fit.Wt * r, fit.H * r, fit.loss * unit, fit.n_iter, fit.status, fit.history * unit)
+
+
+@partial(jax.jit, static_argnames=("solver", "beta_loss", "max_iter", "update_H", "rescale",
+                                   "mesh", "axes"))
+def solve_sharded(X, mask, Wt, H, tol, reg, *, solver, beta_loss, max_iter, update_H, rescale,
+                  mesh, axes):
+    """:func:`solve` on X (m, n) whose rows are split over ``axes`` of ``mesh`` (the mask's rows
+    and Wt's columns likewise; H replicated): one ``shard_map`` over the whole fit. ``Wt=None``:
+    a constant start (nmf_transform's). Returns the :class:`Fit` with Wt split by columns and
+    everything else replicated."""
+    rows, cols = P(axes, None), P(None, axes)
+    k = H.shape[0]
+
+    def body(X, mask, Wt, H, tol, reg):
+        if Wt is None:  # nmf_transform's constant start, made where the rows live
+            Wt = jnp.ones((k, X.shape[0]), X.dtype)
+        return solve(X, mask, Wt, H, tol, reg, solver=solver, beta_loss=beta_loss,
+                     max_iter=max_iter, update_H=update_H, rescale=rescale, axes=axes)
+
+    # check_vma=False: the loop carries replicated values (H, the objective, the status) that
+    # are computed from psum'd pieces, next to the device-varying Wt; they are equal on every
+    # device by construction, which the type checker cannot see through while_loop carries.
+    return jax.shard_map(
+        body, mesh=mesh,
+        in_specs=(rows, None if mask is None else rows, None if Wt is None else cols, P(), P(),
+                  P()),
+        out_specs=Fit(cols, P(), P(), P(), P(), P()), check_vma=False)(X, mask, Wt, H, tol, reg)
 
 
 def _settled(state, loss0, tol, noise):
@@ -90,43 +127,43 @@ def _settled(state, loss0, tol, noise):
     return (d <= noise) | (d <= _MARGIN * tol * loss * (1 - q))
 
 
-def _penalty(Wt, H, reg, update_H):
-    p = reg.l1W * jnp.sum(Wt) + 0.5 * reg.l2W * jnp.sum(Wt * Wt)
+def _penalty(Wt, H, reg, update_H, axes=None):
+    p = reg.l1W * total(Wt, axes) + 0.5 * reg.l2W * total(Wt * Wt, axes)
     if update_H:
         p = p + reg.l1H * jnp.sum(H) + 0.5 * reg.l2H * jnp.sum(H * H)
     return p
 
 
-def _locked_sq(g, Y):
+def _locked_sq(g, Y, axes=None):
     """Squared norm of the projected gradient on Y's zero entries (those with g < 0 would
     lower the objective by growing, which multiplicative updates cannot do)."""
-    return jnp.sum(jnp.where((Y == 0) & (g < 0), g, 0) ** 2)
+    return total(jnp.where((Y == 0) & (g < 0), g, 0) ** 2, axes)
 
 
-def _measure(data, hw, hh, Wt, H, reg, update_H):
+def _measure(data, hw, hh, Wt, H, reg, update_H, axes=None):
     """Objective, squared projected-gradient norm, squared gradient norm and the squared
     projected gradient on zero entries at (Wt, H), from the half-step products."""
-    gwd = data_grad(hw, Wt)
-    fit_term = 0.5 * data.x_sq - 0.5 * jnp.sum(Wt * hw.C) + 0.5 * jnp.sum(Wt * gwd)
+    gwd = data_grad(hw, Wt, Split(y=axes))
+    fit_term = 0.5 * data.x_sq - 0.5 * total(Wt * hw.C, axes) + 0.5 * total(Wt * gwd, axes)
     # max(0, .): the expanded form can round below zero at an exact fit.
-    loss = jnp.maximum(fit_term, 0) + _penalty(Wt, H, reg, update_H)
+    loss = jnp.maximum(fit_term, 0) + _penalty(Wt, H, reg, update_H, axes)
     gw = gwd + hw.l1 + hw.l2 * Wt
-    pg_sq = proj_norm_sq(gw, Wt)
-    full_sq = jnp.sum(gw * gw)
-    locked_sq = _locked_sq(gw, Wt)
+    pg_sq = proj_norm_sq(gw, Wt, axes)
+    full_sq = total(gw * gw, axes)
+    locked_sq = _locked_sq(gw, Wt, axes)
     if update_H:
-        gh = full_grad(hh, H)
+        gh = full_grad(hh, H, Split(o=axes))
         pg_sq = pg_sq + proj_norm_sq(gh, H)
         full_sq = full_sq + jnp.sum(gh * gh)
         locked_sq = locked_sq + _locked_sq(gh, H)
     return loss, pg_sq, full_sq, locked_sq
 
 
-def direct_frobenius(data, Wt, H, reg, update_H):
+def direct_frobenius(data, Wt, H, reg, update_H, axes=None):
     """1/2 sum(M (X - WH)^2) + penalties, summed entrywise for dense X (no cancellation)."""
     R = data.X - dot_tn(Wt, H)
     sq = R * R if data.M is None else data.M * R * R
-    return 0.5 * jnp.sum(sq) + _penalty(Wt, H, reg, update_H)
+    return 0.5 * total(sq, axes) + _penalty(Wt, H, reg, update_H, axes)
 
 
 class _FroIterate(NamedTuple):
@@ -141,8 +178,8 @@ class _FroIterate(NamedTuple):
     c_sq: Any     # () ||C||^2 of the last half-steps: rounding of the gradient is ~eps ||C||
 
 
-@partial(jax.jit, static_argnames=("solver", "max_iter", "update_H"))
-def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
+@partial(jax.jit, static_argnames=("solver", "max_iter", "update_H", "axes"))
+def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H, axes=None):
     """Alternating updates of Wt then H until the stopping rule or ``max_iter`` outer steps.
 
     Every solver stops, after at least one iteration, when the objective has settled
@@ -160,41 +197,42 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
     # mu sums the residual instead (one more product per iteration). pg and hals keep the
     # expanded form; where it cannot resolve the decrease, their gradient condition decides.
     direct = solver == "mu" and data.X is not None
-    rep_w, rep_h = inner_repetitions(data, k)
-    Wr, Hr = scale_start(data, Wt, H, "frobenius", update_H=update_H)
+    rep_w, rep_h = inner_repetitions(data, k, n_shards(axes))
+    split_w, split_h = Split(y=axes), Split(o=axes)
+    Wr, Hr = scale_start(data, Wt, H, "frobenius", update_H=update_H, axes=axes)
     _, _, full_sq, _ = _measure(data, half_w(data, Hr, reg),
-                                half_h(data, Wr, reg) if update_H else None, Wr, Hr, reg,
-                                update_H)
+                                half_h(data, Wr, reg, axes) if update_H else None, Wr, Hr, reg,
+                                update_H, axes)
     ref_grad = jnp.sqrt(full_sq)
     sub_tol = jnp.maximum(_SUB_TOL_FLOOR, tol) * ref_grad
     hw = half_w(data, H, reg)
-    loss0 = (direct_frobenius(data, Wt, H, reg, update_H) if direct else
-             _measure(data, hw, half_h(data, Wt, reg) if update_H else None, Wt, H, reg,
-                      update_H)[0])
+    loss0 = (direct_frobenius(data, Wt, H, reg, update_H, axes) if direct else
+             _measure(data, hw, half_h(data, Wt, reg, axes) if update_H else None, Wt, H, reg,
+                      update_H, axes)[0])
     # Rounding level of the objective: entrywise sums are good to ~eps * loss, the expanded form
     # to ~eps * ||X||^2.
     noise_base = 0.0 if direct else 0.5 * data.x_sq
 
-    def half_step(half, F, tol_f, rep):
+    def half_step(half, F, tol_f, rep, sp):
         # One half-step of the chosen solver on factor F; Lin's rule tightens a subproblem's
         # tolerance tenfold when it needed no step.
         if solver == "pg":
-            return pg_half_step(half, F, tol_f)
+            return pg_half_step(half, F, tol_f, sp)
         if solver == "hals":
-            return hals_update(half, F, rep), tol_f
-        return mu_update(half, F), tol_f
+            return hals_update(half, F, rep, sp), tol_f
+        return mu_update(half, F, sp), tol_f
 
     def update(s, n_iter):
-        Wt, tol_w = half_step(s.hw, s.Wt, s.tol_w, rep_w)
+        Wt, tol_w = half_step(s.hw, s.Wt, s.tol_w, rep_w, split_w)
         H, tol_h, hh = s.H, s.tol_h, None
         if update_H:
-            hh = half_h(data, Wt, reg)
-            H, tol_h = half_step(hh, H, tol_h, rep_h)
+            hh = half_h(data, Wt, reg, axes)
+            H, tol_h = half_step(hh, H, tol_h, rep_h, split_h)
         hw = half_w(data, H, reg)
-        loss, pg_sq, _, locked_sq = _measure(data, hw, hh, Wt, H, reg, update_H)
-        c_sq = jnp.sum(hw.C * hw.C) + (jnp.sum(hh.C * hh.C) if update_H else 0.0)
+        loss, pg_sq, _, locked_sq = _measure(data, hw, hh, Wt, H, reg, update_H, axes)
+        c_sq = total(hw.C * hw.C, axes) + (jnp.sum(hh.C * hh.C) if update_H else 0.0)
         if direct:
-            loss = direct_frobenius(data, Wt, H, reg, update_H)
+            loss = direct_frobenius(data, Wt, H, reg, update_H, axes)
         # pg and hals: Lin's condition. mu: its iterates cannot leave 0, so a settled objective
         # may sit at a point where zeros should grow (e.g. nndsvd's zeros): not converged.
         grad_sq = locked_sq if solver == "mu" else pg_sq
@@ -213,7 +251,7 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H):
     start = _FroIterate(Wt, H, hw, sub_tol, sub_tol, zero, zero)
     state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=dtype))
     Wt, H = state.iterate.Wt, state.iterate.H
-    loss = (direct_frobenius(data, Wt, H, reg, update_H) if data.X is not None
+    loss = (direct_frobenius(data, Wt, H, reg, update_H, axes) if data.X is not None
             else state.history[state.n_iter - 1])
     return Fit(Wt, H, loss, state.n_iter, state.status, state.history)
 
@@ -224,7 +262,7 @@ def _kl_terms(x, wh):
     return jnp.where(pos, x * jnp.log(jnp.where(pos, x, 1) / wh), 0) - x + wh
 
 
-def _kl_loss(data, WHs, Wt, H, reg, update_H):
+def _kl_loss(data, WHs, Wt, H, reg, update_H, axes=None):
     """sum(M (X log(X / WH) - X + WH)) + penalties, summed as non-negative terms where possible
     (the expanded form loses all digits in float32 near convergence). WH is clipped at eps, as
     in scikit-learn (the kernels see X / data_scale(X), so eps is relative to max(X))."""
@@ -232,15 +270,15 @@ def _kl_loss(data, WHs, Wt, H, reg, update_H):
     wh = jnp.maximum(WHs, eps)
     if data.S is None:  # dense: every entry's term is >= 0
         term = _kl_terms(data.X, wh)
-        div = jnp.sum(term if data.M is None else data.M * term)
+        div = total(term if data.M is None else data.M * term, axes)
     else:  # sparse: the stored entries' terms, plus WH summed over the entries not stored
         S = data.S
         if data.M is None:
-            total = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
+            wh_sum = jnp.sum(jnp.sum(Wt, axis=1) * jnp.sum(H, axis=1))
         else:
-            total = jnp.sum(data.M * dot_tn(Wt, H))
-        div = jnp.sum(S.wv * _kl_terms(S.xv, wh)) + jnp.maximum(total - jnp.sum(S.wv * wh), 0)
-    return div + _penalty(Wt, H, reg, update_H)
+            wh_sum = jnp.sum(data.M * dot_tn(Wt, H))
+        div = jnp.sum(S.wv * _kl_terms(S.xv, wh)) + jnp.maximum(wh_sum - jnp.sum(S.wv * wh), 0)
+    return div + _penalty(Wt, H, reg, update_H, axes)
 
 
 def _mu_kl(Y, num, den, l1, l2):
@@ -259,14 +297,14 @@ def _kl_num_w(data, Wt, H, WHs):
     return dot_t(H, data.A / jnp.maximum(WHs, eps))
 
 
-def _kl_num_h(data, Wt, H):
+def _kl_num_h(data, Wt, H, axes=None):
     """``Wt (A / WH)`` (k, n) and WH at A's entries."""
     eps = jnp.finfo(Wt.dtype).eps
     if data.St is not None:
         WHt = linop.sample(data.St, H, Wt)
         R = data.St.with_vals(data.St.vals / jnp.maximum(WHt, eps))
         return linop.matmul(R, Wt.T).T
-    return Wt @ (data.A / jnp.maximum(dot_tn(Wt, H), eps))
+    return psum(Wt @ (data.A / jnp.maximum(dot_tn(Wt, H), eps)), axes)
 
 
 def _wh(data, Wt, H):
@@ -283,8 +321,8 @@ class _KLIterate(NamedTuple):
     num_sq: Any     # () squared norm of the updates' numerators: the gradient's rounding scale
 
 
-@partial(jax.jit, static_argnames=("max_iter", "update_H"))
-def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H):
+@partial(jax.jit, static_argnames=("max_iter", "update_H", "axes"))
+def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H, axes=None):
     """Multiplicative updates for the generalized Kullback-Leibler divergence D(X || WH), with
     the stopping rule of :func:`fit_frobenius` for "mu". ``history`` holds the divergence
     (penalties included) after each iteration.
@@ -296,44 +334,45 @@ def fit_kl(data, Wt, H, tol, reg, *, max_iter, update_H):
     dtype = Wt.dtype
     eps = jnp.finfo(dtype).eps
     WHs = _wh(data, Wt, H)
-    loss0 = _kl_loss(data, WHs, Wt, H, reg, update_H)
+    loss0 = _kl_loss(data, WHs, Wt, H, reg, update_H, axes)
     # Sparse X: the divergence subtracts sum(WH) at the stored entries from its total.
-    total = jnp.sum(data.S.vals) if data.S is not None else 0.0
+    total_s = jnp.sum(data.S.vals) if data.S is not None else 0.0
 
     def den_w(H):
         return jnp.sum(H, axis=1)[:, None] if data.M is None else dot_t(H, data.M)
 
     def den_h(Wt):
-        return jnp.sum(Wt, axis=1)[:, None] if data.M is None else dot_t(Wt, data.Mt)
+        return psum(jnp.sum(Wt, axis=1)[:, None] if data.M is None else dot_t(Wt, data.Mt),
+                    axes)
 
     def grad(Y, num, den, l1, l2):
         return den + l1 + l2 * Y - num
 
-    Wr, Hr = scale_start(data, Wt, H, "kullback-leibler", update_H=update_H)
-    ref_sq = jnp.sum(grad(Wr, _kl_num_w(data, Wr, Hr, _wh(data, Wr, Hr)), den_w(Hr), reg.l1W,
-                          reg.l2W) ** 2)
+    Wr, Hr = scale_start(data, Wt, H, "kullback-leibler", update_H=update_H, axes=axes)
+    ref_sq = total(grad(Wr, _kl_num_w(data, Wr, Hr, _wh(data, Wr, Hr)), den_w(Hr), reg.l1W,
+                        reg.l2W) ** 2, axes)
     if update_H:
-        ref_sq = ref_sq + jnp.sum(grad(Hr, _kl_num_h(data, Wr, Hr), den_h(Wr), reg.l1H,
+        ref_sq = ref_sq + jnp.sum(grad(Hr, _kl_num_h(data, Wr, Hr, axes), den_h(Wr), reg.l1H,
                                        reg.l2H) ** 2)
 
     def update(s, n_iter):
         Wt, H = s.Wt, s.H
         num, den = _kl_num_w(data, Wt, H, s.WHs), den_w(H)
-        locked_sq = _locked_sq(grad(Wt, num, den, reg.l1W, reg.l2W), Wt)
-        num_sq = jnp.sum(num * num)
+        locked_sq = _locked_sq(grad(Wt, num, den, reg.l1W, reg.l2W), Wt, axes)
+        num_sq = total(num * num, axes)
         Wt = _mu_kl(Wt, num, den, reg.l1W, reg.l2W)
         if update_H:
-            num, den = _kl_num_h(data, Wt, H), den_h(Wt)
+            num, den = _kl_num_h(data, Wt, H, axes), den_h(Wt)
             locked_sq = locked_sq + _locked_sq(grad(H, num, den, reg.l1H, reg.l2H), H)
             num_sq = num_sq + jnp.sum(num * num)
             H = _mu_kl(H, num, den, reg.l1H, reg.l2H)
         WHs = _wh(data, Wt, H)
-        loss = _kl_loss(data, WHs, Wt, H, reg, update_H)
+        loss = _kl_loss(data, WHs, Wt, H, reg, update_H, axes)
         return _KLIterate(Wt, H, WHs, locked_sq, num_sq), loss, None
 
     def stop(state):
         loss = state.history[state.n_iter - 1]
-        done = _settled(state, loss0, tol, _NOISE_ULPS * eps * (loss + total))
+        done = _settled(state, loss0, tol, _NOISE_ULPS * eps * (loss + total_s))
         # Multiplicative updates cannot grow a zero entry: see fit_frobenius.
         it = state.iterate
         done = done & (it.locked_sq <= tol**2 * ref_sq + (_NOISE_ULPS * eps) ** 2 * it.num_sq)

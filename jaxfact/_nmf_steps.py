@@ -12,6 +12,14 @@ half-step only needs the k x k Gram matrix ``G = O O^T`` and the cross product `
 (Lin 2007; Gillis & Glineur 2012), which are formed once per half-step and reused by every inner
 iteration. With a mask the half-step works with ``O`` and the mask itself (O(m n k) per inner
 iteration).
+
+Row-sharded X (the kernels then run inside a ``shard_map`` body, one block of rows per device):
+the columns of ``Wt`` are split, H is replicated. The W step's problem is then local to each
+device (its Y, C and mask are the local columns; G = H H^T is replicated) except for sums over
+Y's entries (norms, step tests), and the H step's products contract over the split dimension
+(G = Wt Wt^T and C = Wt A are psum'd once per half-step; with a mask, every product with O is).
+:class:`Split` says which, for each half-step; ``Split()`` (nothing split) is the single-device
+computation, operation for operation.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jax import lax
 
-from jaxfact._nmf_init import cross_h, cross_w, dot_t, dot_tn
+from jaxfact._nmf_init import cross_h, cross_w, dot_t, dot_tn, psum, total
 
 __all__ = []  # private module
 
@@ -39,6 +47,16 @@ _GG_DELTA = 0.1
 
 # ------------------------------------------------------------------------------------------------
 # One half-step problem: min_{Y >= 0} q(Y), Y (k, p)
+
+
+class Split(NamedTuple):
+    """Mesh axes a half-step's dimensions are split over (None: not split; static)."""
+
+    y: Any = None  # Y's columns (p): the W step on row-split X
+    o: Any = None  # O's columns (q), the dimension the products with O contract: the H step
+
+
+UNSPLIT = Split()
 
 
 class Half(NamedTuple):
@@ -60,41 +78,50 @@ def half_w(data, H, reg):
     return Half(C, None, H, data.M, reg.l1W, reg.l2W)
 
 
-def half_h(data, Wt, reg):
-    """The H step's problem at Wt."""
-    C = cross_h(data, Wt)
+def half_h(data, Wt, reg, axes=None):
+    """The H step's problem at Wt (the columns of Wt split over ``axes``: C and G psum'd)."""
+    C = cross_h(data, Wt, axes)
     if data.M is None:
-        return Half(C, Wt @ Wt.T, None, None, reg.l1H, reg.l2H)
+        return Half(C, psum(Wt @ Wt.T, axes), None, None, reg.l1H, reg.l2H)
     return Half(C, None, Wt, data.Mt, reg.l1H, reg.l2H)
 
 
-def _hess_data(h, Y):
+def _hess_data(h, Y, sp=UNSPLIT):
     """The data part of the Hessian applied to Y: G Y, or O (MT * (Y^T O))^T with a mask."""
     if h.G is not None:
         return h.G @ Y
-    return dot_t(h.O, h.MT * dot_tn(Y, h.O))
+    return psum(dot_t(h.O, h.MT * dot_tn(Y, h.O)), sp.o)
 
 
-def data_grad(h, Y):
-    return _hess_data(h, Y) - h.C
+def data_grad(h, Y, sp=UNSPLIT):
+    return _hess_data(h, Y, sp) - h.C
 
 
-def full_grad(h, Y):
-    return data_grad(h, Y) + h.l1 + h.l2 * Y
+def full_grad(h, Y, sp=UNSPLIT):
+    return data_grad(h, Y, sp) + h.l1 + h.l2 * Y
 
 
-def quad(h, d):
+def quad(h, d, sp=UNSPLIT):
     """<d, Hessian d> of the half-step objective."""
     if h.G is not None:
-        dq = jnp.sum(d * (h.G @ d))
+        dq = total(d * (h.G @ d), sp.y)
     else:
-        dq = jnp.sum(h.MT * dot_tn(d, h.O) ** 2)
-    return dq + h.l2 * jnp.sum(d * d)
+        # Entries (p, q): one of the two dimensions may be split.
+        dq = psum(total(h.MT * dot_tn(d, h.O) ** 2, sp.y), sp.o)
+    return dq + h.l2 * total(d * d, sp.y)
 
 
-def proj_norm_sq(g, Y):
-    """Squared norm of the projected gradient: components with g < 0 or Y > 0 (Lin 2007, eq. 6)."""
-    return jnp.sum(jnp.where((g < 0) | (Y > 0), g, 0) ** 2)
+def proj_norm_sq(g, Y, axes=None):
+    """Squared norm of the projected gradient: components with g < 0 or Y > 0 (Lin 2007, eq. 6).
+    ``axes``: Y's columns are split over them."""
+    return total(jnp.where((g < 0) | (Y > 0), g, 0) ** 2, axes)
+
+
+def _all(x, axes):
+    """``jnp.all(x)`` over every shard of ``axes``."""
+    if axes is None:
+        return jnp.all(x)
+    return lax.pmin(jnp.all(x).astype(jnp.int32), axes) > 0
 
 
 # -- Lin (2007): projected gradient with the Armijo-type search of his Algorithm 4 (nlssubprob) --
@@ -120,7 +147,7 @@ class _Sub(NamedTuple):
     done: Any   # () bool, the tolerance held
 
 
-def pg_subproblem(h, Y, tol):
+def pg_subproblem(h, Y, tol, sp=UNSPLIT):
     """Solves one half-step to ``||grad^P|| < tol`` by Lin's projected gradient.
 
     Returns (Y, iterations); iterations == 1 means no step was needed.
@@ -130,12 +157,12 @@ def pg_subproblem(h, Y, tol):
         def trial(s):
             Yn = jnp.maximum(Y - s.alpha * g, 0)
             d = Yn - Y
-            suff = (1 - _SIGMA) * jnp.sum(g * d) + 0.5 * quad(h, d) < 0
+            suff = (1 - _SIGMA) * total(g * d, sp.y) + 0.5 * quad(h, d, sp) < 0
             shrinking = jnp.where(s.t == 0, ~suff, s.shrinking)
             last = jnp.where(s.t == 0, Y, s.last)
             # Shrinking: accept the first step that passes. Growing: grow while it passes and
             # the projected point still moves; then take the last passing point.
-            stop_growing = ~suff | jnp.all(last == Yn)
+            stop_growing = ~suff | _all(last == Yn, sp.y)
             finished = jnp.where(shrinking, suff, stop_growing)
             out = jnp.where(shrinking, jnp.where(suff, Yn, s.out),
                             jnp.where(stop_growing, last, s.out))
@@ -149,8 +176,8 @@ def pg_subproblem(h, Y, tol):
         return s.out, s.alpha
 
     def body(s):
-        g = full_grad(h, s.Y)
-        done = proj_norm_sq(g, s.Y) <= tol**2
+        g = full_grad(h, s.Y, sp)
+        done = proj_norm_sq(g, s.Y, sp.y) <= tol**2
         Y, alpha = lax.cond(done, lambda: (s.Y, s.alpha), lambda: step(s.Y, g, s.alpha))
         return _Sub(Y, alpha, s.it + 1, done)
 
@@ -159,7 +186,7 @@ def pg_subproblem(h, Y, tol):
     return s.Y, s.it
 
 
-def pg_half_step(h, Y, tol):
+def pg_half_step(h, Y, tol, sp=UNSPLIT):
     """One half-step of "pg": Lin's subproblem solve, to the smaller of his tolerance ``tol``
     and ``_PG_REL`` times the projected gradient at the half-step's start.
 
@@ -172,8 +199,8 @@ def pg_half_step(h, Y, tol):
 
     Returns (Y, tol) with Lin's tolerance for the next time.
     """
-    pn0 = jnp.sqrt(proj_norm_sq(full_grad(h, Y), Y))
-    Y, it = pg_subproblem(h, Y, jnp.minimum(tol, _PG_REL * pn0))
+    pn0 = jnp.sqrt(proj_norm_sq(full_grad(h, Y, sp), Y, sp.y))
+    Y, it = pg_subproblem(h, Y, jnp.minimum(tol, _PG_REL * pn0), sp)
     return Y, jnp.where(it == 1, 0.1 * tol, tol)
 
 
@@ -194,7 +221,7 @@ class _Sweep(NamedTuple):
     dsq: Any  # () ||change of Y||^2 so far
 
 
-def hals_sweep(h, Y):
+def hals_sweep(h, Y, sp=UNSPLIT):
     """One pass of exact coordinate minimization over the k rows of Y. Returns (Y, ||dY||^2)."""
     k = Y.shape[0]
     if h.G is not None:
@@ -206,21 +233,21 @@ def hals_sweep(h, Y):
             ynew = jnp.where(ok, jnp.maximum(val, 0), y)
             return _Sweep(s.Y.at[j].set(ynew), None, s.dsq + jnp.sum((ynew - y) ** 2))
         s = lax.fori_loop(0, k, body, _Sweep(Y, None, jnp.zeros((), Y.dtype)))
-        return s.Y, s.dsq
+        return s.Y, psum(s.dsq, sp.y)
 
     # Masked: keep Q = MT * (Y^T O) (p, q) current as rows change; O(p q) per row.
     def body(j, s):
         o = h.O[j]
         y = s.Y[j]
-        wsq = h.MT @ (o * o)
-        num = h.C[j] - s.Q @ o + y * wsq - h.l1
+        wsq = psum(h.MT @ (o * o), sp.o)
+        num = h.C[j] - psum(s.Q @ o, sp.o) + y * wsq - h.l1
         ok, val = _safe_div(num, wsq + h.l2)
         ynew = jnp.where(ok, jnp.maximum(val, 0), y)
         Q = s.Q + h.MT * jnp.outer(ynew - y, o)
         return _Sweep(s.Y.at[j].set(ynew), Q, s.dsq + jnp.sum((ynew - y) ** 2))
 
     s = lax.fori_loop(0, k, body, _Sweep(Y, h.MT * dot_tn(Y, h.O), jnp.zeros((), Y.dtype)))
-    return s.Y, s.dsq
+    return s.Y, psum(s.dsq, sp.y)
 
 
 class _Sweeps(NamedTuple):
@@ -231,13 +258,13 @@ class _Sweeps(NamedTuple):
     sweeps: Any  # () int32, sweeps done
 
 
-def hals_update(h, Y, max_inner):
+def hals_update(h, Y, max_inner, sp=UNSPLIT):
     """Up to ``max_inner`` sweeps on one half-step (Gillis & Glineur 2012, Algorithm 2), stopping
     once a sweep moves Y by less than delta times the first sweep did."""
-    Y, d0 = hals_sweep(h, Y)
+    Y, d0 = hals_sweep(h, Y, sp)
 
     def body(s):
-        Y, d = hals_sweep(h, s.Y)
+        Y, d = hals_sweep(h, s.Y, sp)
         return _Sweeps(Y, d, s.sweeps + 1)
 
     def cond(s):
@@ -246,22 +273,24 @@ def hals_update(h, Y, max_inner):
     return lax.while_loop(cond, body, _Sweeps(Y, d0, jnp.int32(1))).Y
 
 
-def inner_repetitions(data, k):
+def inner_repetitions(data, k, shards=1):
     """Sweeps per half-step, floor(1 + alpha * rho), where rho = 1 + (K + q k) / (p (k + 1))
     compares the cost of the products with A (K = nnz) to that of one sweep (Gillis & Glineur
-    2012, Section 3). Returns (for W, for H)."""
+    2012, Section 3). Returns (for W, for H). ``shards``: A holds the local block of rows of
+    so many (the counts are those of the whole matrix, as on one device)."""
     if data.M is not None:
         return 1, 1  # with a mask a sweep costs as much as a product: nothing to amortize
     m, n = data.A.shape if data.A is not None else data.S.shape
+    m = m * shards
     nnz = data.S.nnz if data.S is not None else m * n
     rho_w = 1 + (nnz + n * k) // (m * (k + 1))
     rho_h = 1 + (nnz + m * k) // (n * (k + 1))
     return int(1 + _GG_ALPHA * rho_w), int(1 + _GG_ALPHA * rho_h)
 
 
-def mu_update(h, Y):
+def mu_update(h, Y, sp=UNSPLIT):
     """Lee & Seung (2001), Theorem 1, with penalties in the denominator (scikit-learn):
     Y <- Y * C / (Hess Y + l1 + l2 Y); 0/0 (a zero row of the other factor) gives 0."""
-    den = _hess_data(h, Y) + h.l1 + h.l2 * Y
+    den = _hess_data(h, Y, sp) + h.l1 + h.l2 * Y
     ok = den > 0
     return jnp.where(ok, Y * h.C / jnp.where(ok, den, 1), 0)

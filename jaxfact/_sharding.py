@@ -122,8 +122,8 @@ def reshard(x: Any, layout: Layout) -> Any:
         mesh = layout.mesh
         explicit = all(t == jax.sharding.AxisType.Explicit
                        for t in getattr(mesh, "axis_types", ()))
-        if explicit:
-            return jax.sharding.reshard(x, spec)
+        if explicit:  # a bare PartitionSpec would need a mesh context (jax.set_mesh)
+            return jax.sharding.reshard(x, NamedSharding(mesh, spec))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
     return jax.device_put(x, NamedSharding(layout.mesh, spec))
 
