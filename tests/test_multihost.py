@@ -16,7 +16,6 @@ from tests.conftest import tol
 from tests.multihost.data import RANK, matrix
 
 ROOT = pathlib.Path(__file__).parent.parent
-NMF = []   # ["nmf"] once nmf follows row splits
 
 
 def _free_port():
@@ -31,7 +30,7 @@ def test_two_processes_match_one(tmp_path):
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("JAX_PLATFORMS", None)
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/multihost/worker.py"), str(port),
-                               str(pid), str(tmp_path)] + NMF,
+                               str(pid), str(tmp_path)],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for pid in (0, 1)]
     try:
@@ -52,8 +51,6 @@ def test_two_processes_match_one(tmp_path):
     for p in parts:
         np.testing.assert_allclose(p["svd_S"], svd.S, rtol=t)
         np.testing.assert_allclose(p["svd_Vt"], svd.Vt, atol=t)
-    if not NMF:
-        return
     fit = jaxfact.nmf(np.abs(X), RANK, key=jax.random.key(2), solver="hals", max_iter=20)
     np.testing.assert_allclose(np.concatenate([p["nmf_W"] for p in parts]), fit.W,
                                atol=tol(np.float32, 100))

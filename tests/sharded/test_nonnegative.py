@@ -178,7 +178,6 @@ def test_column_sharded_x_warns_and_is_right():
 def test_randomized_nndsvd_start():
     # With a key and min(m, n) > 256 the NNDSVD starts use the randomized SVD, here the sharded
     # sketch (same draws as on one device): equal up to the sketch's float32 rounding.
-    pytest.importorskip("jaxfact._sharded_svd")
     Y = np.abs(np.random.default_rng(2).standard_normal((264, 260))).astype(np.float32)
     key = jax.random.key(2)
     W0, H0 = nmf_init(Y, K, init="nndsvda", key=key)
