@@ -51,7 +51,7 @@ def test_two_processes_match_one(tmp_path):
     for p in parts:
         np.testing.assert_allclose(p["svd_S"], svd.S, rtol=t)
         np.testing.assert_allclose(p["svd_Vt"], svd.Vt, atol=t)
-    fit = jaxfact.nmf(np.abs(X), RANK, key=jax.random.key(2), solver="hals", max_iter=20)
+    fit = jaxfact.nmf(np.abs(X), RANK, solver="hals", max_iter=20)
     np.testing.assert_allclose(np.concatenate([p["nmf_W"] for p in parts]), fit.W,
                                atol=tol(np.float32, 100))
     for p in parts:

@@ -31,7 +31,7 @@ res = {}
 svd = jaxfact.randomized_svd(X, RANK, key=jax.random.key(1))
 res["svd_U"] = svd.U.addressable_shards[0].data
 res["svd_S"], res["svd_Vt"] = svd.S.addressable_shards[0].data, svd.Vt.addressable_shards[0].data
-fit = jaxfact.nmf(jax.numpy.abs(X), RANK, key=jax.random.key(2), solver="hals", max_iter=20)
+fit = jaxfact.nmf(jax.numpy.abs(X), RANK, solver="hals", max_iter=20)
 res["nmf_W"], res["nmf_H"] = fit.W.addressable_shards[0].data, fit.H.addressable_shards[0].data
 res["nmf_n_iter"] = fit.n_iter.addressable_shards[0].data
 np.savez(f"{out}/process{pid}.npz", **{k: np.asarray(v) for k, v in res.items()})
