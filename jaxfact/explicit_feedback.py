@@ -19,7 +19,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P_
 
 from jaxfact import _als
 from jaxfact import _checks
@@ -166,6 +169,13 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     rows, cols, values, (m, n) = _checks.check_observed(fn, rows, cols, values, shape,
                                                         checks=checks)
     solver = _checks.check_choice(fn, "solver", solver, ("als", "sgd"))
+    rows, cols, values, events = _als.shard_events(fn, rows, cols, values, m)
+    if events is not None and solver == "sgd":
+        raise ValueError(
+            f"{fn}: solver='sgd' visits the ratings one at a time in one random order, so it "
+            f"cannot be split over devices, and the ratings are sharded "
+            f"({P_(events.axes)}). Use solver='als' (it splits the users' systems by shard), or "
+            f"pass unsharded arrays (e.g. np.asarray(values)) to run SGD on one device.")
     rank = _checks.check_rank(fn, rank, (m, n))
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     if solver == "als":
@@ -198,6 +208,15 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     sg = jax.lax.stop_gradient
     hyper = tuple(sg(jnp.asarray(h, dtype)) for h in (lam, tol, lr))
     start = sg(start)
+    if solver == "als" and events is not None:
+        user, rep = (NamedSharding(events.mesh, s) for s in (P_(events.axes), P_()))
+        start = _Factors(*jax.device_put(start, _Factors(user, rep, user, rep)))
+        # Concrete events only (traced ones took the single-device path), so there is nothing
+        # to differentiate and no implicit gradient to attach.
+        return _biased_als_sharded(events.rows, events.cols, events.values, events.weights,
+                                   start, hyper, mesh=events.mesh, axes=events.axes,
+                                   shape=(m, n), max_iter=max_iter, cg_steps=cg_steps,
+                                   biased=biased)
     if solver == "als":
         res = _biased_als(rows, cols, sg(values), start, hyper, shape=(m, n), max_iter=max_iter,
                           cg_steps=cg_steps, biased=biased)
@@ -247,9 +266,14 @@ class _Table(NamedTuple):
 
 def _objective(mu, bu, bi, P, Q, rows, cols, values, lam):
     """J of eq. (5) divided by the number of ratings (the penalty weighted by n_u and n_i)."""
+    return jnp.mean(_objective_terms(mu, bu, bi, P, Q, rows, cols, values, lam))
+
+
+def _objective_terms(mu, bu, bi, P, Q, rows, cols, values, lam):
+    """J's term of each rating."""
     e = values - (mu + bu[rows] + bi[cols] + jnp.sum(P[rows] * Q[cols], axis=-1))
     pen = bu[rows] ** 2 + bi[cols] ** 2 + jnp.sum(P[rows] ** 2 + Q[cols] ** 2, axis=-1)
-    return jnp.mean(e**2 + lam * pen)
+    return e**2 + lam * pen
 
 
 def _result(mu, f: _Factors, state: _solver.State) -> BiasedMFResult:
@@ -281,6 +305,56 @@ def _biased_als(rows, cols, values, start, hyper, *, shape, max_iter, cg_steps, 
 
     state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=values.dtype))
     return _result(mu, state.iterate, state)
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "cg_steps", "biased", "mesh", "axes"))
+def _biased_als_sharded(rows, cols, values, weights, start, hyper, *, mesh, axes, shape, max_iter,
+                        cg_steps, biased=True):
+    """:func:`_biased_als` on events grouped by user block (:func:`_als.group_by_block`): each
+    shard solves its users' systems from its own events; the items' normal equations (or, with
+    ``cg_steps``, each CG product) are psum'd and every shard solves them all (items replicated)."""
+    m, n = shape
+    m_loc = m // int(np.prod([mesh.shape[a] for a in axes]))
+    psum = partial(lax.psum, axis_name=axes)
+
+    def body(rows, cols, values, w, start, hyper):
+        lam, tol, _ = hyper
+        total = psum(jnp.sum(w))
+        mu = psum(jnp.sum(w * values)) / total if biased else jnp.zeros((), values.dtype)
+        count = lambda seg, size: jnp.bincount(seg, weights=w, length=size).astype(jnp.int32)
+        user_layout = _als.layout(rows, m_loc, _als.CHUNK)._replace(counts=count(rows, m_loc))
+        item_layout = _als.layout(cols, n, _als.CHUNK)._replace(counts=psum(count(cols, n)))
+
+        def objective(f: _Factors):
+            return psum(jnp.sum(w * _objective_terms(mu, *f, rows, cols, values, lam))) / total
+
+        def update(f: _Factors, _):
+            bu, P = _als.als_half(user_layout, mu, f.user_bias, f.user_factors, f.item_bias,
+                                  f.item_factors, cols, values, lam, m_loc, _als.CHUNK, cg_steps,
+                                  biased, weights=w)
+            bi, Q = _als.als_half(item_layout, mu, f.item_bias, f.item_factors, bu, P, rows,
+                                  values, lam, n, _als.CHUNK, cg_steps, biased, weights=w,
+                                  reduce=psum)
+            f = _Factors(bu, bi, P, Q)
+            return f, objective(f), None
+
+        J0 = objective(start)
+
+        def stop(state):
+            return _solver.status_of(_solver.relative_decrease_below(state, tol, J0))
+
+        state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter,
+                                                        dtype=values.dtype))
+        return _result(mu, state.iterate, state)
+
+    ev, rep = P_(axes), P_()
+    factors = _Factors(P_(axes), rep, P_(axes, None), rep)
+    out = BiasedMFResult(rep, P_(axes), rep, P_(axes, None), rep, rep, rep, rep, rep)
+    # check_vma=False: the shared _als kernels (scans, CG) start from replicated zeros whose
+    # carries become device-varying; every psum here is of a device-varying partial sum.
+    return jax.shard_map(body, mesh=mesh, in_specs=(ev, ev, ev, ev, factors, rep),
+                         out_specs=out, check_vma=False)(rows, cols, values, weights, start,
+                                                         hyper)
 
 
 @partial(jax.jit, static_argnames=("shape", "max_iter", "biased"))

@@ -1,0 +1,184 @@
+"""biased_mf and implicit_als on ratings sharded along the event axis (8 host devices).
+
+The events are drawn so that the user blocks get uneven counts (block sizes differ, and the
+last block of 8 has no events at all): the kernels then run on zero-weight padding. Tolerances:
+the sharded kernels add the items' normal equations (or CG products) shard by shard, so the sums
+are rounded in another order than on one device; the fit's sensitivity to that is measured by
+shuffling the events on one device, which moves the factors by about as much (a few 1e-6
+relative for biased_mf, a few 1e-5 for implicit_als, whose CG runs only 3 steps): rtol 1e-4
+of the largest entry, 20x that sensitivity, is far below any real error (a wrong block or a
+dropped event moves the factors by O(1)).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import jaxfact
+from jaxfact import _als
+from jaxfact import explicit_feedback as ef
+from jaxfact import implicit_feedback as imf
+
+from . import meshes
+
+M, N, K = 256, 12, 3
+KEY = jax.random.key(0)
+
+
+def _events():
+    rng = np.random.default_rng(0)
+    # Users 224..255 (the last block of 8) rate nothing; the others rate 1 to 7 items, so the
+    # blocks hold different numbers of events.
+    per_user = np.where(np.arange(M) < 224, 1 + np.arange(M) % 7, 0)
+    rows = np.repeat(np.arange(M), per_user).astype(np.int32)
+    cols = np.concatenate([rng.choice(N, c, replace=False) for c in per_user]).astype(np.int32)
+    order = rng.permutation(rows.shape[0])  # a log in no particular order
+    rows, cols = rows[order], cols[order]
+    values = rng.integers(1, 6, rows.shape[0]).astype(np.float32)
+    return rows, cols, values
+
+
+ROWS, COLS, VALUES = _events()
+NNZ = ROWS.shape[0]  # 832 = 8 * 104, so the event arrays split evenly over 1, 2, 4 or 8 devices
+EXPLICIT = dict(lam=0.1, max_iter=4, key=KEY)
+IMPLICIT = dict(alpha=2.0, lam=0.1, max_iter=4, init_std=0.1, key=KEY)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return (jaxfact.biased_mf(ROWS, COLS, VALUES, (M, N), K, **EXPLICIT),
+            jaxfact.implicit_als(ROWS, COLS, VALUES, (M, N), K, **IMPLICIT))
+
+
+def _close(a, b, rtol=1e-4):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
+
+
+def _sharded(mesh):
+    return tuple(meshes.rows(a, mesh) for a in (ROWS, COLS, VALUES))
+
+
+def _rmse(res):
+    # On the host: jaxfact.predict gathers rows of the factors, which explicit-axes sharding
+    # types reject for row-split factors.
+    res = jax.tree.map(np.asarray, res)
+    return float(jaxfact.rmse(jaxfact.predict(res, ROWS, COLS), VALUES))
+
+
+CASES = [(1, True), (2, True), (8, True), (4, False)]  # (devices, explicit axes)
+
+
+@pytest.mark.parametrize("size,explicit", CASES)
+def test_biased_mf_matches_one_device(reference, size, explicit):
+    ref = reference[0]
+    # The auto-axes case also runs the conjugate-gradient solver (one more compile otherwise).
+    cg = None if explicit else 2
+    if cg is not None:
+        ref = jaxfact.biased_mf(ROWS, COLS, VALUES, (M, N), K, cg_steps=cg, **EXPLICIT)
+    mesh = meshes.mesh(size, explicit=explicit)
+    res = jaxfact.biased_mf(*_sharded(mesh), (M, N), K, cg_steps=cg, **EXPLICIT)
+    for name in ("mu", "user_bias", "item_bias", "user_factors", "item_factors", "history"):
+        _close(getattr(res, name), getattr(ref, name))
+    assert int(res.n_iter) == int(ref.n_iter) and int(res.status) == int(ref.status)
+    assert abs(_rmse(res) - _rmse(ref)) < 1e-5
+    assert np.all(np.asarray(res.user_factors)[224:] == 0)  # users without ratings
+    if size > 1:
+        assert meshes.spec_of(res.user_factors) == P("data")
+        assert meshes.spec_of(res.user_bias) == P("data")
+        assert meshes.spec_of(res.item_factors) == P() == meshes.spec_of(res.item_bias)
+
+
+@pytest.mark.parametrize("size,explicit", CASES)
+def test_implicit_als_matches_one_device(reference, size, explicit):
+    ref = reference[1]
+    mesh = meshes.mesh(size, explicit=explicit)
+    res = jaxfact.implicit_als(*_sharded(mesh), (M, N), K, **IMPLICIT)
+    for name in ("user_factors", "item_factors", "history"):
+        _close(getattr(res, name), getattr(ref, name))
+    assert int(res.n_iter) == int(ref.n_iter) and int(res.status) == int(ref.status)
+    if size > 1:
+        assert meshes.spec_of(res.user_factors) == P("data")
+        assert meshes.spec_of(res.item_factors) == P()
+
+
+def test_events_grouped_by_user_block_with_zero_weight_padding():
+    rows, cols, values, weights, same = _als.group_by_block(ROWS, COLS, VALUES, M, 8)
+    assert not same and rows.shape[0] % 8 == 0 and weights.sum() == NNZ
+    c = rows.shape[0] // 8
+    block = np.repeat(np.arange(8), c)
+    real = weights > 0
+    assert np.all(rows < M // 8)
+    # Every event once, in its user's block; block 7 (no events) is all padding.
+    got = sorted(zip((rows + block * (M // 8))[real], cols[real], values[real]))
+    assert got == sorted(zip(ROWS, COLS, VALUES))
+    assert not real[block == 7].any()
+    # Already grouped and even: the input unchanged, no padding.
+    r, _, _, w, same = _als.group_by_block(np.arange(16, dtype=np.int32), np.zeros(16, np.int32),
+                                           np.ones(16, np.float32), 16, 4)
+    assert same and np.all(w == 1) and np.array_equal(r, np.tile(np.arange(4), 4))
+
+
+def _kernels(mesh):
+    _, _, _, ev = _als.shard_events("test", *_sharded(mesh), M)
+    start = jax.device_put(
+        ef._Factors(jnp.zeros(M), jnp.zeros(N), jnp.zeros((M, K)), jnp.zeros((N, K))),
+        ef._Factors(*(jax.sharding.NamedSharding(mesh, s)
+                      for s in (P("data"), P(), P("data", None), P()))))
+    hyper = tuple(jnp.asarray(h, jnp.float32) for h in (0.1, 1e-4, 0.005, 0.1))
+    static = dict(mesh=mesh, axes=ev.axes, shape=(M, N), max_iter=4)
+
+    def biased(*a):
+        return ef._biased_als_sharded(*a, **static, cg_steps=None)
+
+    def implicit(*a):
+        return imf._implicit_als_sharded(*a, **static, rank=K, cg_steps=3)
+
+    return ((biased, (ev.rows, ev.cols, ev.values, ev.weights, start, hyper[:3])),
+            (implicit, (ev.rows, ev.cols, ev.values, hyper, KEY, None)))
+
+
+def test_collectives_are_item_sized():
+    """Per iteration: biased_mf psums the items' normal equations, (N, K+1, K+1) and (N, K+1),
+    and J; implicit_als psums X^T X (K, K), each CG product (N, K) and two scalars. Nothing of
+    the users' size (M x K) crosses devices."""
+    mesh = meshes.mesh(8)
+    (biased, b_args), (implicit, i_args) = _kernels(mesh)
+    limit = M * K // 2
+    found = meshes.assert_no_large_collective(biased, b_args, limit=limit, what="biased_mf")
+    assert {c.shape for c in found} >= {(N, K + 1, K + 1), (N, K + 1)}
+    assert all(c.op == "all-reduce" for c in found)
+    found = meshes.assert_no_large_collective(implicit, i_args, limit=limit, what="implicit_als")
+    assert {c.shape for c in found} >= {(N, K), (K, K)}
+    assert all(c.op == "all-reduce" for c in found)
+
+
+def test_outer_jit_replicates_with_a_warning(reference):
+    mesh = meshes.mesh(2)
+    args = _sharded(mesh)
+    fit = jax.jit(lambda r, c, v: jaxfact.implicit_als(r, c, v, (M, N), K, **IMPLICIT))
+    with pytest.warns(UserWarning, match="traced .* replicated"):
+        res = fit(*args)
+    _close(res.user_factors, reference[1].user_factors)
+    _close(res.item_factors, reference[1].item_factors)
+
+
+def test_bad_shardings():
+    mesh = meshes.mesh(8)
+    rows, cols, values = _sharded(mesh)
+    with pytest.raises(ValueError, match="do not divide into 8 blocks.*shape=\\(264, n\\)"):
+        jaxfact.biased_mf(rows, cols, values, (M + 4, N), K, **EXPLICIT)
+    with pytest.raises(ValueError, match="solver='sgd'.*cannot be split"):
+        jaxfact.biased_mf(rows, cols, values, (M, N), K, solver="sgd", key=KEY)
+    with pytest.raises(ValueError, match="do not divide"):
+        jaxfact.implicit_als(rows, cols, values, (M + 4, N), K, **IMPLICIT)
+    # Events split differently: follows `values`, says so, same answer.
+    with pytest.warns(UserWarning, match="split differently"):
+        _, _, _, ev = _als.shard_events("f", meshes.rows(ROWS, meshes.mesh(2)), cols, values, M)
+    assert ev.size == 8 and float(jnp.sum(ev.weights)) == NNZ
+    # Values checks run on sharded input.
+    with pytest.raises(ValueError, match="finite"):
+        jaxfact.biased_mf(rows, cols, meshes.rows(np.full(NNZ, np.nan, np.float32), mesh),
+                          (M, N), K, **EXPLICIT)
