@@ -5,6 +5,11 @@ Observations are grouped by segment (a user or an item) into padded pieces of a 
 (:func:`layout`), so that per-segment sums of outer products become batched dense products; every
 segment's regularized least-squares problem is then solved at once, exactly (:func:`ridge_solve`,
 batched Cholesky) or by a few conjugate-gradient steps (:func:`ridge_cg`, :func:`batched_cg`).
+
+Sharded ratings (:func:`shard_events`): the events are grouped on the host by the user block that
+owns them (:func:`group_by_block`, zero-weight padding for uneven blocks), so that each shard
+solves its own users' systems; the item side's sums over events are completed by a ``reduce``
+(a psum) that the kernels here take as an argument.
 """
 
 from __future__ import annotations
@@ -253,6 +258,8 @@ def _unsplit(x: Any) -> Any:
         return x
     if isinstance(x, jax.core.Tracer):
         return constrain(x, sharding.mesh, P())
+    if sharding.mesh.size == 1:  # as a single-device array: the same compiled kernel
+        return jax.device_put(x, jax.sharding.SingleDeviceSharding(sharding.mesh.devices.flat[0]))
     return jax.device_put(x, NamedSharding(sharding.mesh, P()))
 
 

@@ -9,6 +9,10 @@ stochastic gradient descent of the paper, one rating at a time, with Surprise's 
 Predictions come from :func:`jaxfact.predict`. Implicit feedback (clicks, plays) is in
 :mod:`jaxfact.implicit_feedback`; held-out splits are in :mod:`jaxfact.interactions` and error and
 ranking metrics in :mod:`jaxfact.metrics`.
+
+Scaling out: ratings sharded along the event axis over a mesh give user factors and biases split
+by user blocks and replicated item factors; ALS moves only the items' normal equations (or CG
+products) between devices (see :func:`biased_mf`, "Sharding"). SGD is sequential: one device.
 """
 
 from __future__ import annotations
@@ -156,6 +160,22 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       Y. Koren, R. Bell, C. Volinsky. Matrix factorization techniques for recommender systems.
       IEEE Computer 42(8), 2009. Eq. (5) (objective), "Learning algorithms" (SGD and ALS updates).
       N. Hug. Surprise: a Python library for recommender systems. JOSS 2020 (``SVD`` defaults).
+
+    Sharding: ``rows``, ``cols`` and ``values`` may be split along the event axis over one or
+    more mesh axes (``jax.device_put(values, NamedSharding(mesh, P("data")))``), in any order:
+    the events are grouped on the host by the user block that owns them (users
+    ``[d m/p, (d + 1) m/p)`` on shard d; blocks with fewer events are padded with zero-weight
+    events), once per call. Each shard then solves its users' systems from its own events, and
+    the items' normal equations are added up over the shards by a psum and solved on every
+    shard. ``user_factors`` and ``user_bias`` come back split by user blocks, ``P(axes, None)``
+    and ``P(axes)``; ``item_factors``, ``item_bias``, ``mu`` and the rest are replicated. Per
+    iteration this moves an (n, k+1, k+1) and an (n, k+1) psum (with ``cg_steps``:
+    ``cg_steps + 2`` psums of (n, k+1)) and a scalar; nothing of the users' size. ``m`` must be
+    divisible by the number of shards (ValueError otherwise); ``solver="sgd"`` is sequential
+    and rejects sharded ratings (ValueError); traced sharded events (under an outer ``jit``)
+    cannot be grouped on the host: they are replicated, with a UserWarning, and the
+    single-device kernel runs on every device. Sharded fits are not differentiable (gradients
+    need traced ratings, which take that replicated path). Unsharded input runs as before.
 
     Deviations: ``mu`` is the training mean, not a learned parameter (as in Surprise). The ALS
     penalty is weighted by the number of ratings so that both solvers minimize the same J.

@@ -5,6 +5,10 @@ every user-item pair gets a preference ``p_ui = 1[count > 0]`` and a confidence
 ``c_ui = 1 + alpha * count``, and user and item embeddings are fitted to all m x n preferences,
 weighted by confidence. The unobserved pairs are handled in closed form (through ``Y^T Y``), so the
 m x n matrix is never formed.
+
+Scaling out: counts sharded along the event axis over a mesh give user factors split by user
+blocks and replicated item factors; only ``X^T X`` and the item side's CG products (n x k) cross
+devices (see :func:`implicit_als`, "Sharding").
 """
 
 from __future__ import annotations
@@ -99,6 +103,20 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
       ICDM 2008, Section 4 (eqs. 3-5).
       G. Takacs, I. Pilaszy, D. Tikk. Applications of the conjugate gradient method for implicit
       feedback collaborative filtering. RecSys 2011.
+
+    Sharding: ``rows``, ``cols`` and ``counts`` may be split along the event axis over one or
+    more mesh axes (``jax.device_put(counts, NamedSharding(mesh, P("data")))``), in any order:
+    the events are grouped on the host by the user block that owns them (users
+    ``[d m/p, (d + 1) m/p)`` on shard d; blocks with fewer events are padded with count-0
+    events, which weigh nothing), once per call. Each shard updates its users from its own
+    events and the replicated ``Y^T Y``; the item update runs on every shard with ``X^T X`` and
+    every CG product psum'd over the user blocks. ``user_factors`` come back split by user
+    blocks, ``P(axes, None)``; ``item_factors`` and the rest are replicated. Per iteration this
+    moves a (k, k) psum, ``cg_steps + 2`` psums of (n, k) and two scalars; nothing of the
+    users' size. ``m`` must be divisible by the number of shards (ValueError otherwise); traced
+    sharded events (under an outer ``jit``) cannot be grouped on the host: they are
+    replicated, with a UserWarning, and the single-device kernel runs on every device.
+    Unsharded input runs as before.
 
     Deviations: the paper solves eq. 4 exactly (O(k^3) per user); conjugate gradient with a few
     warm-started steps is the usual large-scale substitute and converges to the same fixed points.
