@@ -263,14 +263,16 @@ def _unsplit(x: Any) -> Any:
     return jax.device_put(x, NamedSharding(sharding.mesh, P()))
 
 
-def shard_events(fn: str, rows: Any, cols: Any, values: Any, m: int, values_name: str = "values"):
-    """How an ALS solver takes its (validated) events: ``(rows, cols, values, events)``.
+def event_sharding(fn: str, rows: Any, cols: Any, values: Any, values_name: str = "values"):
+    """How an ALS solver takes its events, read before they are validated:
+    ``(rows, cols, values, layout)``.
 
-    ``events`` is None when no event array is split (today's single-device kernels, arrays
-    unchanged), else the :class:`Events` for the sharded kernel, grouped on the host. The user
-    factors come back split like the events, so m must be divisible by the number of shards
-    (ValueError otherwise). Under an outer ``jit`` (traced events) the grouping cannot be done:
-    the events are replicated, with a UserWarning, and the single-device kernel runs."""
+    ``layout`` is None when no event array is split: the arrays go to today's single-device
+    kernels (unchanged, or on one device when their mesh has one). Under an outer ``jit``
+    (traced events) they cannot be grouped on the host: they are replicated, with a
+    UserWarning, and ``layout`` is None too. Otherwise ``layout`` says where the events (and the
+    user factors) are split, and events with ``rows == cols == -1`` are padding, dropped here on
+    the host: a log whose length does not divide into the shards is padded that way."""
     names = (values_name, "rows", "cols")
     arrays = (values, rows, cols)
     found = [(name, _event_layout(fn, name, a)) for name, a in zip(names, arrays)]
@@ -287,34 +289,48 @@ def shard_events(fn: str, rows: Any, cols: Any, values: Any, m: int, values_name
             f"`{name}` ({lay.spec(1)}) and groups every event by user block, so the others' "
             f"sharding only changes what is moved. Split `rows`, `cols` and `{values_name}` "
             f"alike.", UserWarning, stacklevel=3)
-    p = lay.size
     if any(isinstance(a, jax.core.Tracer) for a in arrays):
+        nbytes = sum(int(np.prod(np.shape(a))) * jnp.dtype(a.dtype).itemsize for a in arrays)
         warnings.warn(
-            f"{fn}: `{name}` is sharded ({lay.spec(1)}) but traced (under jit, grad or vmap): the "
-            f"events "
-            f"cannot be grouped by user block on the host, so all "
-            f"{sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in arrays):,} "
-            f"bytes of events are replicated and every device runs the whole fit. Call {fn} "
-            f"outside jit to split the work.", UserWarning, stacklevel=3)
+            f"{fn}: `{name}` is sharded ({lay.spec(1)}) but traced (under jit, grad or vmap): "
+            f"the events cannot be grouped by user block on the host, so all {nbytes:,} bytes "
+            f"of events are replicated and every device runs the whole fit. Call {fn} outside "
+            f"jit to split the work.", UserWarning, stacklevel=3)
         return (*(constrain(a, lay.mesh, P()) for a in (rows, cols, values)), None)
-    if m % p:
-        raise ValueError(
-            f"{fn}: `{name}` is split over {p} shards ({lay.spec(1)}) and the user factors come "
-            f"back split the same way by user blocks, but m = {m} users do not divide into {p} "
-            f"blocks. Give shape=({-(-m // p) * p}, n) (users without ratings get zero "
-            f"factors) or use a mesh axis whose size divides {m}.")
     for nm, a in zip(names, arrays):
         if isinstance(a, jax.Array) and not a.is_fully_addressable:
             raise ValueError(f"{fn}: `{nm}` spans several processes; sharded ratings are grouped "
                              f"by user block on the host, which needs every event in one "
                              f"process: multi-process event logs are not supported yet.")
+    r, c = np.asarray(rows), np.asarray(cols)
+    pad = (r == -1) & (c == -1)
+    if pad.any():
+        keep = ~pad
+        return r[keep], c[keep], np.asarray(values)[keep], lay
+    return rows, cols, values, lay
+
+
+def shard_events(fn: str, rows: Any, cols: Any, values: Any, m: int, layout: Any,
+                 values_name: str = "values") -> Events | None:
+    """The :class:`Events` of validated events split as ``layout`` (from
+    :func:`event_sharding`; None gives None), grouped by user block on the host. The user
+    factors come back split like the events, so m must be divisible by the number of shards
+    (ValueError otherwise)."""
+    if layout is None:
+        return None
+    lay, p = layout, layout.size
+    if m % p:
+        raise ValueError(
+            f"{fn}: the events are split over {p} shards ({lay.spec(1)}) and the user factors "
+            f"come back split the same way by user blocks, but m = {m} users do not divide into "
+            f"{p} blocks. Give shape=({-(-m // p) * p}, n) (users without ratings get zero "
+            f"factors) or use a mesh axis whose size divides {m}.")
     r, c, v, w, same = group_by_block(np.asarray(rows), np.asarray(cols), np.asarray(values),
                                       m, p)
     spec = NamedSharding(lay.mesh, P(lay.axes))
-    r = jax.device_put(r, spec)
-    w = jax.device_put(w, spec)
-    if same and all(_sharding.layout_of(fn, nm, a)[0] == lay for nm, a in zip(names, arrays)):
+    names = (values_name, "rows", "cols")
+    if same and all(_event_layout(fn, nm, a) == lay for nm, a in zip(names, (values, rows, cols))):
         c, v = cols, values
     else:
         c, v = jax.device_put(c, spec), jax.device_put(v, spec)
-    return rows, cols, values, Events(r, c, v, w, lay.mesh, lay.axes, p)
+    return Events(jax.device_put(r, spec), c, v, jax.device_put(w, spec), lay.mesh, lay.axes, p)

@@ -162,20 +162,22 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       N. Hug. Surprise: a Python library for recommender systems. JOSS 2020 (``SVD`` defaults).
 
     Sharding: ``rows``, ``cols`` and ``values`` may be split along the event axis over one or
-    more mesh axes (``jax.device_put(values, NamedSharding(mesh, P("data")))``), in any order:
-    the events are grouped on the host by the user block that owns them (users
-    ``[d m/p, (d + 1) m/p)`` on shard d; blocks with fewer events are padded with zero-weight
-    events), once per call. Each shard then solves its users' systems from its own events, and
-    the items' normal equations are added up over the shards by a psum and solved on every
-    shard. ``user_factors`` and ``user_bias`` come back split by user blocks, ``P(axes, None)``
-    and ``P(axes)``; ``item_factors``, ``item_bias``, ``mu`` and the rest are replicated. Per
-    iteration this moves an (n, k+1, k+1) and an (n, k+1) psum (with ``cg_steps``:
-    ``cg_steps + 2`` psums of (n, k+1)) and a scalar; nothing of the users' size. ``m`` must be
-    divisible by the number of shards (ValueError otherwise); ``solver="sgd"`` is sequential
-    and rejects sharded ratings (ValueError); traced sharded events (under an outer ``jit``)
-    cannot be grouped on the host: they are replicated, with a UserWarning, and the
-    single-device kernel runs on every device. Sharded fits are not differentiable (gradients
-    need traced ratings, which take that replicated path). Unsharded input runs as before.
+    more mesh axes (``jax.device_put(values, NamedSharding(mesh, P("data")))``), in any order;
+    a log whose length does not divide into the shards may be padded with events
+    ``rows == cols == -1``, which are dropped. The events are grouped on the host, once per
+    call, by the user block that owns them (users ``[d m/p, (d + 1) m/p)`` on shard d; blocks
+    with fewer events are padded with zero-weight events). Each shard then solves its users'
+    systems from its own events; the items' normal equations are added up over the shards by a
+    psum and solved on every shard. ``user_factors`` and ``user_bias`` come back split by user
+    blocks, ``P(axes, None)`` and ``P(axes)``; ``item_factors``, ``item_bias``, ``mu`` and the
+    rest are replicated. Per iteration this moves an (n, k+1, k+1) and an (n, k+1) psum (with
+    ``cg_steps``: ``cg_steps + 2`` psums of (n, k+1)) and a scalar; nothing of the users'
+    size. ``m`` must be divisible by the number of shards (ValueError otherwise);
+    ``solver="sgd"`` is sequential and rejects sharded ratings (ValueError); traced sharded
+    events (under an outer ``jit``) cannot be grouped on the host: they are replicated, with a
+    UserWarning, and the single-device kernel runs on every device. Sharded fits are not
+    differentiable (gradients need traced ratings, which take that replicated path).
+    Unsharded input runs as before.
 
     Deviations: ``mu`` is the training mean, not a learned parameter (as in Surprise). The ALS
     penalty is weighted by the number of ratings so that both solvers minimize the same J.
@@ -186,16 +188,17 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
             raise TypeError(f"{fn}: give `warm_start` only (`init` is its deprecated name)")
         _checks.warn_renamed(fn, "init", "warm_start")
         warm_start = init
+    rows, cols, values, split = _als.event_sharding(fn, rows, cols, values)
     rows, cols, values, (m, n) = _checks.check_observed(fn, rows, cols, values, shape,
                                                         checks=checks)
     solver = _checks.check_choice(fn, "solver", solver, ("als", "sgd"))
-    rows, cols, values, events = _als.shard_events(fn, rows, cols, values, m)
-    if events is not None and solver == "sgd":
+    if split is not None and solver == "sgd":
         raise ValueError(
             f"{fn}: solver='sgd' visits the ratings one at a time in one random order, so it "
             f"cannot be split over devices, and the ratings are sharded "
-            f"({P_(events.axes)}). Use solver='als' (it splits the users' systems by shard), or "
+            f"({P_(split.axes)}). Use solver='als' (it splits the users' systems by shard), or "
             f"pass unsharded arrays (e.g. np.asarray(values)) to run SGD on one device.")
+    events = _als.shard_events(fn, rows, cols, values, m, split)
     rank = _checks.check_rank(fn, rank, (m, n))
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     if solver == "als":

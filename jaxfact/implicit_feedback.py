@@ -105,27 +105,30 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
       feedback collaborative filtering. RecSys 2011.
 
     Sharding: ``rows``, ``cols`` and ``counts`` may be split along the event axis over one or
-    more mesh axes (``jax.device_put(counts, NamedSharding(mesh, P("data")))``), in any order:
-    the events are grouped on the host by the user block that owns them (users
-    ``[d m/p, (d + 1) m/p)`` on shard d; blocks with fewer events are padded with count-0
-    events, which weigh nothing), once per call. Each shard updates its users from its own
-    events and the replicated ``Y^T Y``; the item update runs on every shard with ``X^T X`` and
-    every CG product psum'd over the user blocks. ``user_factors`` come back split by user
-    blocks, ``P(axes, None)``; ``item_factors`` and the rest are replicated. Per iteration this
-    moves a (k, k) psum, ``cg_steps + 2`` psums of (n, k) and two scalars; nothing of the
-    users' size. ``m`` must be divisible by the number of shards (ValueError otherwise); traced
-    sharded events (under an outer ``jit``) cannot be grouped on the host: they are
-    replicated, with a UserWarning, and the single-device kernel runs on every device.
-    Unsharded input runs as before.
+    more mesh axes (``jax.device_put(counts, NamedSharding(mesh, P("data")))``), in any order;
+    a log whose length does not divide into the shards may be padded with events
+    ``rows == cols == -1``, which are dropped. The events are grouped on the host, once per
+    call, by the user block that owns them (users ``[d m/p, (d + 1) m/p)`` on shard d; blocks
+    with fewer events are padded with count-0 events, which weigh nothing). Each shard updates
+    its users from its own events and the replicated ``Y^T Y``; the item update runs on every
+    shard with ``X^T X`` and every CG product psum'd over the user blocks. ``user_factors``
+    come back split by user blocks, ``P(axes, None)``; ``item_factors`` and the rest are
+    replicated. Per iteration this moves a (k, k) psum, ``cg_steps + 2`` psums of (n, k) and
+    two scalars; nothing of the users' size. ``m`` must be divisible by the number of shards
+    (ValueError otherwise); traced sharded events (under an outer ``jit``) cannot be grouped on
+    the host: they are replicated, with a UserWarning, and the single-device kernel runs on
+    every device. Unsharded input runs as before.
 
     Deviations: the paper solves eq. 4 exactly (O(k^3) per user); conjugate gradient with a few
     warm-started steps is the usual large-scale substitute and converges to the same fixed points.
     """
     fn = "implicit_als"
+    rows, cols, counts, split = _als.event_sharding(fn, rows, cols, counts, "counts")
     rows, cols, counts, (m, n) = _checks.check_observed(fn, rows, cols, counts, shape,
                                                         values_name="counts", checks=checks)
     _checks.check_nonnegative(fn, "counts", counts, checks)
     rank = _checks.check_rank(fn, rank, (m, n))
+    events = _als.shard_events(fn, rows, cols, counts, m, split, "counts")
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     cg_steps = _checks.check_int(fn, "cg_steps", cg_steps, low=1)
     alpha = _checks.check_real(fn, "alpha", alpha, low=0.0)
@@ -140,7 +143,6 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
         start = _warm_start(fn, warm_start, m, n, rank, dtype, checks)
         key = None
     hyper = tuple(jnp.asarray(h, dtype) for h in (alpha, lam, tol, init_std))
-    rows, cols, counts, events = _als.shard_events(fn, rows, cols, counts, m, "counts")
     if events is not None:
         if start is not None:
             user, rep = (NamedSharding(events.mesh, s) for s in (P(events.axes), P()))

@@ -60,8 +60,23 @@ def _close(a, b, rtol=1e-4):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
 
 
-def _sharded(mesh):
-    return tuple(meshes.rows(a, mesh) for a in (ROWS, COLS, VALUES))
+def _sharded(mesh, pad=0):
+    """The events split over the mesh, after ``pad`` padding events (-1, -1, 0) in random places
+    (a log whose length does not divide into the shards is padded so)."""
+    rows, cols, values = ROWS, COLS, VALUES
+    if pad:
+        at = np.random.default_rng(1).choice(NNZ + pad, pad, replace=False)
+        keep = np.setdiff1d(np.arange(NNZ + pad), at)
+        rows, cols, values = (np.zeros(NNZ + pad, a.dtype) for a in (ROWS, COLS, VALUES))
+        rows[keep], cols[keep], values[keep] = ROWS, COLS, VALUES
+        rows[at], cols[at] = -1, -1
+    return tuple(meshes.rows(a, mesh) for a in (rows, cols, values))
+
+
+def _events_of(rows, cols, values):
+    """What the solvers run on (see _als.event_sharding)."""
+    rows, cols, values, split = _als.event_sharding("test", rows, cols, values)
+    return _als.shard_events("test", rows, cols, values, M, split)
 
 
 def _rmse(res):
@@ -84,7 +99,9 @@ def test_biased_mf_matches_one_device(reference, size, explicit):
     # both), with k + 1 steps: exact up to rounding, against the exact solves on one device.
     cg = None if explicit else K + 1
     mesh = meshes.mesh(size, explicit=explicit)
-    res = jaxfact.biased_mf(*_sharded(mesh), (M, N), K, cg_steps=cg, **EXPLICIT)
+    # On 8 devices: a log of 832 + 8 events, 8 of them padding in random places.
+    pad = 8 if size == 8 else 0
+    res = jaxfact.biased_mf(*_sharded(mesh, pad), (M, N), K, cg_steps=cg, **EXPLICIT)
     for name in ("mu", "user_bias", "item_bias", "user_factors", "item_factors", "history"):
         _close(getattr(res, name), getattr(ref, name), 1e-4 if cg is None else 1e-3)
     assert int(res.n_iter) == int(ref.n_iter) and int(res.status) == int(ref.status)
@@ -100,7 +117,7 @@ def test_biased_mf_matches_one_device(reference, size, explicit):
 def test_implicit_als_matches_one_device(reference, size, explicit):
     ref = reference[1]
     mesh = meshes.mesh(size, explicit=explicit)
-    res = jaxfact.implicit_als(*_sharded(mesh), (M, N), K, **IMPLICIT)
+    res = jaxfact.implicit_als(*_sharded(mesh, 8 if size == 8 else 0), (M, N), K, **IMPLICIT)
     for name in ("user_factors", "item_factors", "history"):
         _close(getattr(res, name), getattr(ref, name))
     assert int(res.n_iter) == int(ref.n_iter) and int(res.status) == int(ref.status)
@@ -132,7 +149,7 @@ def test_collectives_are_item_sized():
     the users' size (M x K) crosses devices. The kernels are lowered with the arguments of the
     8-device fits above, so their compiled programs come from the cache."""
     mesh = meshes.mesh(8)
-    _, _, _, ev = _als.shard_events("test", *_sharded(mesh), M)
+    ev = _events_of(*_sharded(mesh))
     user, rep = (jax.sharding.NamedSharding(mesh, s) for s in (P("data"), P()))
     start = jax.device_put(
         ef._Factors(jnp.zeros(M), jnp.zeros(N), jnp.zeros((M, K)), jnp.zeros((N, K))),
@@ -174,8 +191,12 @@ def test_bad_shardings():
         jaxfact.implicit_als(rows, cols, values, (M + 4, N), K, **IMPLICIT)
     # Events split differently: follows `values`, says so, same answer.
     with pytest.warns(UserWarning, match="split differently"):
-        _, _, _, ev = _als.shard_events("f", meshes.rows(ROWS, meshes.mesh(2)), cols, values, M)
+        ev = _events_of(meshes.rows(ROWS, meshes.mesh(2)), cols, values)
     assert ev.size == 8 and float(jnp.sum(ev.weights)) == NNZ
+    # Only (-1, -1) is padding: a lone -1 index is an error, as on one device.
+    bad_rows = meshes.rows(np.where(np.arange(NNZ) == 5, -1, ROWS).astype(np.int32), mesh)
+    with pytest.raises(ValueError, match="`rows` must be in"):
+        jaxfact.implicit_als(bad_rows, cols, values, (M, N), K, **IMPLICIT)
     # Values checks run on sharded input.
     with pytest.raises(ValueError, match="finite"):
         jaxfact.biased_mf(rows, cols, meshes.rows(np.full(NNZ, np.nan, np.float32), mesh),
