@@ -8,13 +8,15 @@ batched Cholesky) or by a few conjugate-gradient steps (:func:`ridge_cg`, :func:
 
 Sharded ratings (:func:`shard_events`): the events are grouped on the host by the user block that
 owns them (:func:`group_by_block`, zero-weight padding for uneven blocks), so that each shard
-solves its own users' systems; the item side's sums over events are completed by a ``reduce``
-(a psum) that the kernels here take as an argument.
+solves its own users' systems; the item side's sums over events are completed across the shards
+by a reduce-scatter (exact solves) or a psum (CG products) that the kernels here take as an
+argument.
 """
 
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -79,12 +81,15 @@ def layout(seg: jax.Array, n_seg: int, chunk: int) -> Layout:
 
 
 def ridge_solve(lay: Layout, X: jax.Array, y: jax.Array, lam: jax.Array, n_seg: int,
-                chunk: int, reduce: Callable | None = None) -> jax.Array:
+                chunk: int, scatter: tuple[tuple[str, ...], int] | None = None) -> jax.Array:
     """For every segment s: solve (sum_{j in s} x_j x_j^T + lam n_s I) w_s = sum_{j in s} x_j y_j.
 
     X (nnz, d) and y (nnz,) are per-rating features and targets. Segments without ratings get 0.
-    ``reduce`` (inside a shard_map body: a psum) adds up the partial normal equations (G, b) of
-    every shard before the solve; ``lay.counts`` must then be the global counts.
+    ``scatter = (axes, p)`` (inside a shard_map body whose events are split over ``axes``, p
+    shards): the shards' partial normal equations (G, b) are added up by a reduce-scatter over
+    blocks of segments, each shard solves its block, and an all-gather of the (n_seg, d)
+    solutions gives every shard all of them: half the bytes of an all-reduce of G, and 1/p of
+    the solves. ``lay.counts`` must then be the global counts.
     """
     d = X.shape[1]
     Xz = jnp.concatenate([X, jnp.zeros((1, d), X.dtype)])  # row nnz: the padding slot
@@ -104,12 +109,24 @@ def ridge_solve(lay: Layout, X: jax.Array, y: jax.Array, lam: jax.Array, n_seg: 
 
     init = (jnp.zeros((n_seg, d, d), X.dtype), jnp.zeros((n_seg, d), X.dtype))
     (G, b), _ = lax.scan(body, init, jnp.arange(n_chunks))
-    if reduce is not None:
-        G, b = reduce((G, b))
     n_s = lay.counts.astype(X.dtype)
+    if scatter is None:
+        return _solve_normal(G, b, n_s, lam)
+    axes, p = scatter
+    pad = -n_seg % p  # whole blocks: the padding segments have G = 0, b = 0, n_s = 0: w = 0
+    G, b, n_s = (jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])
+                 for a in (G, b, n_s))
+    G, b = (lax.psum_scatter(a, axes, scatter_dimension=0, tiled=True) for a in (G, b))
+    n_s = lax.dynamic_slice_in_dim(n_s, lax.axis_index(axes) * G.shape[0], G.shape[0])
+    w = lax.all_gather(_solve_normal(G, b, n_s, lam), axes, axis=0, tiled=True)
+    return w[:n_seg]
+
+
+def _solve_normal(G: jax.Array, b: jax.Array, n_s: jax.Array, lam: jax.Array) -> jax.Array:
+    d = G.shape[-1]
     # A segment with no ratings has G = 0 and b = 0: solve I w = 0 instead of a singular system.
-    diag = jnp.where(n_s > 0, lam * n_s, jnp.ones((), X.dtype))
-    A = G + diag[:, None, None] * jnp.eye(d, dtype=X.dtype)[None]
+    diag = jnp.where(n_s > 0, lam * n_s, jnp.ones((), G.dtype))
+    A = G + diag[:, None, None] * jnp.eye(d, dtype=G.dtype)[None]
     L = jnp.linalg.cholesky(A)
     return jax.scipy.linalg.cho_solve((L, True), b[..., None])[..., 0]
 
@@ -164,23 +181,26 @@ def ridge_cg(lay: Layout, X: jax.Array, y: jax.Array, lam: jax.Array, n_seg: int
 def als_half(lay: Layout, mu: jax.Array, own_bias: jax.Array, own_F: jax.Array,
              other_bias: jax.Array, other_F: jax.Array, other_idx: jax.Array, values: jax.Array,
              lam: jax.Array, n_own: int, chunk: int, cg_steps: int | None, biased: bool = True,
-             weights: jax.Array | None = None, reduce: Callable | None = None
+             weights: jax.Array | None = None,
+             scatter: tuple[tuple[str, ...], int] | None = None
              ) -> tuple[jax.Array, jax.Array]:
     """One half-step of biased ALS: the other side fixed, every own (bias, factors) row refitted.
 
     Per-rating features are x = (1, f_other) and targets r - mu - b_other. Unbiased: the constant
     feature is 0, so the ridge solution keeps the bias at exactly 0. Sharded (see
-    :func:`group_by_block`): ``weights`` (nnz,) zeroes the padding events' features and targets,
-    ``reduce`` adds up the shards' normal equations (``lay.counts`` then global)."""
+    :func:`group_by_block`): ``weights`` (nnz,) zeroes the padding events' features and targets;
+    ``scatter = (axes, p)`` adds up the shards' normal equations (:func:`ridge_solve`) or CG
+    products (a psum over ``axes``); ``lay.counts`` must then be global."""
     one = jnp.full((other_idx.shape[0], 1), 1.0 if biased else 0.0, other_F.dtype)
     X = jnp.concatenate([one, other_F[other_idx]], 1)
     y = values - mu - other_bias[other_idx]
     if weights is not None:
         X, y = X * weights[:, None], y * weights
     if cg_steps is None:
-        w = ridge_solve(lay, X, y, lam, n_own, chunk, reduce)
+        w = ridge_solve(lay, X, y, lam, n_own, chunk, scatter)
     else:
         w0 = jnp.concatenate([own_bias[:, None], own_F], 1)
+        reduce = None if scatter is None else partial(lax.psum, axis_name=scatter[0])
         w = ridge_cg(lay, X, y, lam, n_own, w0, cg_steps, reduce)
     return w[:, 0], w[:, 1:]
 

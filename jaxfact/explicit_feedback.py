@@ -335,9 +335,11 @@ def _biased_als_sharded(rows, cols, values, weights, start, hyper, *, mesh, axes
                         cg_steps, biased=True):
     """:func:`_biased_als` on events grouped by user block (:func:`_als.group_by_block`): each
     shard solves its users' systems from its own events; the items' normal equations (or, with
-    ``cg_steps``, each CG product) are psum'd and every shard solves them all (items replicated)."""
+    ``cg_steps``, each CG product) are added up over the shards (reduce-scatter, solve by item
+    block, all-gather; or psum), so every shard ends with all item factors (replicated)."""
     m, n = shape
-    m_loc = m // int(np.prod([mesh.shape[a] for a in axes]))
+    p = int(np.prod([mesh.shape[a] for a in axes]))
+    m_loc = m // p
     psum = partial(lax.psum, axis_name=axes)
 
     def body(rows, cols, values, w, start, hyper):
@@ -357,7 +359,7 @@ def _biased_als_sharded(rows, cols, values, weights, start, hyper, *, mesh, axes
                                   biased, weights=w)
             bi, Q = _als.als_half(item_layout, mu, f.item_bias, f.item_factors, bu, P, rows,
                                   values, lam, n, _als.CHUNK, cg_steps, biased, weights=w,
-                                  reduce=psum)
+                                  scatter=(axes, p))
             f = _Factors(bu, bi, P, Q)
             return f, objective(f), None
 

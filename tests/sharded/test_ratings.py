@@ -144,10 +144,11 @@ def test_events_grouped_by_user_block_with_zero_weight_padding():
 
 
 def test_collectives_are_item_sized():
-    """Per iteration: biased_mf psums the items' normal equations, (N, K+1, K+1) and (N, K+1),
-    and J; implicit_als psums X^T X (K, K), each CG product (N, K) and two scalars. Nothing of
-    the users' size (M x K) crosses devices. The kernels are lowered with the arguments of the
-    8-device fits above, so their compiled programs come from the cache."""
+    """Per iteration: biased_mf reduce-scatters the items' normal equations (N = 12 items
+    padded to 16, 2 per shard: (2, K+1, K+1) and (2, K+1)), all-gathers the (16, K+1) solutions
+    and psums J; implicit_als psums X^T X (K, K), each CG product (N, K) and two scalars.
+    Nothing of the users' size (M x K) crosses devices. The kernels are lowered with the
+    arguments of the 8-device fits above, so their compiled programs come from the cache."""
     mesh = meshes.mesh(8)
     ev = _events_of(*_sharded(mesh))
     user, rep = (jax.sharding.NamedSharding(mesh, s) for s in (P("data"), P()))
@@ -161,13 +162,19 @@ def test_collectives_are_item_sized():
     implicit = imf._implicit_als_sharded.lower(ev.rows, ev.cols, ev.values, hyper, KEY, None,
                                                **static, rank=K, cg_steps=3)
     limit = M * K // 2
-    for what, lowered, shapes in (("biased_mf", biased, {(N, K + 1, K + 1), (N, K + 1)}),
-                                  ("implicit_als", implicit, {(N, K), (K, K)})):
+    for what, lowered, expected in (
+            ("biased_mf", biased, {("reduce-scatter", (2, K + 1, K + 1)),
+                                   ("reduce-scatter", (2, K + 1)), ("all-gather", (16, K + 1)),
+                                   ("all-reduce", ())}),
+            ("implicit_als", implicit, {("all-reduce", (N, K)), ("all-reduce", (K, K)),
+                                        ("all-reduce", (2,))})):
         found = _sharding.collectives(lowered.compile().as_text())
         big = [c for c in found if int(np.prod(c.shape)) >= limit]
         assert not big, f"{what}: collectives of >= {limit} elements: {big}"
-        assert {c.shape for c in found} >= shapes
-        assert all(c.op == "all-reduce" for c in found)
+        kinds = {(c.op, c.shape) for c in found}
+        assert kinds >= expected, kinds
+        # beyond those: once per call, the global item counts and scalars (mu, J at the start)
+        assert all(op == "all-reduce" and len(shape) <= 1 for op, shape in kinds - expected)
 
 
 def test_outer_jit_replicates_with_a_warning(reference):
