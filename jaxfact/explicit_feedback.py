@@ -167,17 +167,17 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     ``rows == cols == -1``, which are dropped. The events are grouped on the host, once per
     call, by the user block that owns them (users ``[d m/p, (d + 1) m/p)`` on shard d; blocks
     with fewer events are padded with zero-weight events). Each shard then solves its users'
-    systems from its own events; the items' normal equations are added up over the shards by a
-    psum and solved on every shard. ``user_factors`` and ``user_bias`` come back split by user
+    systems from its own events. ``user_factors`` and ``user_bias`` come back split by user
     blocks, ``P(axes, None)`` and ``P(axes)``; ``item_factors``, ``item_bias``, ``mu`` and the
-    rest are replicated. Per iteration this moves an (n, k+1, k+1) and an (n, k+1) psum (with
-    ``cg_steps``: ``cg_steps + 2`` psums of (n, k+1)) and a scalar; nothing of the users'
-    size. ``m`` must be divisible by the number of shards (ValueError otherwise);
-    ``solver="sgd"`` is sequential and rejects sharded ratings (ValueError); traced sharded
-    events (under an outer ``jit``) cannot be grouped on the host: they are replicated, with a
-    UserWarning, and the single-device kernel runs on every device. Sharded fits are not
-    differentiable (gradients need traced ratings, which take that replicated path).
-    Unsharded input runs as before.
+    rest are replicated. Per iteration the items' normal equations, (n, k+1, k+1) and
+    (n, k+1), are reduce-scattered by item block, each shard solves its block, and the
+    (n, k+1) solutions are all-gathered (with ``cg_steps``: ``cg_steps + 2`` psums of
+    (n, k+1)), plus a scalar psum; nothing of the users' size. ``m`` must be divisible by the
+    number of shards (ValueError otherwise); ``solver="sgd"`` is sequential and rejects sharded
+    ratings (ValueError); traced sharded events (under an outer ``jit``) cannot be grouped on
+    the host: they are replicated, with a UserWarning, and the single-device kernel runs on
+    every device. Sharded fits are not differentiable (gradients need traced ratings, which
+    take that replicated path). Unsharded input runs as before.
 
     Deviations: ``mu`` is the training mean, not a learned parameter (as in Surprise). The ALS
     penalty is weighted by the number of ratings so that both solvers minimize the same J.
