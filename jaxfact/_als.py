@@ -131,13 +131,15 @@ def _solve_normal(G: jax.Array, b: jax.Array, n_s: jax.Array, lam: jax.Array) ->
     return jax.scipy.linalg.cho_solve((L, True), b[..., None])[..., 0]
 
 
-def batched_cg(apply: Callable[[jax.Array], jax.Array], b: jax.Array, x0: jax.Array,
-               steps: int) -> jax.Array:
+def batched_cg(apply: Callable[[jax.Array], jax.Array], b: jax.Array | None, x0: jax.Array,
+               steps: int, r0: jax.Array | None = None) -> jax.Array:
     """``steps`` conjugate-gradient steps on A_s x_s = b_s for every row s at once, from x0.
 
     ``apply(V)`` returns the rows A_s v_s. Each row's quadratic 1/2 x^T A x - b^T x never increases;
-    a row whose residual is exactly 0 stays where it is (its step sizes would be 0 / 0)."""
-    r = b - apply(x0)
+    a row whose residual is exactly 0 stays where it is (its step sizes would be 0 / 0).
+    ``r0``, if given, is the initial residual b - A x0 (and ``b`` is not used): sharded callers
+    complete it with one psum instead of two."""
+    r = b - apply(x0) if r0 is None else r0
 
     def step(_, s: CGState) -> CGState:
         Ap = apply(s.p)
@@ -174,8 +176,14 @@ def ridge_cg(lay: Layout, X: jax.Array, y: jax.Array, lam: jax.Array, n_seg: int
         t = jnp.einsum("pld,pd->pl", Xp, V[owner])
         return diag[:, None] * V + seg(jnp.einsum("pl,pld->pd", t, Xp))
 
-    b = seg(jnp.einsum("pl,pld->pd", yp, Xp))
-    return batched_cg(apply, b, w0, cg_steps)
+    if reduce is None:
+        b = seg(jnp.einsum("pl,pld->pd", yp, Xp))
+        return batched_cg(apply, b, w0, cg_steps)
+    # Sharded: b and the event part of A w0 are both sums over the shards' events, so the
+    # initial residual b - A w0 takes one psum.
+    t = jnp.einsum("pld,pd->pl", Xp, w0[owner])
+    r0 = seg(jnp.einsum("pl,pld->pd", yp - t, Xp)) - diag[:, None] * w0
+    return batched_cg(apply, None, w0, cg_steps, r0=r0)
 
 
 def als_half(lay: Layout, mu: jax.Array, own_bias: jax.Array, own_F: jax.Array,

@@ -171,7 +171,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     blocks, ``P(axes, None)`` and ``P(axes)``; ``item_factors``, ``item_bias``, ``mu`` and the
     rest are replicated. Per iteration the items' normal equations, (n, k+1, k+1) and
     (n, k+1), are reduce-scattered by item block, each shard solves its block, and the
-    (n, k+1) solutions are all-gathered (with ``cg_steps``: ``cg_steps + 2`` psums of
+    (n, k+1) solutions are all-gathered (with ``cg_steps``: ``cg_steps + 1`` psums of
     (n, k+1)), plus a scalar psum; nothing of the users' size. ``m`` must be divisible by the
     number of shards (ValueError otherwise); ``solver="sgd"`` is sequential and rejects sharded
     ratings (ValueError); traced sharded events (under an outer ``jit``) cannot be grouped on
@@ -221,8 +221,12 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         key = _checks.check_key(fn, key, why="it draws the initial factors and the SGD order")
     if warm_start is None:
         kp, kq, key = jax.random.split(key, 3)
-        start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
-                         init_std * jax.random.normal(kp, (m, rank), dtype),
+        if events is None:
+            P0 = init_std * jax.random.normal(kp, (m, rank), dtype)
+        else:  # drawn where its rows live (threefry is partitionable: the same numbers)
+            P0 = init_std * jax.jit(lambda k: jax.random.normal(k, (m, rank), dtype),
+                                    out_shardings=NamedSharding(events.mesh, P_(events.axes)))(kp)
+        start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype), P0,
                          init_std * jax.random.normal(kq, (n, rank), dtype))
     if not biased:
         start = start._replace(user_bias=jnp.zeros((m,), dtype), item_bias=jnp.zeros((n,), dtype))

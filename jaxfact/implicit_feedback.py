@@ -113,7 +113,7 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
     its users from its own events and the replicated ``Y^T Y``; the item update runs on every
     shard with ``X^T X`` and every CG product psum'd over the user blocks. ``user_factors``
     come back split by user blocks, ``P(axes, None)``; ``item_factors`` and the rest are
-    replicated. Per iteration this moves a (k, k) psum, ``cg_steps + 2`` psums of (n, k) and
+    replicated. Per iteration this moves a (k, k) psum, ``cg_steps + 1`` psums of (n, k) and
     two scalars; nothing of the users' size. ``m`` must be divisible by the number of shards
     (ValueError otherwise); traced sharded events (under an outer ``jit``) cannot be grouped on
     the host: they are replicated, with a UserWarning, and the single-device kernel runs on
@@ -248,8 +248,12 @@ def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps, gram=None, redu
     def apply(V):
         return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm1 * dots(V), Gp))
 
-    b = seg(jnp.einsum("pl,plk->pk", pc, Gp))    # G^T C^u p(u)
-    F = _als.batched_cg(apply, b, F, cg_steps)
+    if reduce is None:
+        b = seg(jnp.einsum("pl,plk->pk", pc, Gp))    # G^T C^u p(u)
+        F = _als.batched_cg(apply, b, F, cg_steps)
+    else:  # the initial residual b - A F in one psum: both are sums over the shards' events
+        r0 = seg(jnp.einsum("pl,plk->pk", pc - cm1 * dots(F), Gp)) - F @ GtG
+        F = _als.batched_cg(apply, None, F, cg_steps, r0=r0)
     s_obs = dots(F)
     # c (p - s)^2 - s^2 with c = 1 + cm1 and p = 1[count > 0] (pc = c p); 0 in empty slots.
     valid = lay.idx < other.shape[0] - 1
