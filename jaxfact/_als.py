@@ -280,7 +280,9 @@ def _event_layout(fn: str, name: str, x: Any) -> Any:
     return _sharding.Layout(sharding.mesh, axes, 0) if axes else None
 
 
-def _unsplit(x: Any) -> Any:
+def unsplit(x: Any) -> Any:
+    """x with no dimension split: replicated on its mesh (or on the one device of a one-device
+    mesh); x itself when it is not sharded."""
     sharding = _sharding._sharding_of(x)
     if not isinstance(sharding, NamedSharding) or all(e is None for e in sharding.spec):
         return x
@@ -308,7 +310,7 @@ def event_sharding(fn: str, rows: Any, cols: Any, values: Any, values_name: str 
     if not split:
         # Split over mesh axes of size 1 only (a one-device mesh): its type still says "split",
         # which the single-device kernels' sorts reject under explicit axes; drop it.
-        return (*(_unsplit(a) for a in (rows, cols, values)), None)
+        return (*(unsplit(a) for a in (rows, cols, values)), None)
     name, lay = split[0]
     others = [nm for nm, ly in split[1:] if (ly.mesh, ly.axes) != (lay.mesh, lay.axes)]
     if others:

@@ -208,3 +208,14 @@ def test_bad_shardings():
     with pytest.raises(ValueError, match="finite"):
         jaxfact.biased_mf(rows, cols, meshes.rows(np.full(NNZ, np.nan, np.float32), mesh),
                           (M, N), K, **EXPLICIT)
+
+
+def test_train_test_split_of_a_sharded_log():
+    key = jax.random.key(3)
+    train, test = jaxfact.train_test_split(*_sharded(meshes.mesh(8)), test_fraction=0.25,
+                                           key=key)
+    ref_train, ref_test = jaxfact.train_test_split(ROWS, COLS, VALUES, test_fraction=0.25,
+                                                   key=key)
+    for got, want in zip((*train, *test), (*ref_train, *ref_test)):
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+        assert meshes.spec_of(got) == P()
