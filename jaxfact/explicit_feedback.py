@@ -9,6 +9,10 @@ stochastic gradient descent of the paper, one rating at a time, with Surprise's 
 Predictions come from :func:`jaxfact.predict`. Implicit feedback (clicks, plays) is in
 :mod:`jaxfact.implicit_feedback`; held-out splits are in :mod:`jaxfact.interactions` and error and
 ranking metrics in :mod:`jaxfact.metrics`.
+
+Scaling out: ratings sharded along the event axis over a mesh give user factors and biases split
+by user blocks and replicated item factors; ALS moves only the items' normal equations (or CG
+products) between devices (see :func:`biased_mf`, "Sharding"). SGD is sequential: one device.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P_
 
 from jaxfact import _als
 from jaxfact import _checks
@@ -154,6 +161,24 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       IEEE Computer 42(8), 2009. Eq. (5) (objective), "Learning algorithms" (SGD and ALS updates).
       N. Hug. Surprise: a Python library for recommender systems. JOSS 2020 (``SVD`` defaults).
 
+    Sharding: ``rows``, ``cols`` and ``values`` may be split along the event axis over one or
+    more mesh axes (``jax.device_put(values, NamedSharding(mesh, P("data")))``), in any order;
+    a log whose length does not divide into the shards may be padded with events
+    ``rows == cols == -1``, which are dropped. The events are grouped on the host, once per
+    call, by the user block that owns them (users ``[d m/p, (d + 1) m/p)`` on shard d; blocks
+    with fewer events are padded with zero-weight events). Each shard then solves its users'
+    systems from its own events. ``user_factors`` and ``user_bias`` come back split by user
+    blocks, ``P(axes, None)`` and ``P(axes)``; ``item_factors``, ``item_bias``, ``mu`` and the
+    rest are replicated. Per iteration the items' normal equations, (n, k+1, k+1) and
+    (n, k+1), are reduce-scattered by item block, each shard solves its block, and the
+    (n, k+1) solutions are all-gathered (with ``cg_steps``: ``cg_steps + 1`` psums of
+    (n, k+1)), plus a scalar psum; nothing of the users' size. ``m`` must be divisible by the
+    number of shards (ValueError otherwise); ``solver="sgd"`` is sequential and rejects sharded
+    ratings (ValueError); traced sharded events (under an outer ``jit``) cannot be grouped on
+    the host: they are replicated, with a UserWarning, and the single-device kernel runs on
+    every device. Sharded fits are not differentiable (gradients need traced ratings, which
+    take that replicated path). Unsharded input runs as before.
+
     Deviations: ``mu`` is the training mean, not a learned parameter (as in Surprise). The ALS
     penalty is weighted by the number of ratings so that both solvers minimize the same J.
     """
@@ -163,9 +188,17 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
             raise TypeError(f"{fn}: give `warm_start` only (`init` is its deprecated name)")
         _checks.warn_renamed(fn, "init", "warm_start")
         warm_start = init
+    rows, cols, values, split = _als.event_sharding(fn, rows, cols, values)
     rows, cols, values, (m, n) = _checks.check_observed(fn, rows, cols, values, shape,
                                                         checks=checks)
     solver = _checks.check_choice(fn, "solver", solver, ("als", "sgd"))
+    if split is not None and solver == "sgd":
+        raise ValueError(
+            f"{fn}: solver='sgd' visits the ratings one at a time in one random order, so it "
+            f"cannot be split over devices, and the ratings are sharded "
+            f"({P_(split.axes)}). Use solver='als' (it splits the users' systems by shard), or "
+            f"pass unsharded arrays (e.g. np.asarray(values)) to run SGD on one device.")
+    events = _als.shard_events(fn, rows, cols, values, m, split)
     rank = _checks.check_rank(fn, rank, (m, n))
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     if solver == "als":
@@ -188,8 +221,12 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         key = _checks.check_key(fn, key, why="it draws the initial factors and the SGD order")
     if warm_start is None:
         kp, kq, key = jax.random.split(key, 3)
-        start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
-                         init_std * jax.random.normal(kp, (m, rank), dtype),
+        if events is None:
+            P0 = init_std * jax.random.normal(kp, (m, rank), dtype)
+        else:  # drawn where its rows live (threefry is partitionable: the same numbers)
+            P0 = init_std * jax.jit(lambda k: jax.random.normal(k, (m, rank), dtype),
+                                    out_shardings=NamedSharding(events.mesh, P_(events.axes)))(kp)
+        start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype), P0,
                          init_std * jax.random.normal(kq, (n, rank), dtype))
     if not biased:
         start = start._replace(user_bias=jnp.zeros((m,), dtype), item_bias=jnp.zeros((n,), dtype))
@@ -198,6 +235,15 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     sg = jax.lax.stop_gradient
     hyper = tuple(sg(jnp.asarray(h, dtype)) for h in (lam, tol, lr))
     start = sg(start)
+    if solver == "als" and events is not None:
+        user, rep = (NamedSharding(events.mesh, s) for s in (P_(events.axes), P_()))
+        start = _Factors(*jax.device_put(start, _Factors(user, rep, user, rep)))
+        # Concrete events only (traced ones took the single-device path), so there is nothing
+        # to differentiate and no implicit gradient to attach.
+        return _biased_als_sharded(events.rows, events.cols, events.values, events.weights,
+                                   start, hyper, mesh=events.mesh, axes=events.axes,
+                                   shape=(m, n), max_iter=max_iter, cg_steps=cg_steps,
+                                   biased=biased)
     if solver == "als":
         res = _biased_als(rows, cols, sg(values), start, hyper, shape=(m, n), max_iter=max_iter,
                           cg_steps=cg_steps, biased=biased)
@@ -247,9 +293,14 @@ class _Table(NamedTuple):
 
 def _objective(mu, bu, bi, P, Q, rows, cols, values, lam):
     """J of eq. (5) divided by the number of ratings (the penalty weighted by n_u and n_i)."""
+    return jnp.mean(_objective_terms(mu, bu, bi, P, Q, rows, cols, values, lam))
+
+
+def _objective_terms(mu, bu, bi, P, Q, rows, cols, values, lam):
+    """J's term of each rating."""
     e = values - (mu + bu[rows] + bi[cols] + jnp.sum(P[rows] * Q[cols], axis=-1))
     pen = bu[rows] ** 2 + bi[cols] ** 2 + jnp.sum(P[rows] ** 2 + Q[cols] ** 2, axis=-1)
-    return jnp.mean(e**2 + lam * pen)
+    return e**2 + lam * pen
 
 
 def _result(mu, f: _Factors, state: _solver.State) -> BiasedMFResult:
@@ -281,6 +332,58 @@ def _biased_als(rows, cols, values, start, hyper, *, shape, max_iter, cg_steps, 
 
     state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=values.dtype))
     return _result(mu, state.iterate, state)
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "cg_steps", "biased", "mesh", "axes"))
+def _biased_als_sharded(rows, cols, values, weights, start, hyper, *, mesh, axes, shape, max_iter,
+                        cg_steps, biased=True):
+    """:func:`_biased_als` on events grouped by user block (:func:`_als.group_by_block`): each
+    shard solves its users' systems from its own events; the items' normal equations (or, with
+    ``cg_steps``, each CG product) are added up over the shards (reduce-scatter, solve by item
+    block, all-gather; or psum), so every shard ends with all item factors (replicated)."""
+    m, n = shape
+    p = int(np.prod([mesh.shape[a] for a in axes]))
+    m_loc = m // p
+    psum = partial(lax.psum, axis_name=axes)
+
+    def body(rows, cols, values, w, start, hyper):
+        lam, tol, _ = hyper
+        total = psum(jnp.sum(w))
+        mu = psum(jnp.sum(w * values)) / total if biased else jnp.zeros((), values.dtype)
+        count = lambda seg, size: jnp.bincount(seg, weights=w, length=size).astype(jnp.int32)
+        user_layout = _als.layout(rows, m_loc, _als.CHUNK)._replace(counts=count(rows, m_loc))
+        item_layout = _als.layout(cols, n, _als.CHUNK)._replace(counts=psum(count(cols, n)))
+
+        def objective(f: _Factors):
+            return psum(jnp.sum(w * _objective_terms(mu, *f, rows, cols, values, lam))) / total
+
+        def update(f: _Factors, _):
+            bu, P = _als.als_half(user_layout, mu, f.user_bias, f.user_factors, f.item_bias,
+                                  f.item_factors, cols, values, lam, m_loc, _als.CHUNK, cg_steps,
+                                  biased, weights=w)
+            bi, Q = _als.als_half(item_layout, mu, f.item_bias, f.item_factors, bu, P, rows,
+                                  values, lam, n, _als.CHUNK, cg_steps, biased, weights=w,
+                                  scatter=(axes, p))
+            f = _Factors(bu, bi, P, Q)
+            return f, objective(f), None
+
+        J0 = objective(start)
+
+        def stop(state):
+            return _solver.status_of(_solver.relative_decrease_below(state, tol, J0))
+
+        state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter,
+                                                        dtype=values.dtype))
+        return _result(mu, state.iterate, state)
+
+    ev, rep = P_(axes), P_()
+    factors = _Factors(P_(axes), rep, P_(axes, None), rep)
+    out = BiasedMFResult(rep, P_(axes), rep, P_(axes, None), rep, rep, rep, rep, rep)
+    # check_vma=False: the shared _als kernels (scans, CG) start from replicated zeros whose
+    # carries become device-varying; every psum here is of a device-varying partial sum.
+    return jax.shard_map(body, mesh=mesh, in_specs=(ev, ev, ev, ev, factors, rep),
+                         out_specs=out, check_vma=False)(rows, cols, values, weights, start,
+                                                         hyper)
 
 
 @partial(jax.jit, static_argnames=("shape", "max_iter", "biased"))

@@ -5,6 +5,10 @@ every user-item pair gets a preference ``p_ui = 1[count > 0]`` and a confidence
 ``c_ui = 1 + alpha * count``, and user and item embeddings are fitted to all m x n preferences,
 weighted by confidence. The unobserved pairs are handled in closed form (through ``Y^T Y``), so the
 m x n matrix is never formed.
+
+Scaling out: counts sharded along the event axis over a mesh give user factors split by user
+blocks and replicated item factors; only ``X^T X`` and the item side's CG products (n x k) cross
+devices (see :func:`implicit_als`, "Sharding").
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxfact import _als
 from jaxfact import _checks
@@ -97,14 +104,31 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
       G. Takacs, I. Pilaszy, D. Tikk. Applications of the conjugate gradient method for implicit
       feedback collaborative filtering. RecSys 2011.
 
+    Sharding: ``rows``, ``cols`` and ``counts`` may be split along the event axis over one or
+    more mesh axes (``jax.device_put(counts, NamedSharding(mesh, P("data")))``), in any order;
+    a log whose length does not divide into the shards may be padded with events
+    ``rows == cols == -1``, which are dropped. The events are grouped on the host, once per
+    call, by the user block that owns them (users ``[d m/p, (d + 1) m/p)`` on shard d; blocks
+    with fewer events are padded with count-0 events, which weigh nothing). Each shard updates
+    its users from its own events and the replicated ``Y^T Y``; the item update runs on every
+    shard with ``X^T X`` and every CG product psum'd over the user blocks. ``user_factors``
+    come back split by user blocks, ``P(axes, None)``; ``item_factors`` and the rest are
+    replicated. Per iteration this moves a (k, k) psum, ``cg_steps + 1`` psums of (n, k) and
+    two scalars; nothing of the users' size. ``m`` must be divisible by the number of shards
+    (ValueError otherwise); traced sharded events (under an outer ``jit``) cannot be grouped on
+    the host: they are replicated, with a UserWarning, and the single-device kernel runs on
+    every device. Unsharded input runs as before.
+
     Deviations: the paper solves eq. 4 exactly (O(k^3) per user); conjugate gradient with a few
     warm-started steps is the usual large-scale substitute and converges to the same fixed points.
     """
     fn = "implicit_als"
+    rows, cols, counts, split = _als.event_sharding(fn, rows, cols, counts, "counts")
     rows, cols, counts, (m, n) = _checks.check_observed(fn, rows, cols, counts, shape,
                                                         values_name="counts", checks=checks)
     _checks.check_nonnegative(fn, "counts", counts, checks)
     rank = _checks.check_rank(fn, rank, (m, n))
+    events = _als.shard_events(fn, rows, cols, counts, m, split, "counts")
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
     cg_steps = _checks.check_int(fn, "cg_steps", cg_steps, low=1)
     alpha = _checks.check_real(fn, "alpha", alpha, low=0.0)
@@ -119,6 +143,14 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
         start = _warm_start(fn, warm_start, m, n, rank, dtype, checks)
         key = None
     hyper = tuple(jnp.asarray(h, dtype) for h in (alpha, lam, tol, init_std))
+    if events is not None:
+        if start is not None:
+            user, rep = (NamedSharding(events.mesh, s) for s in (P(events.axes), P()))
+            start = _Factors(*jax.device_put(start, _Factors(user, rep)))
+        # Padding events have count 0: confidence 1 and preference 0, as if unobserved.
+        return _implicit_als_sharded(events.rows, events.cols, events.values, hyper, key, start,
+                                     mesh=events.mesh, axes=events.axes, shape=(m, n),
+                                     rank=rank, max_iter=max_iter, cg_steps=cg_steps)
     return _implicit_als(rows, cols, counts, hyper, key, start, shape=(m, n), rank=rank,
                          max_iter=max_iter, cg_steps=cg_steps)
 
@@ -183,7 +215,7 @@ def _loss(X, Y, rows, cols, counts, alpha, lam):
     return total / (float(X.shape[0]) * float(Y.shape[0]))
 
 
-def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps):
+def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps, gram=None, reduce=None):
     """cg_steps CG steps on (G^T G + lam I + G^T (C - I) G) f = G^T C p for every row of F at
     once, warm-started at F.
 
@@ -194,10 +226,12 @@ def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps):
     ``pref_c`` are per observation, padded with one trailing entry for empty slots (confidence 0).
 
     Returns the new F and ``sum_obs [c (p - s)^2 - s^2]`` at the new F (s = f . g), the observed
-    part of the loss.
+    part of the loss. Sharded (inside a shard_map body, G row-split and F replicated): ``gram``
+    is the psum'd ``G^T G`` and ``reduce`` (a psum) adds up every shard's part of each product
+    and of the right-hand side; the observed part returned is this shard's.
     """
     n_own, k = F.shape
-    GtG = G.T @ G + lam * jnp.eye(k, dtype=F.dtype)
+    GtG = (G.T @ G if gram is None else gram) + lam * jnp.eye(k, dtype=F.dtype)
     Gp = G[other[lay.idx]]                     # (pieces, width, k), gathered once per update
     cm1 = conf_m1[lay.idx]                     # (pieces, width), 0 in empty slots
     pc = pref_c[lay.idx]
@@ -205,7 +239,8 @@ def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps):
 
     def seg(V):
         # Unused pieces carry owner == n_own and are dropped by segment_sum.
-        return jax.ops.segment_sum(V, lay.owner, num_segments=n_own, indices_are_sorted=True)
+        out = jax.ops.segment_sum(V, lay.owner, num_segments=n_own, indices_are_sorted=True)
+        return out if reduce is None else reduce(out)
 
     def dots(V):
         return jnp.einsum("plk,pk->pl", Gp, V[owner])
@@ -213,8 +248,12 @@ def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps):
     def apply(V):
         return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm1 * dots(V), Gp))
 
-    b = seg(jnp.einsum("pl,plk->pk", pc, Gp))    # G^T C^u p(u)
-    F = _als.batched_cg(apply, b, F, cg_steps)
+    if reduce is None:
+        b = seg(jnp.einsum("pl,plk->pk", pc, Gp))    # G^T C^u p(u)
+        F = _als.batched_cg(apply, b, F, cg_steps)
+    else:  # the initial residual b - A F in one psum: both are sums over the shards' events
+        r0 = seg(jnp.einsum("pl,plk->pk", pc - cm1 * dots(F), Gp)) - F @ GtG
+        F = _als.batched_cg(apply, None, F, cg_steps, r0=r0)
     s_obs = dots(F)
     # c (p - s)^2 - s^2 with c = 1 + cm1 and p = 1[count > 0] (pc = c p); 0 in empty slots.
     valid = lay.idx < other.shape[0] - 1
@@ -222,6 +261,71 @@ def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps):
     pref = jnp.where(pc > 0, 1, 0).astype(F.dtype)
     observed = jnp.sum(c * (pref - s_obs) ** 2 - jnp.where(valid, s_obs**2, 0))
     return F, observed
+
+
+@partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps", "mesh", "axes"))
+def _implicit_als_sharded(rows, cols, counts, hyper, key, start, *, mesh, axes, shape, rank,
+                          max_iter, cg_steps):
+    """:func:`_implicit_als` on events grouped by user block (:func:`_als.group_by_block`,
+    padding events have count 0, which is no event at all): each shard updates its users from
+    its own events and the replicated Y; the item update runs on every shard with ``X^T X`` and
+    each CG product psum'd over the user blocks."""
+    m, n = shape
+    m_loc = m // int(np.prod([mesh.shape[a] for a in axes]))
+    psum = partial(jax.lax.psum, axis_name=axes)
+    dtype = counts.dtype
+    if start is None:  # the same numbers as _implicit_als draws, the users' split by block
+        kx, ky = jax.random.split(key)
+        init_std = hyper[3]
+        start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
+                         init_std * jax.random.normal(ky, (n, rank), dtype))
+        start = _Factors(_als.constrain(start.user_factors, mesh, P(axes, None)),
+                         _als.constrain(start.item_factors, mesh, P()))
+
+    def body(rows, cols, counts, hyper, start):
+        alpha, lam, tol, _ = hyper
+        user_layout = _als.layout(rows, m_loc, 1)
+        item_layout = _als.layout(cols, n, 1)
+        pad = lambda a: jnp.concatenate([a, jnp.zeros((1,), a.dtype)])
+        conf_m1 = pad(alpha * counts)
+        pref_c = pad(jnp.where(counts > 0, 1 + alpha * counts, 0))
+        rows_p, cols_p = pad(rows), pad(cols)
+
+        def loss(X, Y, XtX, observed):
+            # observed and sum(X^2) in one psum of two scalars
+            obs, x2 = psum(jnp.stack([observed, jnp.sum(X**2)]))
+            return (jnp.sum(XtX * (Y.T @ Y)) + obs + lam * (x2 + jnp.sum(Y**2))) / (
+                float(m) * float(n))
+
+        def update(f: _Factors, _):
+            X, _ = _cg_update(f.user_factors, f.item_factors, user_layout, cols_p, conf_m1,
+                              pref_c, lam, cg_steps)
+            XtX = psum(X.T @ X)
+            Y, observed = _cg_update(f.item_factors, X, item_layout, rows_p, conf_m1, pref_c, lam,
+                                     cg_steps, gram=XtX, reduce=psum)
+            return _Factors(X, Y), loss(X, Y, XtX, observed), None
+
+        X0, Y0 = start
+        s = jnp.sum(X0[rows] * Y0[cols], axis=-1)
+        c = 1 + alpha * counts
+        p = (counts > 0).astype(dtype)
+        L0 = loss(X0, Y0, psum(X0.T @ X0), jnp.sum(c * (p - s) ** 2 - s**2))
+
+        def stop(state):
+            return _solver.status_of(_solver.relative_decrease_below(state, tol, L0))
+
+        state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=dtype))
+        f = state.iterate
+        return ImplicitALSResult(f.user_factors, f.item_factors, state.n_iter,
+                                 state.status == _solver.Status.CONVERGED, state.history,
+                                 state.status)
+
+    ev, rep = P(axes), P()
+    out = ImplicitALSResult(P(axes, None), rep, rep, rep, rep, rep)
+    # check_vma=False: the shared CG and layout kernels start from replicated zeros whose carries
+    # become device-varying; every psum here is of a device-varying partial sum.
+    return jax.shard_map(body, mesh=mesh, in_specs=(ev, ev, ev, rep, _Factors(P(axes, None), rep)),
+                         out_specs=out, check_vma=False)(rows, cols, counts, hyper, start)
 
 
 @partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps"))

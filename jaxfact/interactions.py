@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfact import _als
 from jaxfact import _checks
 
 __all__ = ["Ratings", "train_test_split", "synthetic_ratings"]
@@ -40,6 +41,12 @@ def train_test_split(rows: Any, cols: Any, values: Any, *, test_fraction: float,
     concrete; under an outer ``jit`` staged with ``jax.experimental.checkify`` when ``checks`` is
     true) and indices non-negative.
 
+    Sharding: entries split along the event axis are split on replicated copies (one all-gather
+    of the entries); both parts come back replicated, since their lengths need not divide into
+    the shards. To fit on them sharded, pad each part to a multiple of the shard count with
+    events ``(-1, -1, 0)`` (:func:`jaxfact.biased_mf` and :func:`jaxfact.implicit_als` drop
+    them) and ``jax.device_put`` it split again.
+
     Example:
 
       >>> rows = jnp.array([0, 0, 1, 2, 3], jnp.int32)
@@ -51,7 +58,9 @@ def train_test_split(rows: Any, cols: Any, values: Any, *, test_fraction: float,
       ((3,), (2,))
     """
     fn = "train_test_split"
-    rows, cols, values = (jnp.asarray(a) for a in (rows, cols, values))
+    # Sharded entries are split on replicated copies: the parts' lengths need not divide into
+    # the shards (explicit sharding types would reject the gathers otherwise).
+    rows, cols, values = (_als.unsplit(jnp.asarray(a)) for a in (rows, cols, values))
     for name, a in (("rows", rows), ("cols", cols), ("values", values)):
         if a.ndim != 1:
             raise ValueError(f"{fn}: `{name}` must be 1-D; got shape {a.shape}")
