@@ -1,0 +1,216 @@
+"""jaxfact.nn's embedding modules with their vocabulary split over a mesh (8 host devices).
+
+The parameters of a module built with ``vocab_axis`` are the ones built without it (same
+initializers, same keys), only placed differently; so lookups, logits and gradients must agree to
+float32 rounding: lookups are gathers (bit-exact, summed with zeros), logits are the same (|x|, r)
+x (r, V) products computed shard by shard (a few ulps, 1e-5 relative). ``from_table`` on a
+row-sharded table goes through the sharded SVD / PCA, which match the single-device ones to
+float32 rounding of a well-separated spectrum (1e-4 relative on the reconstructed table).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen
+from flax import nnx
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
+
+from jaxfact import nn as jnn
+from jaxfact.nn import linen as jlinen
+from tests.sharded import meshes
+
+V, F, R = 256, 16, 4
+IDS = np.random.default_rng(0).integers(0, V, size=(8, 6)).astype(np.int32)
+X = np.random.default_rng(1).standard_normal((8, F)).astype(np.float32)
+LIMIT = V * R // 2   # any collective this big moved other devices' rows of the (V, r) table
+
+
+def vmesh(size, explicit=True):
+    return meshes.mesh(size, explicit=explicit, name="vocab")
+
+
+def spec(x):
+    return meshes.spec_of(x)
+
+
+def close(a, b, rtol=1e-5):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+@pytest.fixture(scope="module")
+def reference():
+    emb = jnn.FactorizedEmbed(V, F, R, use_bias=True, bias_init=nnx.initializers.normal(1.0),
+                              rngs=nnx.Rngs(0))
+    return emb, emb(IDS), emb.attend(X)
+
+
+def loss_fn(model, ids):
+    # Cross-entropy with vocabulary-split logits: logsumexp and a one-hot sum are reductions over
+    # the vocabulary (indexing the logits at the targets would need them whole).
+    z = model.attend(model(ids))
+    return jnp.mean(jax.nn.logsumexp(z, axis=-1) - jnp.sum(z * jax.nn.one_hot(ids, V), -1))
+
+
+@pytest.mark.parametrize("size", meshes.SIZES)
+def test_factorized_embed_vocab_sharded(size, reference):
+    ref, lookup, logits = reference
+    mesh = vmesh(size)
+    with jax.set_mesh(mesh):
+        emb = jnn.FactorizedEmbed(V, F, R, use_bias=True,
+                                  bias_init=nnx.initializers.normal(1.0), vocab_axis="vocab",
+                                  rngs=nnx.Rngs(0))
+        specs = nnx.get_partition_spec(nnx.state(emb, nnx.Param))
+        assert specs["embedding"].get_value() == P("vocab", None)
+        assert specs["projection"].get_value() == P()
+        shardings = nnx.get_named_sharding(nnx.state(emb, nnx.Param), mesh)
+        assert shardings["embedding"].get_value().spec == P("vocab", None)
+        assert spec(emb.embedding[...]) == P("vocab")
+        out, z = emb(IDS), emb.attend(X)
+        # a batch split over the vocabulary's own axis: the lookup keeps it, attend gathers
+        # the (|x|, r) queries (not the table) and splits the logits by vocabulary
+        out_b, z_b = emb(meshes.rows(IDS, mesh, "vocab")), emb.attend(meshes.rows(X, mesh, "vocab"))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(lookup))
+    np.testing.assert_array_equal(np.asarray(out_b), np.asarray(lookup))
+    close(z, logits)
+    close(z_b, logits)
+    assert spec(z) == P(None, "vocab") == spec(z_b)
+    assert spec(out_b) == P("vocab")
+    if size == 8:
+        A, B, b = emb.embedding[...], emb.projection[...], emb.bias[...]
+        for what, fn, args in (("lookup", jnn._math.factorized_lookup, (IDS, A, B, b)),
+                               ("attend", jnn._math.factorized_attend, (X, A, B, b))):
+            meshes.assert_no_large_collective(fn, args, limit=LIMIT, what=what)
+
+
+def test_training_step_under_nnx_jit(reference):
+    ref = reference[0]
+    mesh = jax.make_mesh((2, 4), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+    ids = meshes.rows(IDS, mesh, "data")              # the batch split over the other axis
+    with jax.set_mesh(mesh):
+        emb = jnn.FactorizedEmbed(V, F, R, use_bias=True,
+                                  bias_init=nnx.initializers.normal(1.0), vocab_axis="vocab",
+                                  rngs=nnx.Rngs(0))
+        opt = nnx.Optimizer(emb, optax.sgd(0.5), wrt=nnx.Param)
+
+        @nnx.jit
+        def step(model, opt, ids):
+            loss, grads = nnx.value_and_grad(loss_fn)(model, ids)
+            opt.update(model, grads)
+            return loss, grads
+
+        loss, grads = step(emb, opt, ids)
+        assert spec(grads["embedding"].get_value()) == P("vocab")
+        assert spec(emb.embedding[...]) == P("vocab")
+        assert spec(emb(ids)) == P("data")            # the lookup keeps the batch split
+        assert spec(emb.attend(emb(ids))) == P("data", None, "vocab")
+        found = meshes.collectives(lambda m, o, i: step(m, o, i), emb, opt, ids)
+        big = [c for c in found if int(np.prod(c.shape)) >= LIMIT]
+        assert not big, big
+    ref_loss, ref_grads = nnx.value_and_grad(loss_fn)(ref, IDS)
+    close(loss, ref_loss)
+    close(grads["embedding"].get_value(), ref_grads["embedding"].get_value(), 1e-4)
+    close(grads["projection"].get_value(), ref_grads["projection"].get_value(), 1e-4)
+
+
+def test_auto_mesh(reference):
+    _, lookup, logits = reference
+    with jax.set_mesh(vmesh(4, explicit=False)):
+        emb = jnn.FactorizedEmbed(V, F, R, use_bias=True,
+                                  bias_init=nnx.initializers.normal(1.0), vocab_axis="vocab",
+                                  rngs=nnx.Rngs(0))
+        assert spec(emb.embedding[...]) == P("vocab")
+        out, z = emb(IDS), emb.attend(X)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(lookup))
+    close(z, logits)
+    assert spec(z) == P(None, "vocab")
+
+
+def test_no_mesh_and_bad_split():
+    # Without vocab_axis there is no annotation at all; with one, an uneven split is rejected.
+    emb = jnn.FactorizedEmbed(V, F, R, rngs=nnx.Rngs(0))
+    assert "out_sharding" not in emb.embedding.get_metadata()
+    with jax.set_mesh(vmesh(8)):
+        with pytest.raises(ValueError, match="pad the vocabulary"):
+            jnn.FactorizedEmbed(60, F, R, vocab_axis="vocab", rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match="embedding_0"):
+            jnn.AdaptiveEmbed((20, V), F, vocab_axis="vocab", rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="vocab_axis"):
+        jnn.FactorizedEmbed(V, F, R, vocab_axis=3, rngs=nnx.Rngs(0))
+
+
+def test_adaptive_embed_vocab_sharded():
+    cut = (64, V)
+    ref = jnn.AdaptiveEmbed(cut, F, rngs=nnx.Rngs(0))
+    with jax.set_mesh(vmesh(8)):
+        emb = jnn.AdaptiveEmbed(cut, F, vocab_axis="vocab", rngs=nnx.Rngs(0))
+        specs = nnx.get_partition_spec(nnx.state(emb, nnx.Param))
+        assert specs["embedding_1"].get_value() == P("vocab", None)
+        assert spec(emb.embedding_0[...]) == P("vocab") == spec(emb.embedding_1[...])
+        out, z = emb(IDS), emb.attend(X)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref(IDS)))
+    close(z, ref.attend(X))
+    assert spec(z) == P(None, "vocab")
+
+
+def _low_rank_table(k=6):
+    rng = np.random.default_rng(2)
+    T = rng.standard_normal((V, k)) @ (np.diag(2.0 ** -np.arange(k)) * 10) @ \
+        rng.standard_normal((k, F))
+    return (T + 0.01 * rng.standard_normal((V, F))).astype(np.float32)
+
+
+@pytest.mark.parametrize("method,key", [("svd", None), ("svd", 0), ("pca", None)])
+def test_from_table_follows_the_table(method, key):
+    T = _low_rank_table()
+    key = None if key is None else jax.random.key(key)
+    ref = jnn.FactorizedEmbed.from_table(T, R, method=method, key=key)
+    mesh = vmesh(8)
+    emb = jnn.FactorizedEmbed.from_table(meshes.rows(T, mesh, "vocab"), R, method=method, key=key)
+    assert emb.vocab_axis == "vocab"
+    assert spec(emb.embedding[...]) == P("vocab")
+    assert nnx.get_partition_spec(emb.embedding).get_value() == P("vocab", None)
+    close(emb.table(), ref.table(), 1e-4)
+    with jax.set_mesh(mesh):
+        close(emb.attend(X), ref.attend(X), 1e-4)
+
+
+def test_from_table_nmf_sharded():
+    T = np.abs(_low_rank_table())
+    opts = {"solver": "hals", "max_iter": 30}
+    ref = jnn.FactorizedEmbed.from_table(T, R, method="nmf", nmf_options=opts)
+    emb = jnn.FactorizedEmbed.from_table(meshes.rows(T, vmesh(4), "vocab"), R, method="nmf",
+                                         nmf_options=opts)
+    assert spec(emb.embedding[...]) == P("vocab")
+    close(emb.table(), ref.table(), 1e-3)
+
+
+def test_linen_twin():
+    # Linen's nn.Partitioned applies its annotation as a sharding constraint, which meshes with
+    # explicit axes treat as an assertion: the Linen recipe (init under jit with out_shardings)
+    # takes auto axes.
+    mesh = vmesh(8, explicit=False)
+    ref = jlinen.FactorizedEmbed(V, F, R)
+    ref_vars = ref.init(jax.random.key(0), IDS)
+    model = jlinen.FactorizedEmbed(V, F, R, vocab_axis="vocab")
+    with jax.set_mesh(mesh):
+        abstract = jax.eval_shape(model.init, jax.random.key(0), IDS)
+        specs = linen.get_partition_spec(abstract)
+        assert specs["params"]["embedding"] == P("vocab", None)
+        shardings = linen.get_sharding(specs, mesh)
+        variables = jax.jit(model.init, out_shardings=shardings)(jax.random.key(0), IDS)
+        table = linen.unbox(variables)["params"]["embedding"]
+        assert spec(table) == P("vocab")
+        out = model.apply(variables, IDS)
+        z = model.apply(variables, X, method="attend")
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref.apply(ref_vars, IDS)))
+    close(z, ref.apply(ref_vars, X, method="attend"))
+    assert spec(z) == P(None, "vocab")
+    # from_table on a sharded table boxes the codes with the table's axis
+    T = _low_rank_table()
+    module, variables = jlinen.FactorizedEmbed.from_table(meshes.rows(T, mesh, "vocab"), R)
+    assert module.vocab_axis == "vocab"
+    assert linen.get_partition_spec(variables)["params"]["embedding"] == P("vocab", None)
