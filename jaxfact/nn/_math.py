@@ -144,8 +144,11 @@ def vocab_sharding(vocab_axis: Any, names: Sequence[str]) -> dict[str, tuple]:
     return {name: (vocab_axis, None) for name in names}
 
 
-def vocab_axis_of(table: Any) -> Any:
-    """The mesh axis (or tuple of axes) splitting the rows of a sharded table, None if none."""
+def vocab_axis_of(table: Any, vocab_axis: Any = "infer") -> Any:
+    """``vocab_axis`` itself, or for ``"infer"`` the mesh axis (or tuple of axes) splitting the
+    rows of a sharded table (None for an unsharded one)."""
+    if not (isinstance(vocab_axis, str) and vocab_axis == "infer"):
+        return vocab_axis
     _, axes = vocab_split(table)
     return None if not axes else axes[0] if len(axes) == 1 else axes
 
@@ -294,6 +297,20 @@ def vocab_split(table) -> tuple[Any, tuple[str, ...]]:
     # take jnp.take either, and the shard_map below costs nothing there.
     rows, cols = (_names(e) for e in _spec_of(table))
     return (mesh, rows) if rows and not cols else (None, ())
+
+
+def split_rows_like(x, table):
+    """``x`` (rows of ``table``'s vocabulary) split by rows as ``table`` is; unchanged when
+    ``table`` is not split or ``x`` already is. Factors of a row-split table come back row-split
+    from the sharded factorizations; with auto axes XLA may replicate them, which this undoes
+    (each device keeps its own block: nothing moves)."""
+    mesh, axes = vocab_split(table)
+    if not axes or vocab_split(x)[1] == axes:
+        return x
+    sharding = jax.sharding.NamedSharding(mesh, P(axes, *([None] * (x.ndim - 1))))
+    if isinstance(x, jax.core.Tracer):
+        return jax.sharding.reshard(x, sharding)
+    return jax.device_put(x, sharding)
 
 
 def _names(entry) -> tuple[str, ...]:

@@ -147,7 +147,7 @@ class FactorizedEmbed(nnx.Module):
         """
         args, kw, params = _build.factor_params("FactorizedEmbed.from_factors", A, B, bias,
                                                 param_dtype)
-        axis = _infer_axis(vocab_axis, A)
+        axis = _math.vocab_axis_of(A, vocab_axis)
         return _with_params(lambda: cls(*args, **kw, dtype=dtype, vocab_axis=axis,
                                         rngs=nnx.Rngs(0)), params)
 
@@ -204,7 +204,7 @@ class FactorizedEmbed(nnx.Module):
         args, kw, params = _build.table_params(
             "FactorizedEmbed.from_table", table, rank, method=method, key=key,
             nmf_options=nmf_options, param_dtype=param_dtype, checks=checks)
-        axis = _infer_axis(vocab_axis, table)
+        axis = _math.vocab_axis_of(table, vocab_axis)
         return _with_params(lambda: cls(*args, **kw, dtype=dtype, vocab_axis=axis,
                                         rngs=nnx.Rngs(0)), params)
 
@@ -425,7 +425,7 @@ class AdaptiveEmbed(nnx.Module):
     def from_table(cls, table: Any, cutoffs: Sequence[int], *, factor: float = 4,
                    head_projection: bool = False, key: Any = None, dtype: Dtype | None = None,
                    param_dtype: Dtype | None = None, checks: bool = False,
-                   vocab_axis: Any = None) -> "AdaptiveEmbed":
+                   vocab_axis: Any = "infer") -> "AdaptiveEmbed":
         """Converts a trained (V, F) table, rows sorted by frequency, into adaptive bands.
 
         Band i's table and projection are the truncated SVD of that band's rows at rank
@@ -446,9 +446,10 @@ class AdaptiveEmbed(nnx.Module):
           dtype, param_dtype: as in the constructor (param_dtype defaults to the table's dtype).
           checks: under an outer ``jit``, also check that the table is finite, with
             ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
-          vocab_axis: as in the constructor (None: no annotation); under ``jax.set_mesh`` the
-            band tables are put on that split. A sharded table's bands are cut by rows, which
-            do not follow its shards, so they are factored replicated.
+          vocab_axis: as in :meth:`FactorizedEmbed.from_factors`; ``"infer"`` (the default)
+            follows the table: a table split by rows gives band tables split the same way (each
+            band re-split from the table's shards, then factored by the sharded SVD), so each
+            band's size must be a multiple of the number of devices.
 
         Example:
           >>> table = jax.random.normal(jax.random.key(0), (5000, 64))
@@ -458,7 +459,8 @@ class AdaptiveEmbed(nnx.Module):
         """
         bands = _build.adaptive_from_table("AdaptiveEmbed.from_table", table, cutoffs, factor,
                                            head_projection, key, param_dtype, checks)
-        return adaptive_from_bands(cls, bands, head_projection, dtype, vocab_axis)
+        return adaptive_from_bands(cls, bands, head_projection, dtype,
+                                   _math.vocab_axis_of(table, vocab_axis))
 
 
 def adaptive_from_bands(cls, bands: _build.AdaptiveBands, head_projection: bool,
@@ -481,11 +483,6 @@ def _init_params(module, shapes, inits, param_dtype, rngs, sharding):
                                                                  param_dtype), **meta)
         setattr(module, name, value)
 
-
-def _infer_axis(vocab_axis, table):
-    if isinstance(vocab_axis, str) and vocab_axis == "infer":
-        return _math.vocab_axis_of(table)
-    return vocab_axis
 
 
 def _with_params(make, params):

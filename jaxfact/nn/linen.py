@@ -110,7 +110,7 @@ class FactorizedEmbed(nn.Module):
         :meth:`jaxfact.nn.FactorizedEmbed.from_factors`)."""
         args, kw, params = _build.factor_params("FactorizedEmbed.from_factors", A, B, bias,
                                                 param_dtype)
-        axis = _infer_axis(vocab_axis, A)
+        axis = _math.vocab_axis_of(A, vocab_axis)
         return cls(*args, **kw, dtype=dtype, vocab_axis=axis), {"params": _box(params, axis)}
 
     @classmethod
@@ -123,7 +123,7 @@ class FactorizedEmbed(nn.Module):
         args, kw, params = _build.table_params(
             "FactorizedEmbed.from_table", table, rank, method=method, key=key,
             nmf_options=nmf_options, param_dtype=param_dtype, checks=checks)
-        axis = _infer_axis(vocab_axis, table)
+        axis = _math.vocab_axis_of(table, vocab_axis)
         return cls(*args, **kw, dtype=dtype, vocab_axis=axis), {"params": _box(params, axis)}
 
 
@@ -229,12 +229,13 @@ class AdaptiveEmbed(nn.Module):
     def from_table(cls, table: Any, cutoffs: Sequence[int], *, factor: float = 4,
                    head_projection: bool = False, key: Any = None, dtype: Dtype | None = None,
                    param_dtype: Dtype | None = None, checks: bool = False,
-                   vocab_axis: Any = None) -> tuple["AdaptiveEmbed", dict]:
+                   vocab_axis: Any = "infer") -> tuple["AdaptiveEmbed", dict]:
         """``(module, variables)`` converting a trained table into adaptive bands; see
         :meth:`jaxfact.nn.AdaptiveEmbed.from_table`."""
         bands = _build.adaptive_from_table("AdaptiveEmbed.from_table", table, cutoffs, factor,
                                            head_projection, key, param_dtype, checks)
-        return _adaptive_from_bands(cls, bands, head_projection, dtype, vocab_axis)
+        return _adaptive_from_bands(cls, bands, head_projection, dtype,
+                                    _math.vocab_axis_of(table, vocab_axis))
 
 
 def _init_params(module, shapes, inits):
@@ -267,11 +268,6 @@ def _box(params, vocab_axis):
     return {name: nn.Partitioned(value, names=(vocab_axis, None))
             if name.startswith("embedding") else value for name, value in params.items()}
 
-
-def _infer_axis(vocab_axis, table):
-    if isinstance(vocab_axis, str) and vocab_axis == "infer":
-        return _math.vocab_axis_of(table)
-    return vocab_axis
 
 
 def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any = None,
