@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
+from jax.sharding import PartitionSpec
 
 from jaxfact import _checks
 from jaxfact import _sharding
@@ -281,8 +281,8 @@ def take_rows(table, ids):
         got = jnp.take(t, jnp.where(mine, local, 0), axis=0)
         return jax.lax.psum(jnp.where(mine[..., None], got, 0), axes)
 
-    return jax.shard_map(body, mesh=mesh, in_specs=(P(axes, None), ids_spec),
-                         out_specs=P(*ids_spec, None))(table, ids)
+    return jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(axes, None), ids_spec),
+                         out_specs=PartitionSpec(*ids_spec, None))(table, ids)
 
 
 def vocab_split(table) -> tuple[Any, tuple[str, ...]]:
@@ -307,7 +307,7 @@ def split_rows_like(x, table):
     mesh, axes = vocab_split(table)
     if not axes or vocab_split(x)[1] == axes:
         return x
-    sharding = jax.sharding.NamedSharding(mesh, P(axes, *([None] * (x.ndim - 1))))
+    sharding = jax.sharding.NamedSharding(mesh, PartitionSpec(axes, *([None] * (x.ndim - 1))))
     if isinstance(x, jax.core.Tracer):
         return jax.sharding.reshard(x, sharding)
     return jax.device_put(x, sharding)
@@ -332,13 +332,13 @@ def _spec_of(x) -> tuple:
     return spec + (None,) * (x.ndim - len(spec))
 
 
-def _spec_without(x, axes) -> P:
+def _spec_without(x, axes) -> PartitionSpec:
     """``x``'s spec with the mesh axes in ``axes`` removed (those dimensions replicated there)."""
     out = []
     for entry in _spec_of(x):
         kept = tuple(a for a in _names(entry) if a not in axes)
         out.append(None if not kept else kept[0] if len(kept) == 1 else kept)
-    return P(*out)
+    return PartitionSpec(*out)
 
 
 def _reshard_to(x, mesh, spec):

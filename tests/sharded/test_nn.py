@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
+from jaxfact import _sharding
 from jaxfact import nn as jnn
 from jaxfact.nn import linen as jlinen
 from tests.sharded import meshes
@@ -70,23 +71,27 @@ def test_factorized_embed_vocab_sharded(size, reference):
         assert shardings["embedding"].get_value().spec == P("vocab", None)
         assert spec(emb.embedding[...]) == P("vocab")
         out, z = emb(IDS), emb.attend(X)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(lookup))
+    close(z, logits)
+    assert spec(z) == P(None, "vocab")
+    if size == 8:
         # a batch split over the vocabulary's own axis: the lookup keeps it, attend gathers
         # the (|x|, r) queries (not the table) and splits the logits by vocabulary
-        out_b, z_b = emb(meshes.rows(IDS, mesh, "vocab")), emb.attend(meshes.rows(X, mesh, "vocab"))
-    np.testing.assert_array_equal(np.asarray(out), np.asarray(lookup))
-    np.testing.assert_array_equal(np.asarray(out_b), np.asarray(lookup))
-    close(z, logits)
-    close(z_b, logits)
-    assert spec(z) == P(None, "vocab") == spec(z_b)
-    assert spec(out_b) == P("vocab")
-    if size == 8:
+        with jax.set_mesh(mesh):
+            out_b = emb(meshes.rows(IDS, mesh, "vocab"))
+            z_b = emb.attend(meshes.rows(X, mesh, "vocab"))
+        np.testing.assert_array_equal(np.asarray(out_b), np.asarray(lookup))
+        close(z_b, logits)
+        assert spec(out_b) == P("vocab") and spec(z_b) == P(None, "vocab")
         A, B, b = emb.embedding[...], emb.projection[...], emb.bias[...]
         for what, fn, args in (("lookup", jnn._math.factorized_lookup, (IDS, A, B, b)),
                                ("attend", jnn._math.factorized_attend, (X, A, B, b))):
             meshes.assert_no_large_collective(fn, args, limit=LIMIT, what=what)
 
 
-def test_training_step_under_nnx_jit(reference):
+def test_training_step_with_sharded_parameters(reference):
+    # The functional form of an nnx.jit step (split, jax.jit, merge: what nnx.jit does), so that
+    # the one compiled program is both inspected and run.
     ref = reference[0]
     mesh = jax.make_mesh((2, 4), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
     ids = meshes.rows(IDS, mesh, "data")              # the batch split over the other axis
@@ -95,21 +100,26 @@ def test_training_step_under_nnx_jit(reference):
                                   bias_init=nnx.initializers.normal(1.0), vocab_axis="vocab",
                                   rngs=nnx.Rngs(0))
         opt = nnx.Optimizer(emb, optax.sgd(0.5), wrt=nnx.Param)
+        graphdef, state = nnx.split((emb, opt))
 
-        @nnx.jit
-        def step(model, opt, ids):
+        @jax.jit
+        def step(state, ids):
+            model, opt = nnx.merge(graphdef, state)
             loss, grads = nnx.value_and_grad(loss_fn)(model, ids)
             opt.update(model, grads)
-            return loss, grads
+            return loss, grads, nnx.state((model, opt))
 
-        loss, grads = step(emb, opt, ids)
+        program = step.lower(state, ids).compile()
+        loss, grads, state = program(state, ids)
+        emb, _ = nnx.merge(graphdef, state)
         assert spec(grads["embedding"].get_value()) == P("vocab")
         assert spec(emb.embedding[...]) == P("vocab")
         assert spec(emb(ids)) == P("data")            # the lookup keeps the batch split
         assert spec(emb.attend(emb(ids))) == P("data", None, "vocab")
-        found = meshes.collectives(lambda m, o, i: step(m, o, i), emb, opt, ids)
-        big = [c for c in found if int(np.prod(c.shape)) >= LIMIT]
-        assert not big, big
+    # forward and backward move (|ids|, r) rows and (|x|, r) products, never the (V, r) table
+    big = [c for c in _sharding.collectives(program.as_text())
+           if int(np.prod(c.shape)) >= LIMIT]
+    assert not big, big
     ref_loss, ref_grads = nnx.value_and_grad(loss_fn)(ref, IDS)
     close(loss, ref_loss)
     close(grads["embedding"].get_value(), ref_grads["embedding"].get_value(), 1e-4)
@@ -163,13 +173,15 @@ def _low_rank_table(k=6):
     return (T + 0.01 * rng.standard_normal((V, F))).astype(np.float32)
 
 
-@pytest.mark.parametrize("method,key", [("svd", None), ("svd", 0), ("pca", None)])
-def test_from_table_follows_the_table(method, key):
+@pytest.mark.parametrize("method,key,rank", [("svd", None, R), ("svd", 0, R), ("pca", None, 0.999)])
+def test_from_table_follows_the_table(method, key, rank):
     T = _low_rank_table()
     key = None if key is None else jax.random.key(key)
-    ref = jnn.FactorizedEmbed.from_table(T, R, method=method, key=key)
+    ref = jnn.FactorizedEmbed.from_table(T, rank, method=method, key=key)
     mesh = vmesh(8)
-    emb = jnn.FactorizedEmbed.from_table(meshes.rows(T, mesh, "vocab"), R, method=method, key=key)
+    emb = jnn.FactorizedEmbed.from_table(meshes.rows(T, mesh, "vocab"), rank, method=method,
+                                         key=key)
+    assert emb.rank == ref.rank
     assert emb.vocab_axis == "vocab"
     assert spec(emb.embedding[...]) == P("vocab")
     assert nnx.get_partition_spec(emb.embedding).get_value() == P("vocab", None)
@@ -178,14 +190,52 @@ def test_from_table_follows_the_table(method, key):
         close(emb.attend(X), ref.attend(X), 1e-4)
 
 
-def test_from_table_nmf_sharded():
+def test_from_table_nmf_and_auto_mesh():
     T = np.abs(_low_rank_table())
     opts = {"solver": "hals", "max_iter": 30}
     ref = jnn.FactorizedEmbed.from_table(T, R, method="nmf", nmf_options=opts)
-    emb = jnn.FactorizedEmbed.from_table(meshes.rows(T, vmesh(4), "vocab"), R, method="nmf",
-                                         nmf_options=opts)
-    assert spec(emb.embedding[...]) == P("vocab")
-    close(emb.table(), ref.table(), 1e-3)
+    for explicit in (True, False):
+        emb = jnn.FactorizedEmbed.from_table(meshes.rows(T, vmesh(4, explicit), "vocab"), R,
+                                             method="nmf", nmf_options=opts)
+        assert spec(emb.embedding[...]) == P("vocab")
+        close(emb.table(), ref.table(), 1e-3)
+
+
+def test_rank_rules_read_a_sharded_table_without_gathering_it():
+    T = meshes.rows(_low_rank_table(), vmesh(8), "vocab")
+    for centred in (False, True):
+        close(jnn._build.singular_values(T, centred),
+              jnn._build.singular_values(np.asarray(T), centred), 1e-4)
+    # What crosses devices: the stacked (F, F) R factors of the 8 blocks (TSQR) and the column
+    # sums; nothing that grows with V (here 8 F^2 = V F / 2, at a real V far below it).
+    mesh, axes = jnn._math.vocab_split(T)
+    found = meshes.collectives(lambda t: jnn._build._sharded_singular_values(t, True, mesh, axes),
+                               T)
+    assert found and max(int(np.prod(c.shape)) for c in found) <= 8 * F * F, found
+
+
+def test_adaptive_from_table_follows_the_table():
+    T = _low_rank_table()
+    cut = (64, V)
+    ref = jnn.AdaptiveEmbed.from_table(T, cut)
+    emb = jnn.AdaptiveEmbed.from_table(meshes.rows(T, vmesh(8), "vocab"), cut)
+    assert emb.vocab_axis == "vocab"
+    assert spec(emb.embedding_0[...]) == P("vocab") == spec(emb.embedding_1[...])
+    ids = np.arange(V, dtype=np.int32)
+    close(emb(ids), ref(ids), 1e-4)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        jnn.AdaptiveEmbed.from_table(meshes.rows(T, vmesh(8), "vocab"), (60, V))
+
+
+def test_from_table_under_jit():
+    T = meshes.rows(_low_rank_table(), vmesh(8), "vocab")
+    ref = jnn.FactorizedEmbed.from_table(np.asarray(T), R).table()
+
+    @jax.jit
+    def compress(t):
+        return jnn.FactorizedEmbed.from_table(t, R).table()
+
+    close(compress(T), ref, 1e-4)
 
 
 def test_linen_twin():
