@@ -60,7 +60,9 @@ class FactorizedEmbed(nn.Module):
     ``nn.get_partition_spec(variables)`` gives ``P(vocab_axis, None)`` (the usual Linen recipe:
     ``jax.jit(model.init, out_shardings=nn.get_sharding(specs, mesh))``). Lookup and ``attend``
     communicate as the NNX module's. ``from_factors``/``from_table`` box ``embedding`` the same
-    way when the input's rows are split (or ``vocab_axis`` is given).
+    way when the input's rows are split (or ``vocab_axis`` is given). Linen applies a box's
+    annotation as a sharding constraint, which a mesh with explicit axes treats as an
+    assertion: initialize Linen models on a mesh with auto axes (``AxisType.Auto``).
 
     Example:
       >>> emb = FactorizedEmbed(1000, 64, 8)
