@@ -72,15 +72,17 @@ def _sharding_of(x: Any):
 def _split_axes(mesh, entry) -> tuple[str, ...]:
     if entry is None:
         return ()
-    names = (entry,) if isinstance(entry, str) else tuple(entry)
-    return tuple(a for a in names if mesh.shape[a] > 1)
+    # Axes of size 1 count too: under explicit axes a dimension named after one is typed as split
+    # (a contraction over it needs its out_sharding), so it takes the sharded kernels (on one
+    # device they cost the same).
+    return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
 def check_platforms(fn: str, name: str, mesh: Any) -> None:
     """ValueError when the devices of a concrete mesh are not all of one platform."""
-    devices = getattr(mesh, "devices", None)
-    if devices is None or not isinstance(devices, np.ndarray):
+    if not isinstance(mesh, jax.sharding.Mesh):   # an AbstractMesh has one platform
         return
+    devices = mesh.devices
     platforms = sorted({d.platform for d in devices.flat})
     if len(platforms) > 1:
         raise ValueError(f"{fn}: `{name}` is sharded over a mesh that mixes devices of different "
@@ -100,7 +102,7 @@ def layout_of(fn: str, name: str, x: Any) -> tuple[Layout | None, Layout | None]
     if not isinstance(sharding, NamedSharding) or getattr(x, "ndim", 0) < 1:
         return None, None
     mesh = sharding.mesh
-    if getattr(mesh, "empty", False) or mesh.size == 1:
+    if getattr(mesh, "empty", False):
         return None, None
     spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
     rows = _split_axes(mesh, spec[0])
@@ -133,24 +135,31 @@ def rows_or_reshard(fn: str, name: str, x: Any, *, allow_cols: bool = False
     Both dimensions split, or columns split where only rows are allowed, is resharded by rows
     with a ``UserWarning`` naming the bytes moved.
     """
+    return split_or_reshard(fn, name, x, (0, 1) if allow_cols else (0,))
+
+
+def split_or_reshard(fn: str, name: str, x: Any, dims: tuple[int, ...] = (0,)
+                     ) -> tuple[Any, Layout | None]:
+    """As :func:`rows_or_reshard`, with ``dims`` the dimensions a kernel can take split, in order
+    of preference: any other sharding is resharded to split ``dims[0]``, with a warning."""
     rows, cols = layout_of(fn, name, x)
-    if rows is not None and cols is None:
-        return x, rows
-    if cols is not None and rows is None and allow_cols:
-        return x, cols
-    if rows is None and cols is None:
+    found = [lay for lay in (rows, cols) if lay is not None]
+    if not found:
         return x, None
-    axes = (rows.axes if rows is not None else ()) + (cols.axes if cols is not None else ())
-    mesh = (rows or cols).mesh
-    target = Layout(mesh, axes, 0)
-    what = "both its dimensions" if rows is not None else "its columns"
+    if len(found) == 1 and found[0].dim in dims:
+        return x, found[0]
+    axes = tuple(a for lay in found for a in lay.axes)
+    target = Layout(found[0].mesh, axes, dims[0])
     given = P(rows.axes if rows else None, cols.axes if cols else None)
+    what = ("both its dimensions" if len(found) == 2
+            else "its columns" if found[0].dim == 1 else "its rows")
+    work = "rows" if dims[0] == 0 else "columns"
     nbytes = int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
     warnings.warn(
-        f"{fn}: `{name}` is sharded along {what} ({given}); {fn} splits its work by rows, so "
-        f"`{name}` is resharded once to {target.spec()}, moving up to {nbytes:,} bytes between "
-        f"devices. Shard `{name}` with NamedSharding(mesh, {target.spec()}) to avoid this.",
-        UserWarning, stacklevel=3)
+        f"{fn}: `{name}` of shape {tuple(x.shape)} is sharded along {what} ({given}); {fn} "
+        f"splits this work by {work}, so `{name}` is resharded once to {target.spec()}, moving "
+        f"up to {nbytes:,} bytes between devices. Shard `{name}` with NamedSharding(mesh, "
+        f"{target.spec()}) to avoid this.", UserWarning, stacklevel=4)
     return reshard(x, target), target
 
 
@@ -181,7 +190,8 @@ def normalize_rows(Yt: jax.Array, axes: tuple[str, ...], m: int) -> jax.Array:
     (l, l) Gram matrices and an (l,) row maximum."""
     l = Yt.shape[0]
     eps = jnp.finfo(Yt.dtype).eps
-    peak = jax.lax.pmax(jnp.max(jnp.abs(Yt), axis=1, keepdims=True), axes)
+    # (pmax has no derivative; the scaling does not change the row space.)
+    peak = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(jnp.abs(Yt), axis=1, keepdims=True)), axes)
     Yt = Yt / jnp.where(peak > 0, peak, 1)
     Qt = _cholesky_qr_rows(Yt, 11 * (m * l + l * (l + 1)) * eps, axes)
     Qt = _cholesky_qr_rows(Qt, l * eps, axes)
@@ -213,9 +223,10 @@ def flip(U: jax.Array, S: jax.Array, Vt: jax.Array, axes: tuple[str, ...]):
     """``_linalg.flip`` (u-based) with U row-split: the sign of the largest |entry| of each
     column, the first such entry in global row order as ``jnp.argmax`` picks it."""
     k = U.shape[1]
-    idx = jnp.argmax(jnp.abs(U), axis=0)
-    local_max = jnp.abs(U[idx, jnp.arange(k)])
-    local_sign = jnp.sign(U[idx, jnp.arange(k)])
+    Us = jax.lax.stop_gradient(U)   # the signs are piecewise constant (pmax has no derivative)
+    idx = jnp.argmax(jnp.abs(Us), axis=0)
+    local_max = jnp.abs(Us[idx, jnp.arange(k)])
+    local_sign = jnp.sign(Us[idx, jnp.arange(k)])
     best = jax.lax.pmax(local_max, axes)
     me = shard_index(axes)
     size = jax.lax.psum(1, axes)

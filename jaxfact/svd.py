@@ -16,6 +16,8 @@ from jax.experimental import sparse as jsparse
 from jaxfact import _checks
 from jaxfact import _implicit_diff as _implicit
 from jaxfact import _linalg
+from jaxfact import _sharded_svd
+from jaxfact import _sharding
 from jaxfact import linop
 
 __all__ = ["SVDResult", "PCAResult", "truncated_svd", "randomized_svd", "svd_flip",
@@ -95,6 +97,13 @@ def truncated_svd(X: Any, rank: int, *, checks: bool = False) -> SVDResult:
     _checks.check_nonempty(fn, "X", X)
     rank = _checks.check_rank(fn, rank, X.shape)
     _checks.check_finite(fn, "X", X, checks)
+    m, n = X.shape
+    # The sharded kernel (a TSQR) needs the long side split: rows of a tall X, columns of a wide.
+    X, layout = _sharding.split_or_reshard(fn, "X", X, (0,) if m > n else (1,) if m < n
+                                           else (0, 1))
+    if layout is not None:
+        return _in_dtype(SVDResult(*_sharded_svd.truncated_svd(_compute(X), layout, rank=rank)),
+                         X.dtype)
     return _in_dtype(SVDResult(*_linalg.truncated_svd(_compute(X), rank)), X.dtype)
 
 
@@ -187,6 +196,13 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
     n_samples = min(rank + n_oversamples, m, n)
     dtype = linop.dtype_of(X)
     diff = _implicit.check_diff(fn, diff)
+    if isinstance(X, jax.Array):
+        X, layout = _sharding.rows_or_reshard(fn, "X", X, allow_cols=True)
+        if layout is not None:
+            Xc = _compute(X)
+            res = _sharded_svd.randomized_svd(jax.lax.stop_gradient(Xc), key, layout, rank=rank,
+                                              n_samples=n_samples, n_iter=n_iter)
+            return _in_dtype(SVDResult(*_sharded_svd.svd_factors(res, Xc, diff, layout)), dtype)
     Xc = _compute(X)
     if not isinstance(Xc, jax.Array):
         return _in_dtype(SVDResult(*_linalg.randomized_svd(
@@ -290,11 +306,19 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
         raise ValueError(f"{fn}: `X` needs at least 2 rows (samples); got shape {X.shape}")
     rank = _checks.check_rank(fn, rank, X.shape)
     _checks.check_finite(fn, "X", X, checks)
+    if key is not None:
+        key = _checks.check_key(fn, key)
+        n_oversamples = _checks.check_int(fn, "n_oversamples", n_oversamples, low=0)
+        n_iter = _checks.check_int(fn, "n_iter", n_iter, low=0)
+    # Samples (rows) split: the mean by psum, a TSQR (exact) or the sharded range finder.
+    X, layout = _sharding.rows_or_reshard(fn, "X", X)
+    if layout is not None:
+        n_samples = 0 if key is None else min(rank + n_oversamples, *X.shape)
+        return _in_dtype(_sharded_svd.pca(
+            _compute(X), jax.random.key(0) if key is None else key, layout, rank=rank,
+            n_samples=n_samples, n_iter=n_iter, finish=_pca_finish), X.dtype)
     if key is None:
         return _in_dtype(_pca_exact(_compute(X), rank), X.dtype)
-    key = _checks.check_key(fn, key)
-    n_oversamples = _checks.check_int(fn, "n_oversamples", n_oversamples, low=0)
-    n_iter = _checks.check_int(fn, "n_iter", n_iter, low=0)
     n_samples = min(rank + n_oversamples, *X.shape)
     return _in_dtype(_pca_randomized(_compute(X), key, rank=rank, n_samples=n_samples,
                                      n_iter=n_iter), X.dtype)
@@ -372,14 +396,18 @@ def _centre(X):
 
 
 def _pca_from_svd(Xc, U, s, Vt, mean):
-    n_samples = Xc.shape[0]
-    U, s, Vt = _linalg.flip(U, s, Vt, u_based=False)
-    var = s**2 / (n_samples - 1)
-    # ratio = s_i^2 / ||Xc||_F^2, formed from s_i / ||Xc||_F so that it neither overflows nor
-    # underflows where the variances themselves would (|x| ~ 1e19 or 1e-19 in float32).
+    # ||Xc||_F scaled by its largest entry, so that it neither overflows nor underflows where the
+    # variances themselves would (|x| ~ 1e19 or 1e-19 in float32).
     big = jnp.max(jnp.abs(Xc))
     safe_big = jnp.where(big > 0, big, 1)
     norm = safe_big * jnp.sqrt(jnp.sum((Xc / safe_big) ** 2))
+    return _pca_finish(Vt, s, mean, norm, Xc.shape[0])
+
+
+def _pca_finish(Vt, s, mean, norm, n_samples):
+    _, s, Vt = _linalg.flip(Vt.T, s, Vt, u_based=False)
+    var = s**2 / (n_samples - 1)
+    # ratio = s_i^2 / ||Xc||_F^2, formed from s_i / ||Xc||_F.
     # Zero total variance (every row equal): no component explains any of it; ratio 0, not 0/0.
     ratio = jnp.where(norm > 0, s / jnp.where(norm > 0, norm, 1), 0) ** 2
     return PCAResult(Vt, var, ratio, mean, s)

@@ -598,22 +598,6 @@ def test_inputs_are_not_modified_and_value_checks_skip_under_jit():
     assert S.shape == (3,)
 
 
-def test_row_sharded_input_gives_the_same_factors():
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    devices = jax.devices("cpu")  # conftest asks XLA for two host devices
-    assert len(devices) == 2
-    mesh = Mesh(np.array(devices), ("rows",))
-    X = CASES["tall"](np.float32)
-    X_sharded = jax.device_put(X, NamedSharding(mesh, PartitionSpec("rows", None)))
-    ref = jf.randomized_svd(X, 4, key=KEY)
-    out = jf.randomized_svd(X_sharded, 4, key=KEY)
-    np.testing.assert_allclose(out.S, ref.S, rtol=1e-5)
-    np.testing.assert_allclose(jf.reconstruct(out), jf.reconstruct(ref), atol=1e-5)
-    np.testing.assert_allclose(jf.truncated_svd(X_sharded, 4).S, jf.truncated_svd(X, 4).S,
-                               rtol=1e-5)
-
-
 def test_checks_true_stages_value_checks_under_jit():
     from jax.experimental import checkify
 
