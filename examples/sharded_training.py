@@ -9,7 +9,8 @@ live (a psum of the looked-up rows), ``attend`` returns logits split over the vo
 loss is computed from them without ever gathering them (log-sum-exp and a one-hot sum are
 reductions over the vocabulary). A few ``nnx.jit`` Adam steps on a synthetic next-token task
 print the loss; the parameter shardings, the bytes of ``A`` each device holds and the
-collectives of one compiled step are printed too.
+collectives of one compiled step are printed too. Last, ``FactorizedEmbed.from_table``
+compresses a full table split over the vocabulary, keeping the split.
 
 Run: ``python examples/sharded_training.py`` (about 10 s on 2 CPU cores).
 """
@@ -109,6 +110,15 @@ def main():
         logits = model(ids)
         print(f"logits {logits.shape} are split as {logits.sharding.spec}; "
               f"embed.embedding is still {model.embed.embedding[...].sharding.spec}")
+
+    # A full (V, D) table split over the vocabulary (say, a trained nnx.Embed's) compresses where
+    # its rows live: the exact SVD runs on the row blocks (a TSQR, then the SVD of the D x D R
+    # factor) and the codes come back split.
+    table = jax.device_put(jax.random.normal(jax.random.key(1), (V, D)),
+                           NamedSharding(mesh, P("vocab", None)))
+    small = FactorizedEmbed.from_table(table, RANK)
+    print(f"from_table on a {table.sharding.spec} table: embedding "
+          f"{small.embedding[...].sharding.spec}, vocab_axis={small.vocab_axis!r}")
 
 
 if __name__ == "__main__":
