@@ -166,6 +166,16 @@ def test_no_mesh_and_bad_split():
         jnn.FactorizedEmbed(V, F, R, vocab_axis=3, rngs=nnx.Rngs(0))
 
 
+def test_from_factors_places_annotated_codes_on_the_mesh():
+    A = np.tile(np.eye(R, dtype=np.float32), (V // R, 1))
+    B = np.ones((R, F), np.float32)
+    assert jnn.FactorizedEmbed.from_factors(A, B).vocab_axis is None
+    with jax.set_mesh(vmesh(8)):
+        emb = jnn.FactorizedEmbed.from_factors(A, B, vocab_axis="vocab")
+    assert spec(emb.embedding[...]) == P("vocab")
+    np.testing.assert_array_equal(np.asarray(emb.table()), A @ B)
+
+
 def test_adaptive_embed_vocab_sharded():
     cut = (64, V)
     ref = jnn.AdaptiveEmbed(cut, F, rngs=nnx.Rngs(0))
