@@ -52,6 +52,7 @@ def _run(quick: bool) -> None:
     X = W0 @ H0 + 0.1 * rng.random((m, n), dtype=np.float32)
     itemsize = 4
     l = k + 10
+    K = k   # soft_impute's rank cap
     key = jax.random.key(0)
     algorithms = {
         # name: (call on the split X, lower bound of bytes in one static pass, what it is)
@@ -60,14 +61,29 @@ def _run(quick: bool) -> None:
         "nmf hals": (lambda X: jf.nmf(X, k, key=key, solver="hals", init="random",
                                       max_iter=20, tol=0.0),
                      (k * n + k * k) * itemsize, "W^T X (k, n) + W^T W (k, k) per iteration"),
+        "soft_impute": (None, (K * n + K * K) * itemsize,
+                        "Q^T Y (K, n) + R (K, K) per subspace pass"),
     }
+    # soft_impute: 10 % of the entries of X observed, the entry lists split over the devices.
+    obs_r, obs_c = np.nonzero(rng.random((m, n)) < 0.1)
+    keep = obs_r.size - obs_r.size % max(SIZES)
+    obs_r, obs_c = obs_r[:keep].astype(np.int32), obs_c[:keep].astype(np.int32)
+    obs_v = X[obs_r, obs_c]
 
     rows = []
     for name, (call, bound, what) in algorithms.items():
         base_peak = None
         for p in SIZES:
             mesh = jax.make_mesh((p,), ("data",), devices=devices[:p])
-            Xs = jax.device_put(jnp.asarray(X), NamedSharding(mesh, P("data", None)))
+            if name == "soft_impute":
+                split = NamedSharding(mesh, P("data"))
+                entries = tuple(jax.device_put(jnp.asarray(a), split)
+                                for a in (obs_r, obs_c, obs_v))
+                call = lambda entries: jf.soft_impute(*entries, (m, n), lam=1.0, rank=K,  # noqa
+                                                      max_iter=20, tol=0.0)
+                Xs = entries
+            else:
+                Xs = jax.device_put(jnp.asarray(X), NamedSharding(mesh, P("data", None)))
             try:
                 compiled = jax.jit(call).lower(Xs).compile()
             except Exception as err:  # a family not yet sharding-aware: say so, go on

@@ -12,8 +12,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxfact import _linalg
+from jaxfact import _sharding
 from jaxfact import _solver
 from jaxfact import linop
 
@@ -272,3 +274,277 @@ def _pad_factors(U, S, V, key, *, k):
     U = jnp.concatenate([U, jax.random.normal(k1, (U.shape[0], k - j), U.dtype)], axis=1)
     V = jnp.concatenate([V, jax.random.normal(k2, (V.shape[0], k - j), V.dtype)], axis=1)
     return U, jnp.concatenate([S, jnp.zeros((k - j,), S.dtype)]), V
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharded kernels: the observed entries grouped by row blocks, U split by rows, V replicated.
+#
+# Each device holds the entries of its block of ``mb = n1 / p`` rows (with their global row index
+# and a weight: 1 for an entry, 0 for padding) and the same rows of U; V (n2, K), the singular
+# values and every scalar that decides control flow are replicated (computed from psums, so they
+# are identical everywhere). Per subspace pass the devices exchange one (n2, K) psum (Y^T Q) and
+# the (p K, K) stack of TSQR's R factors; per iteration a few scalars.
+
+
+class Entries(NamedTuple):
+    """Observed entries laid out for the sharded kernels: global row index, column, value and
+    weight (0 marks padding), each (p * c,) with shard i's c entries in row block i."""
+
+    rows: jax.Array
+    cols: jax.Array
+    values: jax.Array
+    weights: jax.Array
+
+
+def group_entries(rows, cols, values, n1, layout) -> Entries:
+    """The entries grouped by row blocks of ``n1 / p`` rows (p = ``layout.size``) on the host, each
+    block padded with zero-weight entries to the largest block's count, and put on the devices
+    split over ``layout.axes``. Within a block the entries keep their order."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+    if not all(getattr(a, "is_fully_addressable", True) for a in (rows, cols, values)):
+        raise ValueError(
+            "the observed entries are split over devices of several processes; grouping them "
+            "by row blocks reads them on the host, which needs all of them in this process "
+            "(multi-process completion is not supported yet: run it in one process)")
+    p = layout.size
+    mb = n1 // p
+    r = np.asarray(rows).astype(np.int32)
+    c = np.asarray(cols).astype(np.int32)
+    v = np.asarray(values)
+    block = r // mb
+    counts = np.bincount(block, minlength=p)
+    cap = max(int(counts.max()), 1)
+    order = np.argsort(block, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(r.size) - starts[block[order]]
+    R = np.repeat((np.arange(p, dtype=np.int32) * mb)[:, None], cap, axis=1)
+    C = np.zeros((p, cap), np.int32)
+    V = np.zeros((p, cap), v.dtype)
+    Wt = np.zeros((p, cap), v.dtype)
+    dst = (block[order], pos)
+    R[dst], C[dst], V[dst], Wt[dst] = r[order], c[order], v[order], 1
+    sharding = NamedSharding(layout.mesh, P(layout.axes[0] if len(layout.axes) == 1
+                                            else layout.axes))
+    return Entries(*(jax.device_put(a.reshape(-1), sharding) for a in (R, C, V, Wt)))
+
+
+def _local_entries(e: Entries, axes, mb):
+    """This shard's entries: local row index (clipped), column, weighted value, weight. Entries
+    outside the shard's row block (all but its own, when the entries came replicated) get
+    weight 0."""
+    local = e.rows - _sharding.shard_index(axes) * mb
+    w = e.weights * ((local >= 0) & (local < mb)).astype(e.weights.dtype)
+    return jnp.clip(local, 0, mb - 1), e.cols, w * e.values, w
+
+
+def sharded_subspace_svd(mm, rmm, V, n_passes, mb, axes):
+    """``_linalg.subspace_svd`` with the n1 side split by rows: ``mm(B)`` gives this shard's rows
+    of Y B (mb, K), ``rmm(Q)`` the replicated Y^T Q (n2, K) (psum'd). The row side is
+    orthonormalized by TSQR (the (p K, K) stack of R factors crosses devices), the n2 side by the
+    same Householder QR on every device."""
+    K = V.shape[1]
+
+    def step(_, carry):
+        Qm, Qr, _ = carry
+        Qm, _ = _sharding.tsqr(mm(Qr), axes)
+        Qr, R = _linalg.householder_qr(rmm(Qm))
+        return Qm, Qr, R
+
+    init = (jnp.zeros((mb, K), V.dtype), V, jnp.zeros((K, K), V.dtype))
+    Qm, Qr, R = jax.lax.fori_loop(0, n_passes, step, init)
+    Ur, s, Vrt = jnp.linalg.svd(R.T)
+    return Qm @ Ur, s, Qr @ Vrt.T
+
+
+def completed_sharded(state, U, S, V, residual, axes) -> CompletionResult:
+    """:func:`completed` with U split by rows (the sign flip reads U across shards)."""
+    U, S, Vt = _sharding.flip(U, S, V.T, axes)
+    return CompletionResult(U, S, Vt, state.n_iter, state.status == _solver.Status.CONVERGED,
+                            residual, state.history, state.trace.rank, state.status,
+                            state.trace.residual)
+
+
+def _result_specs(row_spec, batch=False):
+    from jax.sharding import PartitionSpec as P
+    lead = (None,) if batch else ()
+    rep = P(*lead) if batch else P()
+    return CompletionResult(P(*lead, row_spec, None), rep, rep, rep, rep, rep, rep, rep, rep,
+                            rep)
+
+
+def _shard_map(body, mesh, axes, in_specs, out_specs):
+    # check_vma=False: the loop carries mix row-split blocks with replicated ones (V, s, the
+    # solver state); every replicated value is computed from psums, so it is the same everywhere.
+    return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
+
+
+def _entry_spec(axes, replicated):
+    from jax.sharding import PartitionSpec as P
+    return P() if replicated else P(axes[0] if len(axes) == 1 else axes)
+
+
+def _soft_impute_solve_sharded(local, cols, b, w, U, d, V, lam, tol, *, axes, mb, n2, max_iter,
+                               n_power, first_passes):
+    """:func:`_soft_impute_solve` on this shard's entries (weighted values ``b``, weights ``w``)
+    and rows of U."""
+    psum = lambda x: jax.lax.psum(x, axes)
+    norm_b = jnp.sqrt(psum(jnp.sum(b * b)))
+    safe_norm = jnp.where(norm_b > 0, norm_b, 1)
+
+    def at_entries(U, d, V):
+        return w * _linalg.gather(U, d, V.T, local, cols)
+
+    def update(it, n_iter):
+        r = (b - it.z).astype(it.V.dtype)
+        mm = lambda B: (jax.ops.segment_sum(r[:, None] * B[cols], local, num_segments=mb)
+                        + it.U @ (it.d[:, None] * (it.V.T @ B)))
+        rmm = lambda Q: psum(jax.ops.segment_sum(r[:, None] * Q[local], cols, num_segments=n2)
+                             + it.V @ (it.d[:, None] * (it.U.T @ Q)))
+        passes = jnp.where(n_iter == 0, first_passes, n_power + 1)
+        U, s, V = sharded_subspace_svd(mm, rmm, it.V, passes, mb, axes)
+        d = jnp.maximum(s - lam, 0)
+        z = at_entries(U, d, V)
+        old2, diff2, sq = psum(jnp.stack([jnp.sum(it.z ** 2), jnp.sum((z - it.z) ** 2),
+                                          jnp.sum((z - b) ** 2)]))
+        safe_old2 = jnp.where(old2 > 0, old2, 1)
+        change = jnp.where(old2 > 0, diff2 / safe_old2, jnp.where(diff2 > 0, jnp.inf, 0))
+        objective = 0.5 * sq + lam * jnp.sum(d)
+        record = Record(jnp.sum(d > 0).astype(jnp.int32), jnp.sqrt(sq) / safe_norm)
+        return SoftImputeIterate(U, d, V, z, change.astype(b.dtype)), objective, record
+
+    def stop(state):
+        return _solver.status_of(state.iterate.change < tol)
+
+    z0 = at_entries(U, d, V)
+    iterate = SoftImputeIterate(U, d, V, z0, jnp.asarray(jnp.inf, b.dtype))
+    state = _solver.run(update, stop, _solver.start(iterate, max_iter=max_iter, dtype=b.dtype,
+                                                    record=_record(b.dtype)))
+    it = state.iterate
+    residual = jnp.sqrt(psum(jnp.sum((it.z - b) ** 2))) / safe_norm
+    return completed_sharded(state, it.U, it.d, it.V, residual, axes)
+
+
+@partial(jax.jit, static_argnames=("mesh", "axes", "replicated", "shape", "max_iter", "n_power",
+                                   "fresh", "path"))
+def soft_impute_sharded(entries, U, d, V, key, lam, tol, *, mesh, axes, replicated, shape,
+                        max_iter, n_power, fresh, path):
+    """SoftImpute (``path``: along the lambdas ``lam``) with the entries grouped by row blocks
+    (``replicated``: every device holds all entries and keeps its block's) and U split by rows
+    over ``axes`` of ``mesh``; the same iterates as :func:`soft_impute` to rounding."""
+    from jax.sharding import PartitionSpec as P
+    n1, n2 = shape
+    p = int(np.prod([mesh.shape[a] for a in axes]))
+    mb = n1 // p
+    row = axes[0] if len(axes) == 1 else axes
+    if fresh:
+        V = jax.random.normal(key, V.shape, V.dtype)
+
+    def body(entries, U, d, V, lam, tol):
+        local, cols, b, w = _local_entries(entries, axes, mb)
+        solve = partial(_soft_impute_solve_sharded, local, cols, b, w, axes=axes, mb=mb, n2=n2,
+                        max_iter=max_iter, n_power=n_power)
+        if not path:
+            first = COLD_PASSES if fresh else n_power + 1
+            return solve(U, d, V, lam, tol, first_passes=first)
+
+        def step(carry, lam):
+            U, d, V, i = carry
+            first = jnp.where((i == 0) & fresh, COLD_PASSES, n_power + 1)
+            res = solve(U, d, V, lam, tol, first_passes=first)
+            return (res.U, res.S, res.Vt.T, i + 1), res
+
+        _, out = jax.lax.scan(step, (U, d, V, jnp.zeros((), jnp.int32)), lam)
+        return out
+
+    e_spec = _entry_spec(axes, replicated)
+    in_specs = (Entries(e_spec, e_spec, e_spec, e_spec), P(row, None), P(), P(), P(), P())
+    return _shard_map(body, mesh, axes, in_specs, _result_specs(row, batch=path))(
+        entries, U, d, V, lam, tol)
+
+
+def _svt_svd_sharded(local, cols, y, V, passes, mb, n2, axes):
+    mm = lambda B: jax.ops.segment_sum(y[:, None] * B[cols], local, num_segments=mb)
+    rmm = lambda Q: jax.lax.psum(jax.ops.segment_sum(y[:, None] * Q[local], cols,
+                                                     num_segments=n2), axes)
+    return Factors(*sharded_subspace_svd(mm, rmm, V, passes, mb, axes))
+
+
+@partial(jax.jit, static_argnames=("mesh", "axes", "replicated", "shape", "K", "max_iter",
+                                   "n_power"))
+def svt_solve_sharded(state, key, entries, tau, delta, tol, *, mesh, axes, replicated, shape, K,
+                      max_iter, n_power):
+    """:func:`svt_solve` with the entries grouped by row blocks and U split by rows over
+    ``axes`` of ``mesh``: the same iterates to rounding. ``state`` (None: from the start) holds
+    Y on this layout's entries."""
+    from jax.sharding import PartitionSpec as P
+    n1, n2 = shape
+    p = int(np.prod([mesh.shape[a] for a in axes]))
+    mb = n1 // p
+    row = axes[0] if len(axes) == 1 else axes
+    e_spec = _entry_spec(axes, replicated)
+    # Y on the entries: split like them (under an outer jit, where the entries come replicated,
+    # each device's copy holds its block's; that state is never fed back: the buffer cannot grow).
+    y_spec = P(row)
+    fac = Factors(P(row, None), P(), P())
+    state_spec = _solver.State(SVTIterate(y_spec, fac, fac, P()), P(), P(), Record(P(), P()), P())
+    fresh = state is None
+    V0 = (jax.random.normal(key, (n2, K), entries.values.dtype) if fresh
+          else jnp.concatenate([state.iterate.Y.V, jax.random.normal(
+              key, (n2, K - state.iterate.Y.s.shape[0]), entries.values.dtype)], axis=1))
+
+    def body(entries, state, V0, tau, delta, tol):
+        local, cols, b, w = _local_entries(entries, axes, mb)
+        psum = lambda x: jax.lax.psum(x, axes)
+        svd = lambda y, V, passes: _svt_svd_sharded(local, cols, y, V, passes, mb, n2, axes)
+        dtype = b.dtype
+        if state is None:
+            P0 = svd(b, V0, START_PASSES)
+            norm = jnp.where(P0.s[0] > 0, P0.s[0], 1)
+            y = jnp.ceil(tau / (delta * norm)) * delta * b
+            Y = svd(y, P0.V, n_power + 1)
+            zero = Factors(jnp.zeros((mb, K), dtype), jnp.zeros((K,), dtype),
+                           jnp.zeros((n2, K), dtype))
+            state = _solver.start(SVTIterate(y, Y, zero, jnp.asarray(jnp.inf, dtype)),
+                                  max_iter=max_iter, dtype=dtype, record=_record(dtype))
+        else:
+            it = state.iterate
+            pad = K - it.Y.s.shape[0]
+            grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
+            Y = svd(it.y, V0, n_power + 1)
+            X = Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V))
+            state = state._replace(iterate=it._replace(Y=Y, X=X))
+        full = _svt_full(Y, tau, K, min(shape))
+        state = state._replace(status=jnp.where(full, _solver.Status.BUFFER_FULL,
+                                                _solver.Status.RUNNING).astype(jnp.int32))
+        norm_b = jnp.sqrt(psum(jnp.sum(b * b)))
+        safe_norm_b = jnp.where(norm_b > 0, norm_b, 1)
+
+        def update(it, n_iter):
+            U, s, V = it.Y
+            d = jnp.maximum(s - tau, 0)
+            x = w * _linalg.gather(U, d, V.T, local, cols)
+            residual = jnp.sqrt(psum(jnp.sum((x - b) ** 2))) / safe_norm_b
+            y = it.y + delta * (b - x)
+            Y = svd(y, V, n_power + 1)
+            objective = tau * jnp.sum(d) + 0.5 * jnp.sum(d * d)
+            rank = jnp.sum(s > tau).astype(jnp.int32)
+            return SVTIterate(y, Y, Factors(U, d, V), residual), objective, Record(rank, residual)
+
+        def stop(state):
+            it = state.iterate
+            diverged = (it.residual > DIVERGED_RESIDUAL) | ~jnp.isfinite(it.residual)
+            full = _svt_full(it.Y, tau, K, min(shape)) & (state.n_iter < max_iter)
+            status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
+            status = jnp.where(diverged, _solver.Status.DIVERGED, status)
+            return jnp.where(it.residual <= tol, _solver.Status.CONVERGED, status)
+
+        state = _solver.run(update, stop, state)
+        X = state.iterate.X
+        return state, completed_sharded(state, X.U, X.s, X.V, state.iterate.residual, axes)
+
+    in_specs = (Entries(e_spec, e_spec, e_spec, e_spec), None if fresh else state_spec, P(),
+                P(), P(), P())
+    return _shard_map(body, mesh, axes, in_specs, (state_spec, _result_specs(row)))(
+        entries, state, V0, tau, delta, tol)

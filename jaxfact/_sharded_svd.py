@@ -142,6 +142,24 @@ def truncated_svd(X, layout, *, rank):
                          out_specs=_specs(layout, cols))(X)
 
 
+@partial(jax.jit, static_argnames=("layout", "u_based"))
+def flip(U, S, Vt, layout, *, u_based):
+    """``_linalg.flip`` where the deciding factor (U, or V for ``u_based=False``) has its rows
+    split (layout.dim 0 of U, or of Vt.T, i.e. Vt's columns)."""
+    axes = layout.axes
+    if u_based:
+        return jax.shard_map(lambda U, S, Vt: _sharding.flip(U, S, Vt, axes), mesh=layout.mesh,
+                             in_specs=(P(axes, None), P(), P()),
+                             out_specs=(P(axes, None), P(), P()))(U, S, Vt)
+
+    def body(U, S, Vt):
+        V, S, Ut = _sharding.flip(Vt.T, S, U.T, axes)
+        return Ut.T, S, V.T
+
+    return jax.shard_map(body, mesh=layout.mesh, in_specs=(P(), P(), P(None, axes)),
+                         out_specs=(P(), P(), P(None, axes)))(U, S, Vt)
+
+
 def _centre(X, axes, m):
     # svd._centre with the rows split: the mean by psum, and a column is constant when every
     # entry equals the first row's (broadcast from shard 0).

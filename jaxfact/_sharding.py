@@ -80,10 +80,12 @@ def _split_axes(mesh, entry) -> tuple[str, ...]:
 
 def check_platforms(fn: str, name: str, mesh: Any) -> None:
     """ValueError when the devices of a concrete mesh are not all of one platform."""
-    if not isinstance(mesh, jax.sharding.Mesh):   # an AbstractMesh has one platform
-        return
-    devices = mesh.devices
-    platforms = sorted({d.platform for d in devices.flat})
+    if isinstance(mesh, jax.sharding.Mesh):   # an AbstractMesh has one platform
+        check_same_platform(fn, name, list(mesh.devices.flat))
+
+
+def check_same_platform(fn: str, name: str, devices: list[Any]) -> None:
+    platforms = sorted({d.platform for d in devices})
     if len(platforms) > 1:
         raise ValueError(f"{fn}: `{name}` is sharded over a mesh that mixes devices of different "
                          f"platforms ({', '.join(platforms)}); collectives need one platform. "
@@ -236,12 +238,33 @@ def flip(U: jax.Array, S: jax.Array, Vt: jax.Array, axes: tuple[str, ...]):
     return U * signs[None, :], S, Vt * signs[:, None]
 
 
+def take(a: jax.Array, idx: jax.Array) -> jax.Array:
+    """``a[idx]`` (rows of a 1-D or 2-D array at integer positions), replicated. When a's rows are
+    split, each device reads the positions it holds and a psum of the ``idx.shape + a.shape[1:]``
+    result assembles them: only the rows asked for cross devices."""
+    rows, cols = layout_of("take", "a", a) if a.ndim in (1, 2) else (None, None)
+    if rows is None or cols is not None:
+        return a[idx]
+    m_local = a.shape[0] // rows.size
+
+    def body(a, idx):
+        local = idx - shard_index(rows.axes) * m_local
+        mine = (local >= 0) & (local < m_local)
+        got = a[jnp.clip(local, 0, m_local - 1)]
+        mask = mine.reshape(mine.shape + (1,) * (a.ndim - 1))
+        return jax.lax.psum(jnp.where(mask, got, 0), rows.axes)
+
+    return jax.shard_map(body, mesh=rows.mesh, in_specs=(rows.spec(a.ndim), P()),
+                         out_specs=P())(a, idx)
+
+
 # ------------------------------------------------------------------------------------------------
 # What a compiled program communicates and holds
 
 _COLLECTIVE = re.compile(
     r"=\s*(?P<type>\(?[a-z0-9]+\[[^=]*?)\s+(?P<op>all-gather|all-reduce|all-to-all|"
     r"reduce-scatter|collective-permute|collective-broadcast)(?:-start)?\(")
+_COMMENT = re.compile(r"/\*.*?\*/")
 _ARRAY = re.compile(r"(?P<dtype>[a-z]+[0-9]*)\[(?P<dims>[0-9,]*)\]")
 
 
@@ -264,7 +287,8 @@ def collectives(hlo_text: str) -> list[Collective]:
     pairs are not counted twice."""
     found = []
     for line in hlo_text.splitlines():
-        match = _COLLECTIVE.search(line)
+        # XLA annotates long tuple types with /*index=5*/ comments; their "=" would end the type.
+        match = _COLLECTIVE.search(_COMMENT.sub("", line))
         if match is None:
             continue
         for arr in _ARRAY.finditer(match.group("type")):

@@ -9,6 +9,13 @@ step to the next, so a couple of products with the sparse (or sparse-plus-low-ra
 step give singular triplets as accurate as a fresh Lanczos run, at O(nnz k) each. The kernels
 are in ``jaxfact/_completion.py``; every solve runs on the shared iteration driver
 (``jaxfact/_solver.py``) and ends with a :class:`jaxfact.Status`.
+
+Sharded data: ``rows``, ``cols`` and ``values`` may come split along their one axis over the
+devices of a mesh (``jax.device_put(values, NamedSharding(mesh, P("data")))``). The solvers then
+group the entries by row blocks of ``n1 / p`` rows (each block padded with zero-weight entries to
+the largest block's count: a padded entry changes nothing), keep U split by rows (each device the
+rows of its block) and V replicated, and run the iterations in one ``jax.shard_map`` kernel where
+only (n2, K) and (p K, K) blocks and scalars cross devices (see each function's "Sharding").
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import jax.numpy as jnp
 from jaxfact import _checks
 from jaxfact import _completion
 from jaxfact import _implicit_diff as _implicit
+from jaxfact import _sharding
 from jaxfact import _solver
 
 __all__ = ["CompletionResult", "svt", "soft_impute", "soft_impute_path"]
@@ -96,6 +104,18 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
       >>> print(bool(jnp.allclose(x, M[rows[:3], cols[:3]], atol=1e-2)))
       True
 
+    Sharding: ``rows``, ``cols`` and ``values`` may be split along their axis over mesh axes
+    (``P("data")``; n1 must then be divisible by the number of shards p, else a ValueError says
+    which ``shape`` to pass). The entries are regrouped once by row blocks of n1 / p rows on the
+    host (O(nnz) bytes, in one process; each block padded with zero-weight entries to the
+    largest block's count), so a device holds its block's entries and rows of U; V is
+    replicated. U comes back split by rows (``P("data", None)``), S, Vt and the rest replicated. Per subspace pass the devices
+    exchange one psum of the (n2, K) block ``Y^T Q`` and TSQR's (p K, K) stack of R factors; per
+    iteration a few scalars (the residual, identical everywhere). Under an outer ``jit`` (entries
+    traced, explicit mesh) the counts per block are unknown when tracing: each device receives
+    all entries once and keeps its block's (O(nnz) per device). A mesh axis of size 1 takes the
+    same kernel.
+
     References:
       J.-F. Cai, E. J. Candès, Z. Shen. A singular value thresholding algorithm for matrix
       completion. SIAM J. Optim. 20(4), 2010. Eq. (3.2), section 5.1.1.
@@ -106,6 +126,9 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     rounding.
     """
     fn = "svt"
+    layout = _entries_layout(fn, rows, cols, values, shape)
+    if layout is None:
+        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
@@ -126,6 +149,14 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     run = lambda state, key, K: _completion.svt_solve(
         state, key, rows, cols, values, tau, delta, tol, shape=(n1, n2), K=K, max_iter=max_iter,
         n_power=n_power)
+    if layout is not None:
+        from jax.sharding import PartitionSpec as P
+        _only_jit(fn, values=values, tau=tau, delta=delta)
+        entries, replicated = _sharded_entries(rows, cols, values, n1, layout)
+        tau, delta, tol = (_place(a, layout.mesh, P()) for a in (tau, delta, tol))
+        run = lambda state, key, K: _completion.svt_solve_sharded(
+            state, key, entries, tau, delta, tol, mesh=layout.mesh, axes=layout.axes,
+            replicated=replicated, shape=(n1, n2), K=K, max_iter=max_iter, n_power=n_power)
     state, result = run(None, key, K)
     # Traced under an outer jit, also when every input is concrete (closed over by the jitted
     # function): then the buffer cannot grow.
@@ -203,6 +234,14 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
       >>> print(jaxfact.predict(res, rows[:2], cols[:2]).shape)
       (2,)
 
+    Sharding: as for :func:`svt`: entries split along their axis are grouped by row blocks, U
+    comes back split by rows, S and Vt replicated; a ``warm_start`` whose U is split like that
+    is used where it lies. Per subspace pass one (n2, K) psum of ``A^T Q`` (the sparse part and
+    the low-rank part summed before the psum) and TSQR's (p K, K) stack; per iteration one psum
+    of 3 scalars (objective, change, residual). The implicit gradient is not available for
+    split entries (its backward pass forms the dense Z): ``grad`` (or ``vmap``) of a call on
+    split entries raises a TypeError; differentiate with unsplit arrays.
+
     References:
       R. Mazumder, T. Hastie, R. Tibshirani. Spectral regularization algorithms for learning large
       incomplete matrices. JMLR 11, 2010. Algorithm 1, section 5.1 (sparse plus low rank).
@@ -215,6 +254,9 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     """
     fn = "soft_impute"
     rank = _rank_argument(fn, rank, max_rank)
+    layout = _entries_layout(fn, rows, cols, values, shape)
+    if layout is None:
+        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -227,6 +269,12 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     U0, d0, V0 = _start(fn, warm_start, (n1, n2), rank, values.dtype, key)
     lam, tol = jnp.asarray(lam, values.dtype), jnp.asarray(tol, values.dtype)
     sg = jax.lax.stop_gradient
+    if layout is not None:
+        _only_jit(fn, values=values, lam=lam)
+        res = _soft_impute_sharded(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam),
+                                   tol, layout, shape=(n1, n2), max_iter=max_iter,
+                                   n_power=n_power, fresh=warm_start is None, path=False)
+        return _implicit.soft_impute(res, rows, cols, values, lam, rank, diff)
     res = _completion.soft_impute(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key, sg(lam),
                                   tol, shape=(n1, n2), max_iter=max_iter, n_power=n_power,
                                   fresh=warm_start is None)
@@ -263,6 +311,9 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     Differentiable w.r.t. ``values`` and ``lams`` as :func:`soft_impute` is, fit by fit (each
     fit is the solution for its lambda, whatever its warm start).
 
+    Sharding: as for :func:`soft_impute`, for every lambda; U comes back (L, n1, k) split along
+    its rows (``P(None, "data", None)``).
+
     Example:
 
       >>> rng = np.random.default_rng(0)
@@ -276,6 +327,9 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     """
     fn = "soft_impute_path"
     rank = _rank_argument(fn, rank, max_rank)
+    layout = _entries_layout(fn, rows, cols, values, shape)
+    if layout is None:
+        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -292,6 +346,12 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     U0, d0, V0 = _start(fn, warm_start, (n1, n2), rank, values.dtype, key)
     tol = jnp.asarray(tol, values.dtype)
     sg = jax.lax.stop_gradient
+    if layout is not None:
+        _only_jit(fn, values=values, lams=lams)
+        path = _soft_impute_sharded(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key,
+                                    sg(lams), tol, layout, shape=(n1, n2), max_iter=max_iter,
+                                    n_power=n_power, fresh=warm_start is None, path=True)
+        return _implicit.soft_impute_path(path, rows, cols, values, lams, rank, diff)
     path = _completion.soft_impute_path(rows, cols, sg(values), sg(U0), sg(d0), sg(V0), key,
                                         sg(lams), tol, shape=(n1, n2), max_iter=max_iter,
                                         n_power=n_power, fresh=warm_start is None)
@@ -318,3 +378,110 @@ def _rank_argument(fn, rank, max_rank):
     if rank is None:
         raise TypeError(f"{fn}: missing the keyword argument `rank` (the rank cap)")
     return rank
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharded observed entries
+
+
+def _entries_layout(fn, rows, cols, values, shape):
+    """The layout of the observed entries (split along their one axis), or None when none of
+    ``rows``, ``cols``, ``values`` is split. The row blocks are ``n1 / p`` rows each."""
+    layout = None
+    for name, a in (("values", values), ("rows", rows), ("cols", cols)):
+        if getattr(a, "ndim", 0) != 1:
+            continue
+        layout = _split_rows(fn, name, a)
+        if layout is not None:
+            break
+    if layout is None:
+        return None
+    n1 = _checks.check_shape2(fn, shape)[0]
+    if n1 % layout.size:
+        raise ValueError(
+            f"{fn}: the observed entries are split over {layout.size} devices, so U is split by "
+            f"rows into {layout.size} blocks, which needs shape[0] = {n1} divisible by "
+            f"{layout.size}. Pass shape=({-(-n1 // layout.size) * layout.size}, {shape[1]}): "
+            f"rows without entries leave the other rows' fit unchanged (their rows of U are 0).")
+    return layout
+
+
+def _split_rows(fn, name, x):
+    """The layout of ``x``'s split first dimension, or None. A mesh axis of size 1 counts: under
+    explicit axes the array's type says "split" (the single-device kernels cannot mix it with
+    unsplit arrays), so it takes the sharded kernels, which on one device cost the same."""
+    from jax.sharding import NamedSharding
+    layout, _ = _sharding.layout_of(fn, name, x)
+    if layout is not None:
+        return layout
+    sharding = _sharding._sharding_of(x)
+    if (isinstance(sharding, NamedSharding) and not getattr(sharding.mesh, "empty", False)
+            and sharding.mesh.size == 1 and len(sharding.spec) and sharding.spec[0] is not None):
+        entry = sharding.spec[0]
+        return _sharding.Layout(sharding.mesh, (entry,) if isinstance(entry, str)
+                                else tuple(entry), 0)
+    return None
+
+
+def _only_jit(fn, **arrays):
+    """TypeError when a split input is traced by a transformation other than ``jit`` (grad,
+    vmap): the sharded kernels have no implicit gradient and no batching rule."""
+    from jax._src.interpreters.partial_eval import DynamicJaxprTracer
+    for name, a in arrays.items():
+        if isinstance(a, jax.core.Tracer) and not isinstance(a, DynamicJaxprTracer):
+            raise TypeError(
+                f"{fn}: `{name}` is split over devices and traced by {type(a).__name__} (grad, "
+                f"vmap, ...); with split input {fn} runs under jit only. To differentiate or "
+                f"batch, pass unsplit arrays.")
+
+
+def _one_device(x):
+    """``x`` without the type of a one-device mesh: an array split over a mesh axis of size 1 is
+    whole on one device, but under explicit axes its type still says "split", which the
+    single-device kernels (mixing it with unsplit arrays) cannot use. Its one shard is the
+    array (no copy)."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+    sharding = _sharding._sharding_of(x)
+    if (not isinstance(sharding, NamedSharding) or sharding.mesh.size != 1
+            or all(p is None for p in sharding.spec)):
+        return x
+    if isinstance(x, jax.core.Tracer):
+        return _place(x, sharding.mesh, P())
+    return jax.device_put(x, sharding.mesh.devices.flat[0])
+
+
+def _place(x, mesh, spec):
+    """x on ``mesh`` with ``spec``: device_put for a concrete array, a reshard for a traced one."""
+    from jax.sharding import NamedSharding
+    if isinstance(x, jax.core.Tracer):
+        explicit = all(t == jax.sharding.AxisType.Explicit
+                       for t in getattr(mesh, "axis_types", ()))
+        if explicit:
+            return jax.sharding.reshard(x, NamedSharding(mesh, spec))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+    return jax.device_put(x, NamedSharding(mesh, spec))
+
+
+def _sharded_entries(rows, cols, values, n1, layout):
+    """(Entries grouped by row blocks, replicated): grouped on the host for concrete entries;
+    under an outer jit (the counts per block are not known when tracing) every device receives
+    all entries once and keeps those of its block."""
+    from jax.sharding import PartitionSpec as P
+    if _checks.is_concrete((rows, cols, values)):
+        return _completion.group_entries(rows, cols, values, n1, layout), False
+    e = _completion.Entries(rows, cols, values, jnp.ones_like(values))
+    return jax.tree.map(lambda a: _place(a, layout.mesh, P()), e), True
+
+
+def _soft_impute_sharded(rows, cols, values, U0, d0, V0, key, lam, tol, layout, *, shape,
+                         max_iter, n_power, fresh, path):
+    from jax.sharding import PartitionSpec as P
+    mesh, axes = layout.mesh, layout.axes
+    entries, replicated = _sharded_entries(rows, cols, values, shape[0], layout)
+    U0 = _place(U0, mesh, layout.spec(2, 0))
+    d0, V0, lam, tol = (_place(jnp.asarray(a), mesh, P()) for a in (d0, V0, lam, tol))
+    return _completion.soft_impute_sharded(entries, U0, d0, V0, key, lam, tol, mesh=mesh,
+                                           axes=axes, replicated=replicated, shape=shape,
+                                           max_iter=max_iter, n_power=n_power, fresh=fresh,
+                                           path=path)

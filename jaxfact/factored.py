@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxfact import _checks
 from jaxfact import _linalg
+from jaxfact import _sharding
 
 __all__ = ["reconstruct", "predict"]
 
@@ -85,17 +86,25 @@ def predict(result: Any, rows: Any, cols: Any, *, clip: tuple[float, float] | No
     if clip is not None and not (isinstance(clip, (tuple, list)) and len(clip) == 2
                                  and clip[0] <= clip[1]):
         raise ValueError(f"{fn}: `clip` must be a pair (low, high) with low <= high; got {clip!r}")
+    # Factors whose rows are split over devices are read with _sharding.take: only the rows
+    # asked for cross devices.
+    take = _sharding.take
     if kind == "svd":
-        out = _linalg.gather(*parts, r, c)
+        U, S, Vt = parts
+        if U.ndim == 2 and any(_sharding.layout_of(fn, "result", a) != (None, None)
+                               for a in (U, Vt)):
+            out = jnp.sum(take(U, r) * S.reshape((1,) * r.ndim + S.shape) * take(Vt.T, c), axis=-1)
+        else:
+            out = _linalg.gather(U, S, Vt, r, c)
     elif kind == "nmf":
         W, H = parts
-        out = jnp.sum(W[r] * H.T[c], axis=-1)
+        out = jnp.sum(take(W, r) * take(H.T, c), axis=-1)
     elif kind == "biased":
         mu, bu, bi, P, Q = parts
-        out = mu + bu[r] + bi[c] + jnp.sum(P[r] * Q[c], axis=-1)
+        out = mu + take(bu, r) + take(bi, c) + jnp.sum(take(P, r) * take(Q, c), axis=-1)
     else:
         X, Y = parts
-        out = jnp.sum(X[r] * Y[c], axis=-1)
+        out = jnp.sum(take(X, r) * take(Y, c), axis=-1)
     return out if clip is None else jnp.clip(out, clip[0], clip[1])
 
 

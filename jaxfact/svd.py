@@ -85,6 +85,13 @@ def truncated_svd(X: Any, rank: int, *, checks: bool = False) -> SVDResult:
     Returns:
       ``SVDResult(U (m, k), S (k,), Vt (k, n))`` in X's dtype.
 
+    Sharding: a tall X (m >= n) may have its rows split over mesh axes, a wide one its columns.
+    Each device then factors its block by Householder QR and one QR of the stacked ``(n, n)``
+    R factors (TSQR, Demmel et al. 2012) gives R; the SVD of R is computed on every device.
+    Crosses devices: the stacked R factors, ``p n^2`` entries for p devices (less than X when
+    each device holds at least n rows). U comes back split like X's rows (Vt like a wide X's
+    columns); the rest is replicated. Other splits are resharded once, with a warning.
+
     Example::
 
       >>> X = jax.random.normal(jax.random.key(0), (100, 40))
@@ -145,6 +152,14 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
 
     Returns:
       ``SVDResult(U (m, k), S (k,), Vt (k, n))`` with signs fixed by :func:`svd_flip`.
+
+    Sharding: a dense X may have its rows (or its columns) split over mesh axes. Each device
+    sketches its own rows; per power pass one ``(l, n)`` psum of ``Q^T X`` and three ``(l, l)``
+    Gram psums (the CholeskyQR3 of the split sketch) cross devices, then the final basis is
+    orthonormalized by TSQR (a psum of the stacked ``(l, l)`` R factors) and ``B = Q^T X`` is one
+    more ``(l, n)`` psum; nothing with m rows moves. The result equals the unsharded one for the
+    same key to rounding. U comes back split like X's rows (Vt like its columns), the rest
+    replicated. Both dimensions split: resharded once by rows, with a warning.
 
     Differentiable (reverse mode, dense X): the gradient is that of the exact truncated SVD at
     the factors found (not of the random sketch), so it matches :func:`truncated_svd`'s when the
@@ -224,7 +239,13 @@ def svd_flip(result: SVDResult, *, u_based: bool = True) -> SVDResult:
         Vt (k, n)); use ``jax.vmap`` for a batch.
     """
     U, S, Vt = _checks.check_svd_result("svd_flip", "result", result)
-    return SVDResult(*_linalg.flip(jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt), u_based))
+    U, S, Vt = jnp.asarray(U), jnp.asarray(S), jnp.asarray(Vt)
+    rows, _ = _sharding.layout_of("svd_flip", "result.U", U)
+    basis_cols, _ = _sharding.layout_of("svd_flip", "result.Vt.T", Vt.T)
+    layout = rows if u_based else basis_cols
+    if layout is not None:   # the deciding factor's rows are split: decide the signs across shards
+        return SVDResult(*_sharded_svd.flip(U, S, Vt, layout, u_based=u_based))
+    return SVDResult(*_linalg.flip(U, S, Vt, u_based))
 
 
 def singular_value_shrink(X: Any, tau: Any, *, checks: bool = False) -> SVDResult:
@@ -253,7 +274,14 @@ def singular_value_shrink(X: Any, tau: Any, *, checks: bool = False) -> SVDResul
     _checks.check_nonempty(fn, "X", X)
     tau = _checks.check_real(fn, "tau", tau, low=0.0)
     _checks.check_finite(fn, "X", X, checks)
+    m, n = X.shape
+    X, layout = _sharding.split_or_reshard(fn, "X", X, (0,) if m > n else (1,) if m < n
+                                           else (0, 1))
     Xc = _compute(X)
+    if layout is not None:   # as truncated_svd: the TSQR of the long side
+        U, s, Vt = _sharded_svd.truncated_svd(Xc, layout, rank=min(m, n))
+        return _in_dtype(SVDResult(U, jnp.maximum(s - jnp.asarray(tau, s.dtype), 0), Vt),
+                         X.dtype)
     return _in_dtype(_shrink(Xc, jnp.asarray(tau, Xc.dtype)), X.dtype)
 
 
@@ -291,6 +319,11 @@ def pca(X: Any, rank: int, *, key: Any = None, n_oversamples: int = 10,
     Returns:
       ``PCAResult(components, explained_variance, explained_variance_ratio, mean,
       singular_values)``.
+
+    Sharding: the samples (rows of X) may be split over mesh axes. The column mean is a psum of
+    ``(n_features,)`` sums; the exact SVD then comes from the TSQR of the centred rows (as in
+    :func:`truncated_svd`, a psum of the stacked ``(n_features, n_features)`` R factors), the
+    randomized one from :func:`randomized_svd`'s split range finder. Every output is replicated.
 
     Example::
 

@@ -8,6 +8,11 @@ The pipeline of Levy, Goldberg & Dagan (2015), all sparse, never forming a V x V
    shift ``log k`` (their "neg"), on the stored entries only;
 4. :func:`word_vectors`: ``U_d S_d^eig`` from a randomized SVD of the sparse PPMI matrix.
 
+A corpus sharded over devices (the token array split into equal parts,
+``jax.device_put(ids, NamedSharding(mesh, P("data")))``) gives one count matrix whose entries are
+split over the same devices, each holding the rows w = j (mod p); :func:`ppmi` keeps that layout
+and :func:`word_vectors` returns the word vectors split by rows. See each function's "Sharding".
+
 Example::
 
   >>> docs = [["the", "cat", "sat", "on", "the", "mat"], ["the", "dog", "sat", "on", "a", "log"]]
@@ -28,6 +33,7 @@ References:
 from __future__ import annotations
 
 import collections
+import warnings
 from functools import partial
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -35,8 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
+from jax.sharding import PartitionSpec as P
 
 from jaxfact import _checks
+from jaxfact import _linalg
+from jaxfact import _sharding
 from jaxfact import linop
 from jaxfact import svd as _svd
 
@@ -143,6 +152,25 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
       ``BCOO`` of shape (V, V), float (float32 unless x64 is on), with ``nse`` = number of
       distinct pairs.
 
+    Sharding: ``token_ids`` may be split along its one axis over any mesh axes (its length a
+    multiple of the number of shards p: pad the corpus with -1, an empty document, e.g.
+    ``np.pad(ids, (0, -len(ids) % p), constant_values=-1)``). Documents may straddle the cut:
+    each shard receives the next ``window`` tokens from the following shard(s) (a
+    collective-permute of ``window`` ids), counts the pairs starting in its part, then sends each
+    distinct (w, c) count to the shard owning row w, ``w mod p`` (one all-to-all of p slots of
+    ``cap`` entries, 12 bytes each, ``cap`` the largest count any shard sends to another), where
+    they are summed. Rows are dealt out cyclically because a frequency-sorted vocabulary puts
+    most counts in its first rows. The result is a BCOO whose ``data`` and ``indices`` are split
+    over the same axes, shard j holding the distinct entries of the rows w = j (mod p) and then
+    padding (index V); its indices are unique but not sorted across shards. It feeds
+    :func:`ppmi` and :func:`word_vectors` as it is; JAX's own BCOO methods (``todense``, ``@``)
+    do not accept data split over explicit mesh axes (JAX 0.10): gather it first
+    (``jax.device_get``). Eagerly, the number of entries per shard is read back to size the
+    all-to-all and the result exactly (two host round trips). Under an outer ``jit`` those
+    sizes are unknown: every slot has room for all of a shard's pairs, so each shard receives
+    and keeps 2 n w entries (the whole corpus' pairs), p times the eager figure: call
+    ``cooccurrence`` outside ``jit`` on large corpora.
+
     Example::
 
       >>> C = cooccurrence(jnp.array([0, 1, 2, 1]), 3, window=1)
@@ -160,6 +188,11 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
     window = _checks.check_int(fn, "window", window, low=1)
     weighting = _checks.check_choice(fn, "weighting", weighting, WEIGHTINGS)
     _checks.check_below(fn, "token_ids", tokens, vocab_size, "vocab_size", checks)
+    layout, _ = _sharding.layout_of(fn, "token_ids", tokens)
+    if layout is not None:
+        return _sharded_cooccurrence(tokens.astype(jnp.int32), layout, vocab_size=vocab_size,
+                                     window=window, weighting=weighting,
+                                     dtype=jnp.result_type(float))
     tokens = jnp.asarray(tokens, jnp.int32)
     dtype = jnp.result_type(float)
     rows, cols, vals, nnz = _cooccurrence(tokens, vocab_size=vocab_size, window=window,
@@ -195,6 +228,13 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0, checks: bool = Fal
       checks: under an outer ``jit``, also check that ``counts`` is finite and non-negative, with
         ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
 
+    Sharding: a BCOO whose ``data`` and ``indices`` are split over mesh axes (as
+    :func:`cooccurrence` returns it on a sharded corpus; its indices must be unique) gives a BCOO
+    split the same way: each shard's entries are transformed where they are, after one psum of
+    the (V,) row sums and the (C,) column sums. A dense ``counts`` split by rows gives a dense
+    result split by rows: row sums local, the (C,) column sums by psum. A dense ``counts``
+    split otherwise is resharded by rows once, with a ``UserWarning``.
+
     Example::
 
       >>> counts = jnp.array([[0.0, 2.0, 1.0], [2.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
@@ -213,6 +253,18 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0, checks: bool = Fal
         _checks.check_float_dtype(fn, "counts", counts.dtype)
         _checks.check_finite(fn, "counts", counts, checks)
         _checks.check_nonnegative(fn, "counts", counts, checks)
+        counts, layout = _bcoo_layout(fn, "counts", counts)
+        if layout is not None:
+            if not counts.unique_indices:
+                raise ValueError(f"{fn}: a `counts` BCOO whose entries are split over devices "
+                                 f"must have unique indices (cooccurrence's output has); sum "
+                                 f"its duplicates before sharding it")
+            a = jnp.asarray(alpha, counts.dtype)
+            k = jnp.asarray(shift, counts.dtype)
+            data = _sharded_ppmi_sparse(counts.data, counts.indices, a, k, layout=layout,
+                                        shape=tuple(counts.shape))
+            return jsparse.BCOO((data, counts.indices), shape=counts.shape,
+                                indices_sorted=counts.indices_sorted, unique_indices=True)
         if not counts.unique_indices and _checks.is_concrete(counts):
             with _checks.eager():   # the number of distinct entries must be known
                 counts = counts.sum_duplicates()
@@ -225,6 +277,11 @@ def ppmi(counts: Any, *, alpha: Any = 0.75, shift: Any = 1.0, checks: bool = Fal
     counts = _checks.as_float_array(fn, "counts", counts)
     _checks.check_finite(fn, "counts", counts, checks)
     _checks.check_nonnegative(fn, "counts", counts, checks)
+    if counts.ndim == 2:
+        counts, layout = _sharding.rows_or_reshard(fn, "counts", counts)
+        if layout is not None:
+            return _sharded_ppmi_dense(counts, jnp.asarray(alpha, counts.dtype),
+                                       jnp.asarray(shift, counts.dtype), layout=layout)
     return _ppmi_dense(counts, jnp.asarray(alpha, counts.dtype), jnp.asarray(shift, counts.dtype))
 
 
@@ -250,6 +307,16 @@ def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamp
     Returns:
       (V, d) array; rows are word vectors (compare them by cosine).
 
+    Sharding: a BCOO whose entries are split over mesh axes with shard j holding the rows
+    w = j (mod p) (what :func:`cooccurrence` and :func:`ppmi` return on a sharded corpus; V a
+    multiple of p, else a ValueError: give cooccurrence a ``vocab_size`` rounded up to one) runs
+    the same randomized SVD with each shard multiplying its own rows: per power iteration an
+    (l, V) psum (``l = rank + n_oversamples``) and the three (l, l) Gram psums of a CholeskyQR3,
+    then a TSQR (a psum of p stacked (l, l) factors) and one all-to-all of the V x d result,
+    which comes back split by rows in contiguous blocks, ``P(axes, None)``. Same key, same
+    factors as on one device, to rounding. A dense ``matrix`` follows
+    :func:`jaxfact.randomized_svd`.
+
     Example::
 
       >>> M = jnp.diag(jnp.array([4.0, 1.0, 0.25]))
@@ -258,16 +325,47 @@ def word_vectors(matrix: Any, rank: int, *, eig: Any = 0.5, key: Any, n_oversamp
       [[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
     """
     fn = "word_vectors"
-    matrix = linop.as_operator(matrix)
+    matrix, layout = _bcoo_layout(fn, "matrix", matrix)
+    if layout is None:
+        matrix = linop.as_operator(matrix)
     if len(matrix.shape) != 2:
         raise ValueError(f"{fn}: `matrix` must be 2-D; got shape {tuple(matrix.shape)}")
     _checks.check_float_dtype(fn, "matrix", matrix.dtype)
     rank = _checks.check_rank(fn, rank, linop.shape_of(matrix))
     eig = _checks.check_real(fn, "eig", eig, low=0.0)
     _checks.check_key(fn, key, why="the SVD is randomized")
+    if layout is not None:
+        return _word_vectors_sharded(fn, matrix, layout, rank, eig=eig, key=key,
+                                     n_oversamples=n_oversamples, n_iter=n_iter, checks=checks)
     res = _svd.randomized_svd(matrix, rank, key=key, n_oversamples=n_oversamples, n_iter=n_iter,
                               checks=checks)
     return _scale(res.U, res.S, jnp.asarray(eig, res.S.dtype))
+
+
+def _word_vectors_sharded(fn, matrix, layout, rank, *, eig, key, n_oversamples, n_iter, checks):
+    m, n = matrix.shape
+    if m % layout.size:
+        raise ValueError(
+            f"{fn}: `matrix` has {m} rows, which do not split evenly over the {layout.size} "
+            f"shards of its entries ({layout.spec(1)}), so its word vectors cannot be split by "
+            f"rows. Give cooccurrence a vocab_size that is a multiple of {layout.size} (the "
+            f"extra ids never occur and get zero vectors).")
+    n_oversamples = _checks.check_int(fn, "n_oversamples", n_oversamples, low=0)
+    n_iter = _checks.check_int(fn, "n_iter", n_iter, low=0)
+    _checks.check_finite(fn, "matrix", matrix.data, checks)
+    dtype = matrix.dtype
+    if dtype != jnp.float32 and dtype != jnp.float64:
+        matrix = jsparse.BCOO((matrix.data.astype(jnp.float32), matrix.indices),
+                              shape=matrix.shape, unique_indices=matrix.unique_indices)
+    W, S, misplaced = _sharded_word_vectors(
+        matrix.data, matrix.indices, key, jnp.asarray(eig, matrix.dtype), layout=layout,
+        shape=(m, n), rank=rank, n_samples=min(rank + n_oversamples, m, n), n_iter=n_iter)
+    if _checks.is_concrete(misplaced) and int(misplaced):
+        raise ValueError(
+            f"{fn}: {int(misplaced)} entries of `matrix` are held by another shard than their "
+            f"row's; a BCOO whose entries are split over {layout.size} devices must hold the "
+            f"rows w = j (mod {layout.size}) on shard j, as cooccurrence and ppmi return it")
+    return W.astype(dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -309,9 +407,15 @@ def _cooccurrence(tokens, *, vocab_size, window, weighting, dtype):
     if not left:  # fewer than 2 tokens: no pairs at all
         empty = jnp.zeros((0,), jnp.int32)
         return empty, empty, jnp.zeros((0,), dtype), jnp.int32(0)
-    w_ids = jnp.concatenate(left)
-    c_ids = jnp.concatenate(right)
-    weight = jnp.concatenate(weights)
+    return _sum_pairs(jnp.concatenate(left), jnp.concatenate(right), jnp.concatenate(weights),
+                      vocab_size=vocab_size, weighting=weighting, dtype=dtype)
+
+
+def _sum_pairs(w_ids, c_ids, weight, *, vocab_size, weighting, dtype):
+    """Sorted distinct (word, context) pairs and their summed weights, padded with index V.
+
+    Pairs with a negative id are dropped; ``weighting == "uniform"`` means every weight is 1
+    (``weight`` is then not read). Returns (rows, cols, vals, nnz), each of the pairs' length."""
     valid = (w_ids >= 0) & (c_ids >= 0)
     n_pairs = w_ids.shape[0]
 
@@ -370,12 +474,18 @@ def _pmi_terms(count, row_sum, col_sum, total_alpha, alpha, shift):
 
 @partial(jax.jit, static_argnames=("shape",))
 def _ppmi_sparse(data, indices, alpha, shift, *, shape):
+    return _ppmi_sparse_body(data, indices, alpha, shift, shape, lambda sums: sums)
+
+
+def _ppmi_sparse_body(data, indices, alpha, shift, shape, reduce):
+    # ``reduce`` completes the (row sums, column sums) pair: identity on one device, a psum over
+    # the shards when the entries are split.
     m, n = shape
     r, c = indices[:, 0], indices[:, 1]
     inside = (r < m) & (c < n)           # BCOO padding entries carry index == shape
     data = jnp.where(inside, data, 0)
-    row_sum = jax.ops.segment_sum(data, r, num_segments=m)
-    col_sum = jax.ops.segment_sum(data, c, num_segments=n)
+    row_sum, col_sum = reduce((jax.ops.segment_sum(data, r, num_segments=m),
+                               jax.ops.segment_sum(data, c, num_segments=n)))
     col_alpha = jnp.where(col_sum > 0, jnp.where(col_sum > 0, col_sum, 1) ** alpha, 0)
     total_alpha = jnp.maximum(jnp.sum(col_alpha), jnp.finfo(data.dtype).tiny)
     rs = row_sum[jnp.minimum(r, m - 1)]
@@ -385,8 +495,13 @@ def _ppmi_sparse(data, indices, alpha, shift, *, shape):
 
 @jax.jit
 def _ppmi_dense(counts, alpha, shift):
+    return _ppmi_dense_body(counts, alpha, shift, lambda col_sum: col_sum)
+
+
+def _ppmi_dense_body(counts, alpha, shift, reduce):
+    # ``reduce`` completes the column sums: identity on one device, a psum when rows are split.
     row_sum = jnp.sum(counts, axis=1, keepdims=True)
-    col_sum = jnp.sum(counts, axis=0, keepdims=True)
+    col_sum = reduce(jnp.sum(counts, axis=0, keepdims=True))
     col_alpha = jnp.where(col_sum > 0, jnp.where(col_sum > 0, col_sum, 1) ** alpha, 0)
     total_alpha = jnp.maximum(jnp.sum(col_alpha), jnp.finfo(counts.dtype).tiny)
     return _pmi_terms(counts, row_sum, col_sum, total_alpha, alpha, shift)
@@ -396,3 +511,263 @@ def _ppmi_dense(counts, alpha, shift):
 def _scale(U, S, eig):
     # S**0 is 1 even at S = 0 (power(0, 0) = 1); S**p for p > 0 is 0 there. No division occurs.
     return U * jnp.power(S, eig)[None, :]
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharded kernels: the tokens (and then the count matrix's entries) split over ``layout.axes``.
+#
+# A count matrix from sharded tokens is a BCOO whose ``data`` (nse,) and ``indices`` (nse, 2) are
+# split over the same axes, shard j holding the distinct entries of the rows w = j (mod p), sorted,
+# then padding (index V, value 0) up to the largest shard's count. Its indices are unique (padding
+# is out of bounds) but not globally sorted. Rows are dealt out cyclically, not in contiguous
+# blocks, because a frequency-sorted vocabulary puts most entries in its first rows: contiguous
+# blocks would give the first shard most of the matrix (measured on Zipfian text: the all-to-all
+# padded to 5x the entries that cross, and the first shard held most of the counts).
+# word_vectors turns its cyclic rows into contiguous blocks at the end (one all-to-all of V d).
+
+
+def _local_pairs(t, *, axes, p, window, weighting, dtype):
+    """Window pairs starting at this shard's tokens: those starting near the end of the block
+    reach into the next shards, whose first ``window`` tokens arrive by ``ppermute`` (-1 past the
+    corpus end)."""
+    n_local = t.shape[0]
+    i = _sharding.shard_index(axes)
+    parts, need, k = [t], window, 1
+    while need > 0 and k < p:
+        take = min(n_local, need)
+        recv = jax.lax.ppermute(t[:take], axes, perm=[(j, j - k) for j in range(k, p)])
+        parts.append(jnp.where(i + k < p, recv, -1))
+        need, k = need - take, k + 1
+    ext = jnp.concatenate(parts)
+    if ext.shape[0] < n_local + window:
+        ext = jnp.concatenate([ext, jnp.full((n_local + window - ext.shape[0],), -1, t.dtype)])
+    left, right, weights = [], [], []
+    for d in range(1, window + 1):
+        a, b = ext[:n_local], ext[d:d + n_local]
+        w = jnp.full(a.shape, _offset_weight(d, window, weighting), dtype)
+        left += [a, b]
+        right += [b, a]
+        weights += [w, w]
+    return jnp.concatenate(left), jnp.concatenate(right), jnp.concatenate(weights)
+
+
+@partial(jax.jit, static_argnames=("layout", "vocab_size", "window", "weighting", "dtype"))
+def _sharded_local_counts(tokens, *, layout, vocab_size, window, weighting, dtype):
+    """Each shard's distinct (word, context) counts grouped by the shard owning their row (w mod
+    p), and how many go to each: (rows, cols, vals) split like the tokens, and a (p, p) [source,
+    destination] count matrix."""
+    axes, p = layout.axes, layout.size
+
+    def body(t):
+        w_ids, c_ids, weight = _local_pairs(t, axes=axes, p=p, window=window,
+                                            weighting=weighting, dtype=dtype)
+        rows, cols, vals, _ = _sum_pairs(w_ids, c_ids, weight, vocab_size=vocab_size,
+                                         weighting=weighting, dtype=dtype)
+        dest = jnp.where(rows < vocab_size, rows % p, p)
+        order = jnp.argsort(dest, stable=True)          # one run per destination, padding last
+        sizes = jax.ops.segment_sum(jnp.ones_like(dest), dest, num_segments=p)
+        return rows[order], cols[order], vals[order], sizes[None, :]
+
+    split = P(axes)
+    return jax.shard_map(body, mesh=layout.mesh, in_specs=split,
+                         out_specs=(split, split, split, P(axes, None)))(tokens)
+
+
+@partial(jax.jit, static_argnames=("layout", "vocab_size", "cap"))
+def _sharded_merge(rows, cols, vals, sizes, *, layout, vocab_size, cap):
+    """Sends each shard's entries to the shard owning their row (one all-to-all of (p, cap) slots,
+    cap = the largest source-destination count) and sums the entries received."""
+    axes = layout.axes
+
+    def body(rows, cols, vals, sizes):
+        n = rows.shape[0]
+        size = sizes[0]
+        start = jnp.cumsum(size) - size      # the local entries come in one run per destination
+        slot = jnp.arange(cap)
+        ok = slot[None, :] < size[:, None]                                  # (p, cap)
+        pos = jnp.minimum(start[:, None] + slot[None, :], n - 1)
+        ids = jnp.stack([jnp.where(ok, rows[pos], -1), jnp.where(ok, cols[pos], -1)], axis=-1)
+        ids = jax.lax.all_to_all(ids, axes, 0, 0, tiled=True)              # (p, cap, 2)
+        got = jax.lax.all_to_all(jnp.where(ok, vals[pos], 0), axes, 0, 0, tiled=True)
+        r, c, v, nnz = _sum_pairs(ids[..., 0].ravel(), ids[..., 1].ravel(), got.ravel(),
+                                  vocab_size=vocab_size, weighting="summed", dtype=vals.dtype)
+        return v, jnp.stack([r, c], axis=1), nnz[None]
+
+    split = P(axes)
+    return jax.shard_map(body, mesh=layout.mesh, in_specs=(split, split, split, P(axes, None)),
+                         out_specs=(split, P(axes, None), split))(rows, cols, vals, sizes)
+
+
+@partial(jax.jit, static_argnames=("layout", "nse"))
+def _sharded_trim(data, indices, *, layout, nse):
+    """Each shard's first ``nse`` entries (its distinct entries and some padding)."""
+    return jax.shard_map(lambda d, i: (d[:nse], i[:nse]), mesh=layout.mesh,
+                         in_specs=(P(layout.axes), P(layout.axes, None)),
+                         out_specs=(P(layout.axes), P(layout.axes, None)))(data, indices)
+
+
+def _sharded_cooccurrence(tokens, layout, *, vocab_size, window, weighting, dtype):
+    p = layout.size
+    rows, cols, vals, sizes = _sharded_local_counts(
+        tokens, layout=layout, vocab_size=vocab_size, window=window, weighting=weighting,
+        dtype=dtype)
+    concrete = _checks.is_concrete(sizes)
+    if concrete:
+        cap = max(int(np.max(np.asarray(jax.device_get(sizes)))), 1)
+    else:   # under an outer jit: room for every local entry, or for all of a shard's rows
+        cap = min(rows.shape[0] // p, -(-vocab_size // p) * vocab_size)
+    data, indices, nnz = _sharded_merge(rows, cols, vals, sizes, layout=layout,
+                                        vocab_size=vocab_size, cap=cap)
+    if concrete:
+        nse = max(int(np.max(np.asarray(jax.device_get(nnz)))), 1)
+        data, indices = _sharded_trim(data, indices, layout=layout, nse=nse)
+    return jsparse.BCOO((data, indices), shape=(vocab_size, vocab_size), indices_sorted=False,
+                        unique_indices=True)
+
+
+def _bcoo_layout(fn, name, M):
+    """The layout of a BCOO whose entries are split (data and indices along nse), else None.
+    Indices split differently from the data are resharded like it, with a warning."""
+    if not isinstance(M, jsparse.BCOO):
+        return M, None
+    layout, _ = _sharding.layout_of(fn, name, M.data)
+    if layout is None:
+        return M, None
+    if _sharding.layout_of(fn, name, M.indices) != (layout, None):
+        warnings.warn(f"{fn}: the indices of `{name}` are not split like its data "
+                      f"({layout.spec(1)}); they are resharded to {layout.spec(2)}, moving up to "
+                      f"{M.indices.size * M.indices.dtype.itemsize:,} bytes between devices.",
+                      UserWarning, stacklevel=3)
+        M = jsparse.BCOO((M.data, _sharding.reshard(M.indices, layout)), shape=M.shape,
+                         indices_sorted=M.indices_sorted, unique_indices=M.unique_indices)
+    return M, layout
+
+
+@partial(jax.jit, static_argnames=("layout", "shape"))
+def _sharded_ppmi_sparse(data, indices, alpha, shift, *, layout, shape):
+    axes = layout.axes
+
+    def body(data, indices, alpha, shift):
+        return _ppmi_sparse_body(data, indices, alpha, shift, shape,
+                                 lambda sums: jax.lax.psum(sums, axes))
+
+    return jax.shard_map(body, mesh=layout.mesh,
+                         in_specs=(P(axes), P(axes, None), P(), P()),
+                         out_specs=P(axes))(data, indices, alpha, shift)
+
+
+@partial(jax.jit, static_argnames=("layout",))
+def _sharded_ppmi_dense(counts, alpha, shift, *, layout):
+    axes = layout.axes
+
+    def body(counts, alpha, shift):
+        return _ppmi_dense_body(counts, alpha, shift, lambda s: jax.lax.psum(s, axes))
+
+    spec = layout.spec(2)
+    return jax.shard_map(body, mesh=layout.mesh, in_specs=(spec, P(), P()),
+                         out_specs=spec)(counts, alpha, shift)
+
+
+class _Block(NamedTuple):
+    """This shard's (m_local, n) row block of a sparse matrix as coordinates (vals, rows, cols),
+    rows local; entries not in the block carry value 0 (and in-range indices)."""
+
+    vals: jax.Array
+    rows: jax.Array
+    cols: jax.Array
+    shape: tuple[int, int]
+
+    def mm_rows(self, Bt):
+        """(X @ Bt.T).T = Bt @ X.T, (l, m_local): a segment sum over the entries."""
+        return jax.ops.segment_sum(self.vals[:, None] * Bt.T[self.cols], self.rows,
+                                   num_segments=self.shape[0]).T
+
+    def rmm_rows(self, Ct):
+        """Ct @ X, (l, n), the local part of the sum over all rows."""
+        return jax.ops.segment_sum(self.vals[:, None] * Ct.T[self.rows], self.cols,
+                                   num_segments=self.shape[1]).T
+
+
+def _svd_rows_body(X, key, *, axes, m, rank, n_samples, n_iter):
+    """``_linalg.randomized_svd`` of a sparse matrix whose rows are dealt out cyclically over
+    ``axes``: X is this shard's (m / p, n) block of rows j, j + p, ... (a :class:`_Block`), m the
+    global row count. The algorithm of ``_sharded_svd.randomized_svd_body`` (dense blocks), with
+    the products by segment sums; any assignment of rows to shards gives the same factors up to
+    rounding, the wide case's random columns being taken in the same order. Returns (U_local, s,
+    Vt), U's rows held like X's, signs as ``_linalg.flip`` (up to exact ties between rows of
+    different shards, decided by the shard order)."""
+    m_local, n = X.shape
+    dtype = X.vals.dtype
+    psum = partial(jax.lax.psum, axis_name=axes)
+    if m >= n:
+        omega_t = jax.random.normal(key, (n_samples, n), dtype)
+        Qt = _sharding.normalize_rows(X.mm_rows(omega_t), axes, m)             # (l, m_local)
+
+        def power(_, Qt):
+            Zt = _linalg.normalize_rows(psum(X.rmm_rows(Qt)))                  # (l, n)
+            return _sharding.normalize_rows(X.mm_rows(Zt), axes, m)
+
+        Qt = jax.lax.fori_loop(0, n_iter, power, Qt)
+        Q, _ = _sharding.tsqr(Qt.T, axes)                                      # (m_local, l)
+        Ub, s, Vbt = _linalg.svd_thin(psum(X.rmm_rows(Q.T)), rank)             # B = Q^T X
+        U, s, Vt = (Q @ Ub)[:, :rank], s[:rank], Vbt[:rank]
+    else:   # the tall algorithm on X^T, whose (l, m) sketches are split here
+        p = m // m_local
+        full = jax.random.normal(key, (n_samples, m), dtype).reshape(n_samples, m_local, p)
+        omega_t = jnp.take(full, _sharding.shard_index(axes), axis=2)         # columns j + p i
+        Qt = _linalg.normalize_rows(psum(X.rmm_rows(omega_t)))                 # (l, n)
+
+        def power(_, Qt):
+            Zt = _sharding.normalize_rows(X.mm_rows(Qt), axes, m)              # (l, m_local)
+            return _linalg.normalize_rows(psum(X.rmm_rows(Zt)))
+
+        Q = _linalg.orthonormalize(jax.lax.fori_loop(0, n_iter, power, Qt).T)  # (n, l)
+        Qb, Rb = _sharding.tsqr(X.mm_rows(Q.T).T, axes)                        # X Q = Qb Rb
+        Ur, s, Vrt = _linalg.svd_thin(Rb.T, rank)
+        U, s, Vt = (Qb @ Vrt.T)[:, :rank], s[:rank], (Q @ Ur)[:, :rank].T
+    return _sharding.flip(U, s, Vt, axes)
+
+
+def _cyclic_to_blocks(U, axes, p):
+    """Rows held cyclically (local row i of shard j is global row j + p i) to contiguous blocks
+    (shard k holds rows [k b, (k + 1) b), b = U's local row count): one all-to-all of about b
+    rows per shard, each row sent once."""
+    b, d = U.shape
+    j = _sharding.shard_index(axes)
+    g = j + p * jnp.arange(b)                                  # global rows, increasing
+    # local rows going to shard k: those with k b <= j + p i < (k + 1) b, a contiguous range
+    start = jnp.clip(-((j - jnp.arange(p + 1) * b) // p), 0, b)
+    start, count = start[:-1], start[1:] - start[:-1]
+    cap = -(-b // p)
+    slot = jnp.arange(cap)
+    ok = slot[None, :] < count[:, None]                                     # (p, cap)
+    pos = jnp.minimum(start[:, None] + slot[None, :], b - 1)
+    dest_row = jnp.where(ok, g[pos] - jnp.arange(p)[:, None] * b, b)        # b: padding
+    got = jax.lax.all_to_all(jnp.where(ok[..., None], U[pos], 0), axes, 0, 0, tiled=True)
+    at = jax.lax.all_to_all(dest_row, axes, 0, 0, tiled=True)
+    return jnp.zeros_like(U).at[at.ravel()].set(got.reshape(-1, d), mode="drop")
+
+
+@partial(jax.jit, static_argnames=("layout", "shape", "rank", "n_samples", "n_iter"))
+def _sharded_word_vectors(data, indices, key, eig, *, layout, shape, rank, n_samples, n_iter):
+    """Word vectors of a BCOO whose shard j holds the entries of the rows w = j (mod p):
+    (W, S, misplaced), W's rows split in contiguous blocks, misplaced the number of entries on
+    another shard than their row's (then the result is wrong and the caller raises)."""
+    axes, (m, n), p = layout.axes, shape, layout.size
+    block = m // p
+
+    def body(data, indices, key, eig):
+        j = _sharding.shard_index(axes)
+        r, c = indices[:, 0], indices[:, 1]
+        inside = (r < m) & (c < n)
+        mine = inside & (r % p == j)
+        misplaced = jax.lax.psum(jnp.sum(inside & ~mine), axes)
+        local = _Block(jnp.where(mine, data, 0), jnp.where(mine, r // p, 0),
+                       jnp.where(mine, c, 0), (block, n))
+        U, s, _ = _svd_rows_body(local, key, axes=axes, m=m, rank=rank, n_samples=n_samples,
+                                 n_iter=n_iter)
+        return _cyclic_to_blocks(_scale(U, s, eig), axes, p), s, misplaced
+
+    return jax.shard_map(body, mesh=layout.mesh,
+                         in_specs=(P(axes), P(axes, None), P(), P()),
+                         out_specs=(P(axes, None), P(), P()))(data, indices, key, eig)

@@ -4,10 +4,15 @@
 (inverse noise variances, confidence counts, a 0/1 mask of observed entries). Each step fills in
 the target where the weight is low and takes a truncated (and, with ``lam > 0``, soft-thresholded)
 SVD: an EM / majorization-minimization step, so the weighted objective never increases.
+
+X and the weights may be split by rows over the devices of a mesh: each device then keeps its
+rows of X, W and of the factor U, V is replicated, and only (n2, k) and (p k, k) blocks and
+scalars cross devices (see :func:`wlra`).
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -20,6 +25,7 @@ from jaxfact import _checks
 from jaxfact import _completion
 from jaxfact import _implicit_diff as _implicit
 from jaxfact import _linalg
+from jaxfact import _sharding
 from jaxfact import _solver
 from jaxfact.completion import CompletionResult
 
@@ -96,6 +102,17 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
       >>> print(jaxfact.Status(int(res.status)).name, jaxfact.reconstruct(res).shape)
       CONVERGED (20, 15)
 
+    Sharding: ``X`` and ``weights`` may be split by rows over mesh axes
+    (``P("data", None)``); U comes back split the same way, S, Vt and the rest replicated. Each
+    device keeps its rows of X, W and Z; per subspace pass one psum of the (n2, k) block
+    ``A^T Q`` and TSQR's (p k, k) stack of R factors cross devices, per iteration the psum'd
+    objective (a scalar, so the stopping test is the same everywhere), and once the maximum
+    weight. ``X`` split by columns (or both dimensions), or ``weights`` split otherwise than
+    ``X``, is resharded once with a ``UserWarning``. A split dense ``warm_start`` is gathered
+    for its truncated SVD, with a ``UserWarning``; a factored one (a ``CompletionResult``)
+    stays split. The implicit gradient is not available for split input (``grad`` raises a
+    TypeError): differentiate with unsplit arrays.
+
     References:
       N. Srebro, T. Jaakkola. Weighted low-rank approximations. ICML 2003, section 3 (EM).
 
@@ -108,6 +125,13 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
             raise TypeError(f"{fn}: pass `warm_start` only; `init` is its deprecated name")
         _checks.warn_renamed(fn, "init", "warm_start")
         warm_start = init
+    X, layout = _layouts(fn, X, weights)
+    if layout is not None:
+        X, weights = layout[1], layout[2]
+        layout = layout[0]
+    else:
+        from jaxfact.completion import _one_device
+        weights = _one_device(weights)
     X = _checks.as_float_array(fn, "X", X)
     W = weights
     if not hasattr(W, "dtype"):
@@ -127,6 +151,17 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     U0, d0, V0 = _start(fn, warm_start, X.shape, rank, X.dtype, key)
     lam, tol = jnp.asarray(lam, X.dtype), jnp.asarray(tol, X.dtype)
     sg = jax.lax.stop_gradient
+    if layout is not None:
+        from jax.sharding import PartitionSpec as P
+        from jaxfact.completion import _only_jit, _place
+        _only_jit(fn, X=X, weights=W, lam=lam)
+        mesh, row = layout.mesh, layout.spec(2, 0)
+        U0 = _place(U0, mesh, row)
+        d0, V0, lam, tol = (_place(jnp.asarray(a), mesh, P()) for a in (d0, V0, lam, tol))
+        res = _wlra_sharded(sg(X), sg(W), sg(U0), sg(d0), sg(V0), key, sg(lam), tol,
+                            mesh=mesh, axes=layout.axes, max_iter=max_iter, n_power=n_power,
+                            fresh=warm_start is None)
+        return _implicit.wlra(res, X, W, lam, rank, diff)
     res = _wlra(sg(X), sg(W), sg(U0), sg(d0), sg(V0), key, sg(lam), tol, max_iter=max_iter,
                 n_power=n_power, fresh=warm_start is None)
     return _implicit.wlra(res, X, W, lam, rank, diff)
@@ -158,10 +193,23 @@ def _check_values(fn, X, W, checks):
 
 def _start(fn, warm_start, shape, k, dtype, key):
     """(U (n1, k), d (k,), V (n2, k)) of the starting Z (placeholders for Z = 0)."""
+    from jaxfact.completion import _one_device
     n1, n2 = shape
     if warm_start is None:
         return jnp.zeros((n1, k), dtype), jnp.zeros((k,), dtype), jnp.zeros((n2, k), dtype)
     if hasattr(warm_start, "shape") and len(warm_start.shape) == 2:
+        z_rows, z_cols = _sharding.layout_of(fn, "warm_start", warm_start)
+        if z_rows is not None or z_cols is not None:
+            from jaxfact.completion import _place
+            from jax.sharding import PartitionSpec as P
+            nbytes = int(np.prod(warm_start.shape)) * jnp.dtype(warm_start.dtype).itemsize
+            warnings.warn(
+                f"{fn}: a dense `warm_start` is truncated by an SVD on every device, so the split "
+                f"array is gathered once ({nbytes:,} bytes to each device). Pass a factored "
+                f"warm start (a CompletionResult or (U, S, Vt)) to keep it split.",
+                UserWarning, stacklevel=3)
+            warm_start = _place(warm_start, (z_rows or z_cols).mesh, P())
+        warm_start = _one_device(warm_start)
         Z = _checks.as_float_array(fn, "warm_start", warm_start).astype(dtype)
         _checks.check_same_shape(fn, "warm_start", Z, shape, "X")
         _checks.check_finite(fn, "warm_start", Z)
@@ -216,3 +264,100 @@ def _wlra(X, W, U, d, V, key, lam, tol, *, max_iter, n_power, fresh):
     it = state.iterate
     residual = jnp.sqrt(weighted_sq(it.U, it.d, it.V)) / norm
     return _completion.completed(state, it.U, it.d, it.V, residual)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharded: X, weights and U split by rows, V replicated
+
+
+def _layouts(fn, X, weights):
+    """(X, None) when neither X nor weights is split by a NamedSharding; else
+    (X, (layout, X, weights)) with both on X's row layout (or weights', when only they are
+    split). One that is split differently is resharded once with a UserWarning."""
+    from jaxfact.completion import _one_device, _split_rows
+    x_rows, x_cols = _sharding.layout_of(fn, "X", X)
+    w_rows, w_cols = _sharding.layout_of(fn, "weights", weights)
+    if any(lay is not None for lay in (x_rows, x_cols, w_rows, w_cols)):
+        from jaxfact.completion import _only_jit
+        _only_jit(fn, X=X, weights=weights)
+    if x_rows is None and x_cols is None and w_rows is None and w_cols is None:
+        # A mesh axis of size 1 splitting the rows: the sharded kernel, on one device.
+        one = _split_rows(fn, "X", X)
+        if one is not None and _split_rows(fn, "weights", weights) == one:
+            return X, (one, X, weights)
+        return _one_device(X), None
+    if x_rows is not None or x_cols is not None:
+        X, layout = _sharding.rows_or_reshard(fn, "X", X)
+        other, other_name, other_layout = weights, "weights", (w_rows, w_cols)
+    else:
+        weights, layout = _sharding.rows_or_reshard(fn, "weights", weights)
+        other, other_name, other_layout = X, "X", (x_rows, x_cols)
+    same = (other_layout[1] is None and other_layout[0] is not None
+            and other_layout[0].axes == layout.axes
+            and dict(other_layout[0].mesh.shape) == dict(layout.mesh.shape))
+    if not same:
+        if other_layout != (None, None):
+            nbytes = int(np.prod(other.shape)) * jnp.dtype(other.dtype).itemsize
+            warnings.warn(
+                f"{fn}: `{other_name}` is sharded differently from the data's row split "
+                f"{layout.spec()}; it is resharded once to {layout.spec()}, moving up to "
+                f"{nbytes:,} bytes between devices. Shard `X` and `weights` alike.",
+                UserWarning, stacklevel=3)
+        other = _sharding.reshard(jnp.asarray(other) if not hasattr(other, "dtype")
+                                  else other, layout)
+    if other_name == "weights":
+        weights = other
+    else:
+        X = other
+    return X, (layout, X, weights)
+
+
+@partial(jax.jit, static_argnames=("mesh", "axes", "max_iter", "n_power", "fresh"))
+def _wlra_sharded(X, W, U, d, V, key, lam, tol, *, mesh, axes, max_iter, n_power, fresh):
+    """:func:`_wlra` with X, W and U split by rows over ``axes`` of ``mesh``: per subspace pass a
+    psum of A^T Q (n2, K) and TSQR's (p K, K) stack; per iteration a psum'd objective."""
+    from jax.sharding import PartitionSpec as P
+    dtype = X.dtype
+    row = axes[0] if len(axes) == 1 else axes
+    mb = X.shape[0] // int(np.prod([mesh.shape[a] for a in axes]))
+    if fresh:
+        V = jax.random.normal(key, V.shape, dtype)
+    first = _completion.COLD_PASSES if fresh else n_power + 1
+
+    def body(X, W, U, d, V, lam, tol):
+        psum = lambda x: jax.lax.psum(x, axes)
+        W = W / jax.lax.pmax(jnp.max(W), axes)
+        X = jnp.where(W > 0, X, 0)
+        norm = jnp.sqrt(psum(jnp.sum(W * X * X)))
+        norm = jnp.where(norm > 0, norm, 1)
+
+        def weighted_sq(U, d, V):
+            R = X - (U * d[None, :]) @ V.T
+            return psum(jnp.sum(W * R * R))
+
+        def update(it, n_iter):
+            Z = (it.U * it.d[None, :]) @ it.V.T
+            A = Z + W * (X - Z)
+            passes = jnp.where(n_iter == 0, first, n_power + 1)
+            U, s, V = _completion.sharded_subspace_svd(lambda B: A @ B, lambda Q: psum(A.T @ Q),
+                                                       it.V, passes, mb, axes)
+            d = jnp.maximum(s - lam, 0)
+            sq = weighted_sq(U, d, V)
+            record = _completion.Record(jnp.sum(d > 0).astype(jnp.int32), jnp.sqrt(sq) / norm)
+            return _Iterate(U, d, V), 0.5 * sq + lam * jnp.sum(d), record
+
+        f0 = 0.5 * weighted_sq(U, d, V) + lam * jnp.sum(d)
+
+        def stop(state):
+            return _solver.status_of(_solver.relative_decrease_below(state, tol, f0))
+
+        record = _completion.Record(jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
+        state = _solver.run(update, stop, _solver.start(_Iterate(U, d, V), max_iter=max_iter,
+                                                        dtype=dtype, record=record))
+        it = state.iterate
+        residual = jnp.sqrt(weighted_sq(it.U, it.d, it.V)) / norm
+        return _completion.completed_sharded(state, it.U, it.d, it.V, residual, axes)
+
+    in_specs = (P(row, None), P(row, None), P(row, None), P(), P(), P(), P())
+    return _completion._shard_map(body, mesh, axes, in_specs, _completion._result_specs(row))(
+        X, W, U, d, V, lam, tol)

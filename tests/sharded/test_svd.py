@@ -136,3 +136,25 @@ def test_no_collective_moves_the_split_rows():
                     ("pca(key)", lambda X: jaxfact.pca(X, k, key=KEY))):
         found = meshes.assert_no_large_collective(f, (Xs,), limit=m * k // 2, what=name)
         assert {c.op for c in found} <= {"all-reduce"}, (name, found)
+
+
+def test_reading_split_factors():
+    # svd_flip decides signs across shards, predict reads only the rows asked for, and
+    # singular_value_shrink takes the TSQR path; all equal one device's.
+    mesh = meshes.mesh(8)
+    res = jaxfact.randomized_svd(meshes.rows(TALL, mesh), 4, key=KEY, n_iter=2)
+    ref = _ref("randomized_svd", TALL)
+    for u_based in (True, False):
+        _close(jaxfact.svd_flip(res, u_based=u_based), jaxfact.svd_flip(ref, u_based=u_based))
+    rows = jnp.arange(90) % 96
+    cols = jnp.arange(90) % 16
+    np.testing.assert_allclose(jaxfact.predict(res, rows, cols), jaxfact.predict(ref, rows, cols),
+                               atol=tol(np.float32, 100))
+    assert meshes.spec_of(jaxfact.reconstruct(res)) == P("data")
+    _close(jaxfact.singular_value_shrink(meshes.rows(TALL, mesh), 0.5),
+           jaxfact.singular_value_shrink(TALL, 0.5), scale=30)
+    pc = jaxfact.pca(meshes.rows(TALL, mesh), 3)
+    scores = jaxfact.pca_transform(pc, meshes.rows(TALL, mesh))
+    assert meshes.spec_of(scores) == P("data")
+    np.testing.assert_allclose(scores, jaxfact.pca_transform(jaxfact.pca(TALL, 3), TALL),
+                               atol=tol(np.float32, 100))
