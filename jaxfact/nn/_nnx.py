@@ -70,7 +70,10 @@ class FactorizedEmbed(nnx.Module):
       their own split on other mesh axes). ``attend``: ``(x B^T) A^T`` gives logits split over
       the vocabulary, ``P(..., vocab_axis)``; nothing crosses devices (a batch split over the
       same axis is first gathered: ``|x| r`` numbers); its gradient sums an ``(|x|, r)``
-      product over the vocabulary shards. Without a mesh nothing changes.
+      product over the vocabulary shards. With the batch split over another axis (data
+      parallel), the gradient of each device's block of ``A`` is summed over that axis twice, once
+      for the lookup (inside its ``shard_map``) and once for ``attend``: ``2 (V / p) r`` numbers
+      per step where one sum would do. Without a mesh nothing changes.
 
     References:
       Z. Lan et al. ALBERT: A lite BERT for self-supervised learning of language representations.
