@@ -11,6 +11,13 @@
 
 These are Flax NNX modules; :mod:`jaxfact.nn.linen` has Linen twins with the same names,
 arguments, parameters and outputs. Both call the same pure functions of (parameters, ids).
+
+Sharding: ``vocab_axis="vocab"`` annotates the (V, r) codes (and AdaptiveEmbed's band tables) with
+flax's partitioning metadata, rows over that mesh axis; under ``jax.set_mesh`` they are stored
+split (``nnx.get_partition_spec`` / ``nn.get_partition_spec`` read the annotation). Lookups gather
+rows where they live (a psum of the looked-up rows), ``attend`` returns logits split over the
+vocabulary, and ``from_table`` on a row-split table factors it where it lives and returns
+row-split codes. Without ``vocab_axis`` and without a sharded table nothing changes.
 """
 
 from jaxfact.nn._compress import CompressReport

@@ -31,9 +31,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 import jaxfact
 from jaxfact import _checks
+from jaxfact import _sharding
 from jaxfact.nn import _math
 
 __all__ = []
@@ -122,7 +124,8 @@ def table_params(fn: str, table: Any, rank: Any, *, method: str, key: Any, nmf_o
                   methods=KERNEL_METHODS if linear else METHODS, checks=checks)
     if param_dtype is None:
         param_dtype = jnp.asarray(table).dtype
-    return factor_params(fn, f.A, f.B, bias if linear else f.bias, param_dtype, names)
+    A = f.A if linear else _math.split_rows_like(f.A, table)
+    return factor_params(fn, A, f.B, bias if linear else f.bias, param_dtype, names)
 
 
 def check_factors(fn: str, A: Any, B: Any, bias: Any,
@@ -284,7 +287,7 @@ def choose_rank(fn: str, rank: int | float | str, table: jax.Array, method: str,
             raise ValueError(f"{fn}: `rank` must be an integer in [1, {small}] (min of the shape "
                              f"{tuple(table.shape)}){where}; got {rank}")
         return rank
-    S_all = _singular_values(table, centred=method == "pca")
+    S_all = singular_values(table, centred=method == "pca")
     if isinstance(rank, float):
         return int(jaxfact.energy_rank(S_all, rank))
     k = int(jaxfact.optimal_hard_threshold(S_all, tuple(table.shape)))
@@ -322,6 +325,16 @@ def adaptive_from_table(fn: str, table: Any, cutoffs: Any, factor: Any, head_pro
     V, F = table.shape
     cutoffs, F, factor = _math.check_adaptive_args(fn, cutoffs, F, factor, V)
     check_values(fn, "table", table, checks=checks)
+    mesh, axes = _math.vocab_split(table)
+    if axes:
+        # Each band's rows are re-split over the same axes (a slice of a row-split array moves
+        # only the rows that change device), so every band must split evenly.
+        p = int(np.prod([mesh.shape[a] for a in axes]))
+        for i, (lo, hi) in enumerate(zip((0,) + cutoffs[:-1], cutoffs)):
+            if (hi - lo) % p:
+                raise ValueError(f"{fn}: `table` is split over {p} devices by rows, but band {i} "
+                                 f"has {hi - lo} rows, not a multiple of {p}; choose `cutoffs` "
+                                 f"that are multiples of {p}, or pass an unsharded table")
     if key is not None:
         key = _checks.check_key(fn, key)
     work = table.astype(jnp.float32) if jnp.finfo(table.dtype).bits < 32 else table
@@ -330,7 +343,7 @@ def adaptive_from_table(fn: str, table: Any, cutoffs: Any, factor: Any, head_pro
     params, errors = {}, []
     lo = 0
     for i, (hi, d) in enumerate(zip(cutoffs, _math.band_dims(cutoffs, F, factor))):
-        rows = work[lo:hi]
+        rows = jax.lax.slice_in_dim(work, lo, hi, axis=0)   # also for a row-split table
         if not _math.band_has_projection(i, d, F, head_projection):
             E, P, err = rows, None, zero
         elif d == F:
@@ -346,7 +359,7 @@ def adaptive_from_table(fn: str, table: Any, cutoffs: Any, factor: Any, head_pro
             res, norm = residual(rows, A, B, None)
             E, P = jnp.pad(A, ((0, 0), (0, d - r))), jnp.pad(B, ((0, d - r), (0, 0)))
             err = jnp.sqrt(res) / jnp.where(norm > 0, norm, 1)
-        params[f"embedding_{i}"] = jnp.asarray(E, param_dtype)
+        params[f"embedding_{i}"] = _math.split_rows_like(jnp.asarray(E, param_dtype), rows)
         if P is not None:
             params[f"projection_{i}"] = jnp.asarray(P, param_dtype)
         errors.append(err)
@@ -358,11 +371,36 @@ def adaptive_from_table(fn: str, table: Any, cutoffs: Any, factor: Any, head_pro
 # Kernels
 
 
+def singular_values(table, centred=False):
+    """All singular values of ``table`` (column-centred first with ``centred``), descending.
+
+    A table whose rows are split over mesh axes is not gathered: a TSQR of its row blocks gives
+    the (F, F) factor R with the same singular values (what crosses devices: the ``p`` stacked
+    (F, F) R factors and, centred, the (F,) column sums)."""
+    mesh, axes = _math.vocab_split(table)
+    if not axes:
+        return _singular_values(table, centred)
+    return _sharded_singular_values(table, centred, mesh, axes)
+
+
 @partial(jax.jit, static_argnames=("centred",))
 def _singular_values(table, centred):
     if centred:
         table = table - jnp.mean(table, axis=0, keepdims=True)
     return jnp.linalg.svd(table, compute_uv=False)
+
+
+@partial(jax.jit, static_argnames=("centred", "mesh", "axes"))
+def _sharded_singular_values(table, centred, mesh, axes):
+    m = table.shape[0]
+
+    def body(t):
+        if centred:
+            t = t - jax.lax.psum(jnp.sum(t, axis=0, keepdims=True), axes) / m
+        _, R = _sharding.tsqr(t, axes)
+        return jnp.linalg.svd(R, compute_uv=False)
+
+    return jax.shard_map(body, mesh=mesh, in_specs=P(axes, None), out_specs=P())(table)
 
 
 @jax.jit

@@ -26,8 +26,10 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from jaxfact import _checks
+from jaxfact import _sharding
 
 __all__ = []  # private module; the modules in jaxfact.nn are the public face
 
@@ -107,6 +109,48 @@ def check_adaptive_args(fn: str, cutoffs: Any, features: Any, factor: Any,
                          f"from band {dims.index(0)} on (features={features}, factor={factor}); "
                          f"use fewer bands or a smaller factor")
     return tuple(cut), features, float(factor)
+
+
+def check_vocab_axis(fn: str, vocab_axis: Any, sizes: dict[str, int]) -> Any:
+    """``vocab_axis`` (None, a mesh or logical axis name, or a tuple of names) for the tables
+    named in ``sizes`` (name -> rows). When a mesh is set (``jax.set_mesh``) and the names are its
+    axes, each table's rows must split evenly over them (JAX rejects uneven shardings)."""
+    if vocab_axis is None:
+        return None
+    names = (vocab_axis,) if isinstance(vocab_axis, str) else vocab_axis
+    if not isinstance(names, tuple) or not names or \
+            not all(isinstance(a, str) and a for a in names):
+        raise TypeError(f"{fn}: `vocab_axis` must be None, a mesh axis name such as 'vocab' (or a "
+                        f"logical name mapped by flax's axis rules), or a tuple of names; got "
+                        f"{vocab_axis!r}")
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and all(a in mesh.shape for a in names):
+        p = int(np.prod([mesh.shape[a] for a in names]))
+        for name, rows in sizes.items():
+            if rows % p:
+                raise ValueError(
+                    f"{fn}: `vocab_axis`={vocab_axis!r} splits the rows of `{name}` ({rows}) over "
+                    f"{p} devices, which does not divide them (JAX needs even shards); pad the "
+                    f"vocabulary (or the band, through `cutoffs`) to a multiple of {p}, or leave "
+                    f"`vocab_axis` None")
+    return vocab_axis
+
+
+def vocab_sharding(vocab_axis: Any, names: Sequence[str]) -> dict[str, tuple]:
+    """The ``out_sharding`` annotation of each (rows, cols) table in ``names``: rows over
+    ``vocab_axis``, columns whole; empty without ``vocab_axis`` (no annotation at all)."""
+    if vocab_axis is None:
+        return {}
+    return {name: (vocab_axis, None) for name in names}
+
+
+def vocab_axis_of(table: Any, vocab_axis: Any = "infer") -> Any:
+    """``vocab_axis`` itself, or for ``"infer"`` the mesh axis (or tuple of axes) splitting the
+    rows of a sharded table (None for an unsharded one)."""
+    if not (isinstance(vocab_axis, str) and vocab_axis == "infer"):
+        return vocab_axis
+    _, axes = vocab_split(table)
+    return None if not axes else axes[0] if len(axes) == 1 else axes
 
 
 def band_dims(cutoffs: tuple[int, ...], features: int, factor: float) -> list[int]:
@@ -209,8 +253,100 @@ def _gather_rows(table, ids, n):
     # Out-of-range ids (only possible under jit, where they cannot be checked) give NaN rows
     # rather than a silently clamped or wrapped row, like flax's Embed; negative ids included.
     valid = (ids >= 0) & (ids < n)
-    rows = jnp.take(table, jnp.where(valid, ids, 0), axis=0)
+    rows = take_rows(table, jnp.where(valid, ids, 0))
     return rows, valid
+
+
+def take_rows(table, ids):
+    """``table[ids]`` for valid ids, also when the rows of ``table`` are split over mesh axes.
+
+    A table whose rows are split over the axes of a mesh with explicit axes (its sharding is in
+    its type) cannot be indexed by ``jnp.take`` (JAX asks where the result should live). Each
+    device then gathers the ids that fall in its own block of rows (zeros elsewhere) and a
+    ``psum`` of the ``(|ids|, r)`` rows combines them: the table never moves, and the ids keep
+    their own sharding on the other mesh axes. With auto axes (no sharding in the type) XLA's
+    propagation partitions ``jnp.take`` the same way (masked local gather, all-reduce of the
+    rows), and an unsharded table takes the plain ``jnp.take``.
+    """
+    mesh, axes = vocab_split(table)
+    if not axes:
+        return jnp.take(table, ids, axis=0)
+    ids_spec = _spec_without(ids, axes)
+    ids = _reshard_to(ids, mesh, ids_spec)
+    n_local = table.shape[0] // int(np.prod([mesh.shape[a] for a in axes]))
+
+    def body(t, i):
+        local = i - _sharding.shard_index(axes) * n_local
+        mine = (local >= 0) & (local < n_local)
+        got = jnp.take(t, jnp.where(mine, local, 0), axis=0)
+        return jax.lax.psum(jnp.where(mine[..., None], got, 0), axes)
+
+    return jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(axes, None), ids_spec),
+                         out_specs=PartitionSpec(*ids_spec, None))(table, ids)
+
+
+def vocab_split(table) -> tuple[Any, tuple[str, ...]]:
+    """``(mesh, axes)``: the mesh axes splitting the rows of a 2-D
+    ``table`` whose sharding is known (a concrete array, or a tracer of a mesh with explicit
+    axes) while its columns are whole; ``(None, ())`` otherwise."""
+    sharding = _sharding_of(table)
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or getattr(mesh, "empty", True) or table.ndim != 2:
+        return None, ()
+    # Axes of one device count too: a table typed as split over them (explicit axes) cannot
+    # take jnp.take either, and the shard_map below costs nothing there.
+    rows, cols = (_names(e) for e in _spec_of(table))
+    return (mesh, rows) if rows and not cols else (None, ())
+
+
+def split_rows_like(x, table):
+    """``x`` (rows of ``table``'s vocabulary) split by rows as ``table`` is; unchanged when
+    ``table`` is not split or ``x`` already is. Factors of a row-split table come back row-split
+    from the sharded factorizations; with auto axes XLA may replicate them, which this undoes
+    (each device keeps its own block: nothing moves)."""
+    mesh, axes = vocab_split(table)
+    if not axes or vocab_split(x)[1] == axes:
+        return x
+    sharding = jax.sharding.NamedSharding(mesh, PartitionSpec(axes, *([None] * (x.ndim - 1))))
+    if isinstance(x, jax.core.Tracer):
+        return jax.sharding.reshard(x, sharding)
+    return jax.device_put(x, sharding)
+
+
+def _names(entry) -> tuple[str, ...]:
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _sharding_of(x):
+    if isinstance(x, jax.core.Tracer):
+        return jax.typeof(x).sharding
+    return getattr(x, "sharding", None)
+
+
+def _spec_of(x) -> tuple:
+    """The PartitionSpec entries of ``x`` (one per dimension; None where not split)."""
+    sharding = _sharding_of(x)
+    spec = tuple(getattr(sharding, "spec", ()) or ())
+    if getattr(getattr(sharding, "mesh", None), "empty", True):
+        spec = ()
+    return spec + (None,) * (x.ndim - len(spec))
+
+
+def _spec_without(x, axes) -> PartitionSpec:
+    """``x``'s spec with the mesh axes in ``axes`` removed (those dimensions replicated there)."""
+    out = []
+    for entry in _spec_of(x):
+        kept = tuple(a for a in _names(entry) if a not in axes)
+        out.append(None if not kept else kept[0] if len(kept) == 1 else kept)
+    return PartitionSpec(*out)
+
+
+def _reshard_to(x, mesh, spec):
+    """``x`` with sharding ``spec`` on ``mesh``; unchanged when it already has it. Used for the
+    small operands (ids, ``|x| x r`` products) that must not be split along the vocabulary."""
+    if tuple(_spec_of(x)) == tuple(spec) + (None,) * (x.ndim - len(spec)):
+        return x
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(mesh, spec))
 
 
 @partial(jax.jit, static_argnames=("dtype",))
@@ -238,11 +374,25 @@ def factorized_attend(x, embedding, projection, bias=None, *, dtype=None):
     params = (x, embedding, projection) + (() if bias is None else (bias,))
     params = _promote(*params, dtype=dtype)
     x, A, B = params[:3]
-    logits = (x @ B.T) @ A.T
+    logits = _vocab_logits(x @ B.T, A)
     if bias is not None:
         # The bias row is added to every table row, so it adds x . b to every logit.
-        logits = logits + (x @ params[3])[..., None]
+        logits = logits + _vocab_logits((x @ params[3])[..., None], A, matmul=False)
     return logits
+
+
+def _vocab_logits(h, table, matmul=True):
+    """``h @ table^T``: (..., V) logits, split over the vocabulary like the rows of ``table``
+    (``matmul=False``: ``h`` itself, placed as the product's left operand would be).
+
+    When a mesh axis splits both the rows of ``h`` (a batch) and those of the table (the
+    vocabulary), the product cannot keep both splits; ``h`` (``|x| x r``, small) is then
+    replicated over that axis, never the (V, r) table, and the logits are split by vocabulary.
+    """
+    mesh, axes = vocab_split(table)
+    if axes:
+        h = _reshard_to(h, mesh, _spec_without(h, axes))
+    return h @ table.T if matmul else h
 
 
 @partial(jax.jit, static_argnames=("dtype", "precision"))
@@ -278,7 +428,7 @@ def adaptive_lookup(ids, embeddings, projections, cutoffs, *, dtype=None):
     for E, P, hi in zip(embeddings, projections, cutoffs):
         in_band = (ids >= lo) & (ids < hi)
         local = jnp.where(in_band, ids - lo, 0)
-        rows = jnp.take(E.astype(dtype), local, axis=0)
+        rows = take_rows(E.astype(dtype), local)
         rows = jnp.where(in_band[..., None], rows, 0)
         out = out + (rows if P is None else rows @ P.astype(dtype))
         lo = hi
@@ -297,5 +447,5 @@ def adaptive_attend(x, embeddings, projections, *, dtype=None):
     blocks = []
     for E, P in zip(embeddings, projections):
         h = x if P is None else x @ P.astype(dtype).T
-        blocks.append(h @ E.astype(dtype).T)
+        blocks.append(_vocab_logits(h, E.astype(dtype)))
     return jnp.concatenate(blocks, axis=-1)

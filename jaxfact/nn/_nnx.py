@@ -56,7 +56,24 @@ class FactorizedEmbed(nnx.Module):
       embedding_init: initializer of ``A`` (default: flax's embedding init, unit-norm rows).
       projection_init: initializer of ``B`` (default: N(0, 1/F)).
       bias_init: initializer of ``b`` (default: zeros).
+      vocab_axis: mesh axis name (or tuple of names, or a logical name mapped by flax's axis
+        rules) to split the vocabulary over; None (the default) adds no annotation.
       rngs: ``nnx.Rngs`` for the initializers.
+
+    Sharding:
+      With ``vocab_axis``, ``A`` carries flax's partitioning metadata ``out_sharding =
+      (vocab_axis, None)`` (``B`` and ``b`` none: replicated), so ``nnx.get_partition_spec``
+      and ``nnx.get_named_sharding`` give ``P(vocab_axis, None)``, and a module built under
+      ``jax.set_mesh(mesh)`` holds its ``A`` split by rows (flax's eager sharding). V must be a
+      multiple of the number of devices on those axes. Lookup: each device gathers the ids in
+      its block of rows and one ``psum`` of the ``(|ids|, r)`` rows combines them (the ids keep
+      their own split on other mesh axes). ``attend``: ``(x B^T) A^T`` gives logits split over
+      the vocabulary, ``P(..., vocab_axis)``; nothing crosses devices (a batch split over the
+      same axis is first gathered: ``|x| r`` numbers); its gradient sums an ``(|x|, r)``
+      product over the vocabulary shards. With the batch split over another axis (data
+      parallel), the gradient of each device's block of ``A`` is summed over that axis twice, once
+      for the lookup (inside its ``shard_map``) and once for ``attend``: ``2 (V / p) r`` numbers
+      per step where one sum would do. Without a mesh nothing changes.
 
     References:
       Z. Lan et al. ALBERT: A lite BERT for self-supervised learning of language representations.
@@ -66,9 +83,12 @@ class FactorizedEmbed(nnx.Module):
     def __init__(self, num_embeddings: int, features: int, rank: int, *, use_bias: bool = False,
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
                  embedding_init=default_embed_init, projection_init=default_projection_init,
-                 bias_init=nnx.initializers.zeros_init(), rngs: nnx.Rngs):
+                 bias_init=nnx.initializers.zeros_init(), vocab_axis: Any = None,
+                 rngs: nnx.Rngs):
         num_embeddings, features, rank = _math.check_factorized_args(
             "FactorizedEmbed", num_embeddings, features, rank)
+        self.vocab_axis = _math.check_vocab_axis("FactorizedEmbed", vocab_axis,
+                                                 {"embedding": num_embeddings})
         self.num_embeddings = num_embeddings
         self.features = features
         self.rank = rank
@@ -78,7 +98,8 @@ class FactorizedEmbed(nnx.Module):
         inits = {"embedding": embedding_init, "projection": projection_init, "bias": bias_init}
         shapes = _math.low_rank_shapes(_math.EMBED_PARAMS, num_embeddings, features, rank,
                                        self.use_bias)
-        _init_params(self, shapes, inits, param_dtype, rngs)
+        _init_params(self, shapes, inits, param_dtype, rngs,
+                     _math.vocab_sharding(self.vocab_axis, ["embedding"]))
         if not self.use_bias:
             self.bias = None
 
@@ -109,12 +130,16 @@ class FactorizedEmbed(nnx.Module):
 
     @classmethod
     def from_factors(cls, A: Any, B: Any, bias: Any = None, *, dtype: Dtype | None = None,
-                     param_dtype: Dtype | None = None) -> "FactorizedEmbed":
+                     param_dtype: Dtype | None = None, vocab_axis: Any = "infer",
+                     ) -> "FactorizedEmbed":
         """A module whose table is ``A @ B (+ bias)``, for factors the user already has.
 
         Args:
           A: (V, r) codes. B: (r, F) projection. bias: optional (F,) row added to every embedding.
           dtype: computation dtype. param_dtype: storage dtype (default: ``A``'s dtype).
+          vocab_axis: as in the constructor; ``"infer"`` (the default) takes the mesh axes that
+            split the rows of ``A`` (None for an unsharded ``A``). Given explicitly under
+            ``jax.set_mesh``, ``A`` is put on that split.
 
         Example:
           >>> U, S, Vt = jnp.linalg.svd(jnp.ones((6, 4)), full_matrices=False)
@@ -125,12 +150,15 @@ class FactorizedEmbed(nnx.Module):
         """
         args, kw, params = _build.factor_params("FactorizedEmbed.from_factors", A, B, bias,
                                                 param_dtype)
-        return _with_params(lambda: cls(*args, **kw, dtype=dtype, rngs=nnx.Rngs(0)), params)
+        axis = _math.vocab_axis_of(A, vocab_axis)
+        return _with_params(lambda: cls(*args, **kw, dtype=dtype, vocab_axis=axis,
+                                        rngs=nnx.Rngs(0)), params)
 
     @classmethod
     def from_table(cls, table: Any, rank: Any, *, method: str = "svd", key: Any = None,
                    nmf_options: dict | None = None, dtype: Dtype | None = None,
-                   param_dtype: Dtype | None = None, checks: bool = False) -> "FactorizedEmbed":
+                   param_dtype: Dtype | None = None, checks: bool = False,
+                   vocab_axis: Any = "infer") -> "FactorizedEmbed":
         """Compresses a trained (V, F) table into a rank-``rank`` :class:`FactorizedEmbed`.
 
         * ``method="svd"``: the best rank-k approximation ``U_k S_k V_k^T`` (Eckart & Young),
@@ -162,6 +190,13 @@ class FactorizedEmbed(nnx.Module):
           checks: under an outer ``jit``, also check that the table is finite (and non-negative
             for "nmf"), with ``jax.experimental.checkify`` (wrap the jitted caller in
             ``checkify.checkify``).
+          vocab_axis: as in :meth:`from_factors`; ``"infer"`` (the default) follows the table.
+
+        Sharding: a table split by rows (``P("vocab", None)``) is factored where its rows live,
+        by the sharded :func:`jaxfact.truncated_svd`, :func:`jaxfact.randomized_svd`,
+        :func:`jaxfact.pca` or :func:`jaxfact.nmf` (their docstrings say what crosses devices):
+        ``A`` comes back split like the table's rows and annotated with that axis, ``B`` and the
+        bias replicated. The module equals the unsharded one's to the factorization's tolerance.
 
         Example:
           >>> table = jax.random.normal(jax.random.key(0), (1000, 64))
@@ -172,7 +207,9 @@ class FactorizedEmbed(nnx.Module):
         args, kw, params = _build.table_params(
             "FactorizedEmbed.from_table", table, rank, method=method, key=key,
             nmf_options=nmf_options, param_dtype=param_dtype, checks=checks)
-        return _with_params(lambda: cls(*args, **kw, dtype=dtype, rngs=nnx.Rngs(0)), params)
+        axis = _math.vocab_axis_of(table, vocab_axis)
+        return _with_params(lambda: cls(*args, **kw, dtype=dtype, vocab_axis=axis,
+                                        rngs=nnx.Rngs(0)), params)
 
 
 class FactorizedLinear(nnx.Module):
@@ -218,7 +255,7 @@ class FactorizedLinear(nnx.Module):
         inits = {"kernel_a": kernel_a_init, "kernel_b": kernel_b_init, "bias": bias_init}
         shapes = _math.low_rank_shapes(_math.LINEAR_PARAMS, in_features, out_features, rank,
                                        self.use_bias)
-        _init_params(self, shapes, inits, param_dtype, rngs)
+        _init_params(self, shapes, inits, param_dtype, rngs, {})
         if not self.use_bias:
             self.bias = None
 
@@ -323,7 +360,16 @@ class AdaptiveEmbed(nnx.Module):
       factor: dimension divisor per band (>= 1; 4 in the paper).
       num_embeddings: optional vocabulary size, checked against ``cutoffs[-1]``.
       head_projection: give the head band a (F, F) projection too (fairseq does).
-      dtype, param_dtype, embedding_init, projection_init, rngs: as in :class:`FactorizedEmbed`.
+      dtype, param_dtype, embedding_init, projection_init, vocab_axis, rngs: as in
+        :class:`FactorizedEmbed`.
+
+    Sharding:
+      With ``vocab_axis`` every band table ``E_i`` is annotated ``(vocab_axis, None)`` and split
+      by rows under a mesh (each band's size must be a multiple of the number of devices), the
+      projections replicated. Lookup gathers each band where its rows live (one ``psum`` of
+      ``(|ids|, d_i)`` rows per band). ``attend``'s band blocks are split over the vocabulary;
+      putting them in id order (a concatenation) moves the logits themselves (XLA gathers the
+      blocks: O(|x| V) per device), not the tables.
 
     References:
       A. Baevski, M. Auli. Adaptive input representations for neural language modeling. ICLR 2019,
@@ -334,9 +380,12 @@ class AdaptiveEmbed(nnx.Module):
                  num_embeddings: int | None = None, head_projection: bool = False,
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
                  embedding_init=default_embed_init, projection_init=default_projection_init,
-                 rngs: nnx.Rngs):
+                 vocab_axis: Any = None, rngs: nnx.Rngs):
         cutoffs, features, factor = _math.check_adaptive_args("AdaptiveEmbed", cutoffs, features,
                                                               factor, num_embeddings)
+        bands = {f"embedding_{i}": hi - lo for i, (lo, hi) in
+                 enumerate(zip((0,) + cutoffs[:-1], cutoffs))}
+        self.vocab_axis = _math.check_vocab_axis("AdaptiveEmbed", vocab_axis, bands)
         self.cutoffs = cutoffs
         self.features = features
         self.factor = factor
@@ -348,7 +397,8 @@ class AdaptiveEmbed(nnx.Module):
         shapes = _math.adaptive_shapes(cutoffs, features, factor, self.head_projection)
         inits = {name: embedding_init if name.startswith("embedding") else projection_init
                  for name in shapes}
-        _init_params(self, shapes, inits, param_dtype, rngs)
+        _init_params(self, shapes, inits, param_dtype, rngs,
+                     _math.vocab_sharding(self.vocab_axis, list(bands)))
 
     def _bands(self):
         n = len(self.cutoffs)
@@ -377,7 +427,8 @@ class AdaptiveEmbed(nnx.Module):
     @classmethod
     def from_table(cls, table: Any, cutoffs: Sequence[int], *, factor: float = 4,
                    head_projection: bool = False, key: Any = None, dtype: Dtype | None = None,
-                   param_dtype: Dtype | None = None, checks: bool = False) -> "AdaptiveEmbed":
+                   param_dtype: Dtype | None = None, checks: bool = False,
+                   vocab_axis: Any = "infer") -> "AdaptiveEmbed":
         """Converts a trained (V, F) table, rows sorted by frequency, into adaptive bands.
 
         Band i's table and projection are the truncated SVD of that band's rows at rank
@@ -398,6 +449,10 @@ class AdaptiveEmbed(nnx.Module):
           dtype, param_dtype: as in the constructor (param_dtype defaults to the table's dtype).
           checks: under an outer ``jit``, also check that the table is finite, with
             ``jax.experimental.checkify`` (wrap the jitted caller in ``checkify.checkify``).
+          vocab_axis: as in :meth:`FactorizedEmbed.from_factors`; ``"infer"`` (the default)
+            follows the table: a table split by rows gives band tables split the same way (each
+            band re-split from the table's shards, then factored by the sharded SVD), so each
+            band's size must be a multiple of the number of devices.
 
         Example:
           >>> table = jax.random.normal(jax.random.key(0), (5000, 64))
@@ -407,30 +462,46 @@ class AdaptiveEmbed(nnx.Module):
         """
         bands = _build.adaptive_from_table("AdaptiveEmbed.from_table", table, cutoffs, factor,
                                            head_projection, key, param_dtype, checks)
-        return adaptive_from_bands(cls, bands, head_projection, dtype)
+        return adaptive_from_bands(cls, bands, head_projection, dtype,
+                                   _math.vocab_axis_of(table, vocab_axis))
 
 
 def adaptive_from_bands(cls, bands: _build.AdaptiveBands, head_projection: bool,
-                        dtype: Dtype | None) -> AdaptiveEmbed:
+                        dtype: Dtype | None, vocab_axis: Any = None) -> AdaptiveEmbed:
     """The module holding the bands of :func:`jaxfact.nn._build.adaptive_from_table`."""
     return _with_params(lambda: cls(bands.cutoffs, bands.features, factor=bands.factor,
                                     head_projection=head_projection, dtype=dtype,
-                                    param_dtype=bands.param_dtype, rngs=nnx.Rngs(0)),
+                                    param_dtype=bands.param_dtype, vocab_axis=vocab_axis,
+                                    rngs=nnx.Rngs(0)),
                         bands.params)
 
 
-def _init_params(module, shapes, inits, param_dtype, rngs):
+def _init_params(module, shapes, inits, param_dtype, rngs, sharding):
     # In the order of `shapes`, so each initializer draws the same key as it always has.
+    # `sharding` maps a parameter name to its flax partitioning annotation (out_sharding);
+    # an initializer wrapped by nnx.with_partitioning keeps its own.
     for name, shape in shapes.items():
+        meta = {"out_sharding": sharding[name]} if name in sharding else {}
         value = None if shape is None else nnx.Param(inits[name](rngs.params(), shape,
-                                                                 param_dtype))
+                                                                 param_dtype), **meta)
         setattr(module, name, value)
+
 
 
 def _with_params(make, params):
     """``make()``'s module (built abstractly: nothing is initialized, so the key is unused) with
-    its parameters set to ``params``."""
-    module = nnx.eval_shape(make)
+    its parameters set to ``params``. An annotated parameter is put on its annotated split when
+    a mesh is set (``jax.set_mesh``), as flax's eager sharding does at construction; without a
+    mesh it keeps the value's own sharding."""
+    with nnx.use_eager_sharding(False):   # an abstract module needs no mesh
+        module = nnx.eval_shape(make)
+    mesh = jax.sharding.get_abstract_mesh()
     for name, value in params.items():
-        getattr(module, name).set_value(value)
+        var = getattr(module, name)
+        spec = nnx.get_partition_spec(var).get_value()
+        if not mesh.empty and spec != jax.sharding.PartitionSpec() and \
+                nnx.using_eager_sharding():
+            value = jax.sharding.reshard(value, spec) if mesh.are_all_axes_explicit else \
+                jax.device_put(value, jax.sharding.NamedSharding(jax.sharding.get_mesh(), spec))
+        var.set_value(value)
     return module

@@ -55,6 +55,15 @@ class FactorizedEmbed(nn.Module):
     ``V r + r F (+ F)`` in all. ``from_factors`` and ``from_table`` return
     ``(module, variables)``.
 
+    Sharding: with ``vocab_axis``, ``embedding`` is created by ``nn.with_partitioning(init,
+    (vocab_axis, None))``, so ``init`` returns it boxed in ``nn.Partitioned`` and
+    ``nn.get_partition_spec(variables)`` gives ``P(vocab_axis, None)`` (the usual Linen recipe:
+    ``jax.jit(model.init, out_shardings=nn.get_sharding(specs, mesh))``). Lookup and ``attend``
+    communicate as the NNX module's. ``from_factors``/``from_table`` box ``embedding`` the same
+    way when the input's rows are split (or ``vocab_axis`` is given). Linen applies a box's
+    annotation as a sharding constraint, which a mesh with explicit axes treats as an
+    assertion: initialize Linen models on a mesh with auto axes (``AxisType.Auto``).
+
     Example:
       >>> emb = FactorizedEmbed(1000, 64, 8)
       >>> variables = emb.init(jax.random.key(0), jnp.zeros((2,), jnp.int32))
@@ -71,12 +80,16 @@ class FactorizedEmbed(nn.Module):
     embedding_init: Callable = default_embed_init
     projection_init: Callable = default_projection_init
     bias_init: Callable = nn.initializers.zeros_init()
+    vocab_axis: Any = None
 
     def setup(self):
         shape = _math.check_factorized_args("FactorizedEmbed", self.num_embeddings,
                                             self.features, self.rank)
-        inits = {"embedding": self.embedding_init, "projection": self.projection_init,
-                 "bias": self.bias_init}
+        axis = _math.check_vocab_axis("FactorizedEmbed", self.vocab_axis,
+                                      {"embedding": shape[0]})
+        inits = _partitioned({"embedding": self.embedding_init,
+                              "projection": self.projection_init, "bias": self.bias_init},
+                             _math.vocab_sharding(axis, ["embedding"]))
         p = _init_params(self, _math.low_rank_shapes(_math.EMBED_PARAMS, *shape, self.use_bias),
                          inits)
         self.embedding, self.projection, self.bias = p["embedding"], p["projection"], p["bias"]
@@ -93,23 +106,27 @@ class FactorizedEmbed(nn.Module):
 
     @classmethod
     def from_factors(cls, A: Any, B: Any, bias: Any = None, *, dtype: Dtype | None = None,
-                     param_dtype: Dtype | None = None) -> tuple["FactorizedEmbed", dict]:
-        """``(module, variables)`` whose table is ``A @ B (+ bias)``."""
+                     param_dtype: Dtype | None = None, vocab_axis: Any = "infer",
+                     ) -> tuple["FactorizedEmbed", dict]:
+        """``(module, variables)`` whose table is ``A @ B (+ bias)`` (``vocab_axis`` as in
+        :meth:`jaxfact.nn.FactorizedEmbed.from_factors`)."""
         args, kw, params = _build.factor_params("FactorizedEmbed.from_factors", A, B, bias,
                                                 param_dtype)
-        return cls(*args, **kw, dtype=dtype), {"params": params}
+        axis = _math.vocab_axis_of(A, vocab_axis)
+        return cls(*args, **kw, dtype=dtype, vocab_axis=axis), {"params": _box(params, axis)}
 
     @classmethod
     def from_table(cls, table: Any, rank: Any, *, method: str = "svd", key: Any = None,
                    nmf_options: dict | None = None, dtype: Dtype | None = None,
                    param_dtype: Dtype | None = None, checks: bool = False,
-                   ) -> tuple["FactorizedEmbed", dict]:
+                   vocab_axis: Any = "infer") -> tuple["FactorizedEmbed", dict]:
         """``(module, variables)`` compressing ``table``; see
         :meth:`jaxfact.nn.FactorizedEmbed.from_table`."""
         args, kw, params = _build.table_params(
             "FactorizedEmbed.from_table", table, rank, method=method, key=key,
             nmf_options=nmf_options, param_dtype=param_dtype, checks=checks)
-        return cls(*args, **kw, dtype=dtype), {"params": params}
+        axis = _math.vocab_axis_of(table, vocab_axis)
+        return cls(*args, **kw, dtype=dtype, vocab_axis=axis), {"params": _box(params, axis)}
 
 
 class FactorizedLinear(nn.Module):
@@ -173,7 +190,8 @@ class AdaptiveEmbed(nn.Module):
 
     Parameters ``embedding_i`` (size_i, d_i) and ``projection_i`` (d_i, F) (none for the head band
     unless ``head_projection``): ``sum_i size_i d_i + sum_{i>0} d_i F``. ``from_table`` returns
-    ``(module, variables)``.
+    ``(module, variables)``. With ``vocab_axis`` each ``embedding_i`` is partitioned
+    ``(vocab_axis, None)`` as in :class:`FactorizedEmbed`.
     """
 
     cutoffs: Sequence[int]
@@ -185,6 +203,7 @@ class AdaptiveEmbed(nn.Module):
     param_dtype: Dtype = jnp.float32
     embedding_init: Callable = default_embed_init
     projection_init: Callable = default_projection_init
+    vocab_axis: Any = None
 
     def setup(self):
         cutoffs, F, factor = _math.check_adaptive_args("AdaptiveEmbed", self.cutoffs,
@@ -192,8 +211,12 @@ class AdaptiveEmbed(nn.Module):
                                                        self.num_embeddings)
         self._cut = cutoffs
         shapes = _math.adaptive_shapes(cutoffs, F, factor, self.head_projection)
-        inits = {name: self.embedding_init if name.startswith("embedding")
-                 else self.projection_init for name in shapes}
+        bands = {f"embedding_{i}": hi - lo for i, (lo, hi) in
+                 enumerate(zip((0,) + cutoffs[:-1], cutoffs))}
+        axis = _math.check_vocab_axis("AdaptiveEmbed", self.vocab_axis, bands)
+        inits = _partitioned({name: self.embedding_init if name.startswith("embedding")
+                              else self.projection_init for name in shapes},
+                             _math.vocab_sharding(axis, list(bands)))
         self._E, self._P = _math.adaptive_bands(_init_params(self, shapes, inits), len(cutoffs))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
@@ -208,12 +231,13 @@ class AdaptiveEmbed(nn.Module):
     def from_table(cls, table: Any, cutoffs: Sequence[int], *, factor: float = 4,
                    head_projection: bool = False, key: Any = None, dtype: Dtype | None = None,
                    param_dtype: Dtype | None = None, checks: bool = False,
-                   ) -> tuple["AdaptiveEmbed", dict]:
+                   vocab_axis: Any = "infer") -> tuple["AdaptiveEmbed", dict]:
         """``(module, variables)`` converting a trained table into adaptive bands; see
         :meth:`jaxfact.nn.AdaptiveEmbed.from_table`."""
         bands = _build.adaptive_from_table("AdaptiveEmbed.from_table", table, cutoffs, factor,
                                            head_projection, key, param_dtype, checks)
-        return _adaptive_from_bands(cls, bands, head_projection, dtype)
+        return _adaptive_from_bands(cls, bands, head_projection, dtype,
+                                    _math.vocab_axis_of(table, vocab_axis))
 
 
 def _init_params(module, shapes, inits):
@@ -225,10 +249,27 @@ def _init_params(module, shapes, inits):
     return params
 
 
-def _adaptive_from_bands(cls, bands, head_projection, dtype):
+def _adaptive_from_bands(cls, bands, head_projection, dtype, vocab_axis=None):
     module = cls(bands.cutoffs, bands.features, factor=bands.factor,
-                 head_projection=head_projection, dtype=dtype, param_dtype=bands.param_dtype)
-    return module, {"params": bands.params}
+                 head_projection=head_projection, dtype=dtype, param_dtype=bands.param_dtype,
+                 vocab_axis=vocab_axis)
+    return module, {"params": _box(bands.params, vocab_axis)}
+
+
+def _partitioned(inits, sharding):
+    """The initializers, those named in ``sharding`` wrapped by ``nn.with_partitioning``."""
+    return {name: nn.with_partitioning(init, sharding[name]) if name in sharding else init
+            for name, init in inits.items()}
+
+
+def _box(params, vocab_axis):
+    """``params`` with each table (``embedding``, ``embedding_i``) boxed in ``nn.Partitioned``
+    by rows over ``vocab_axis``, as ``init`` returns them; unchanged without ``vocab_axis``."""
+    if vocab_axis is None:
+        return params
+    return {name: nn.Partitioned(value, names=(vocab_axis, None))
+            if name.startswith("embedding") else value for name, value in params.items()}
+
 
 
 def compress_params(params: Any, module_paths: str | Sequence[str], *, rank: Any = None,
