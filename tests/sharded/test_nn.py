@@ -211,8 +211,6 @@ def test_from_table_follows_the_table(method):
     close(emb.table(), ref.table(), 1e-4)
 
 
-@pytest.mark.skipif("Sharding:" not in (jaxfact.nmf.__doc__ or ""),
-                    reason="the sharded nmf is not on this branch yet")
 def test_from_table_nmf():
     T = np.abs(_low_rank_table())
     opts = {"solver": "hals", "max_iter": 20}
