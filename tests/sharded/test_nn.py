@@ -18,7 +18,6 @@ from flax import nnx
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
-import jaxfact
 from jaxfact import _sharding
 from jaxfact import nn as jnn
 from jaxfact.nn import linen as jlinen
