@@ -82,3 +82,10 @@ def small_ratings(m, n, seed=0, density=0.4):
     r, c = np.nonzero(rng.random((m, n)) < density)
     v = rng.normal(3.0, 1.0, r.size)
     return r.astype(np.int32), c.astype(np.int32), v
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that start processes of their own (8-device session, two-process run) run
+    first: each takes a minute or more on one worker, and started last they would end last."""
+    first = ("test_sharded.py", "test_multihost.py")
+    items.sort(key=lambda item: item.path.name not in first)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding
@@ -9,7 +11,12 @@ from jax.sharding import PartitionSpec as P
 
 from jaxfact import _sharding
 
-SIZES = (1, 2, 4, 8)
+# Mesh sizes each function is compared on. 4 devices (exercised by single tests too) joins the
+# sweep with JAXFACT_SLOW_TESTS=1: every size compiles its own programs, and the suite must stay
+# under 10 minutes on 2 cores.
+SLOW = os.environ.get("JAXFACT_SLOW_TESTS") == "1"
+SIZES = (1, 2, 4, 8) if SLOW else (1, 2, 8)
+slow = __import__("pytest").mark.skipif(not SLOW, reason="set JAXFACT_SLOW_TESTS=1")
 
 
 def mesh(size: int, *, explicit: bool = True, name: str = "data") -> jax.sharding.Mesh:

@@ -210,6 +210,7 @@ def test_from_table_follows_the_table(method):
     close(emb.table(), ref.table(), 1e-4)
 
 
+@meshes.slow   # the sharded nmf itself: tests/sharded/test_nonnegative.py
 def test_from_table_nmf():
     T = np.abs(_low_rank_table())
     opts = {"solver": "hals", "max_iter": 20}
