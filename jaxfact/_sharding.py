@@ -302,6 +302,45 @@ def collectives(hlo_text: str) -> list[Collective]:
     return found
 
 
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%?(?P<name>[^\s(]+)\s.*\{\s*$")
+_CALLS = re.compile(r"(?P<kind>body|condition|calls|to_apply|branch_computations)="
+                    r"(?P<names>\{[^}]*\}|%?[^\s,)]+)")
+
+
+def loop_collectives(hlo_text: str) -> list[Collective]:
+    """The collectives of a compiled program that sit inside ``while`` loops (each counted once):
+    what one iteration of every loop moves, setup and final steps left out."""
+    comps: dict[str, list[str]] = {}
+    current = None
+    for line in hlo_text.splitlines():
+        if current is None:
+            header = _HEADER.match(line)
+            if header and not line.startswith(" "):
+                current = header.group("name")
+                comps[current] = []
+        elif line.startswith("}"):
+            current = None
+        else:
+            comps[current].append(line)
+
+    def callees(name, kinds):
+        for line in comps.get(name, ()):
+            for call in _CALLS.finditer(_COMMENT.sub("", line)):
+                if call.group("kind") in kinds:
+                    yield from (n.strip().lstrip("%") for n in
+                                call.group("names").strip("{}").split(","))
+
+    roots = {c for name in comps for c in callees(name, ("body", "condition"))}
+    seen, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(callees(name, ("body", "condition", "calls", "to_apply",
+                                       "branch_computations")))
+    return collectives("\n".join(line for name in seen for line in comps.get(name, ())))
+
+
 def peak_bytes(compiled: Any) -> int:
     """Peak device memory of a compiled program (arguments, outputs and temporaries), per
     device, from ``compiled.memory_analysis()``."""

@@ -76,3 +76,17 @@ def test_collectives_are_read_off_the_compiled_program():
         _sharding.Collective("all-to-all", "f32", (2,), 8)] * 5 + [
         _sharding.Collective("all-to-all", "f32", (3,), 12)]
     assert _sharding.peak_bytes(compiled) > 0
+
+
+def test_loop_collectives_are_those_inside_while_bodies():
+    X = _put(jnp.ones((8, 3)), P("data", None), explicit=False)
+
+    def f(X):
+        total = jnp.sum(X, axis=0)                     # outside the loop: an all-reduce of (3,)
+        body = lambda i, c: c + jnp.sum(X * c[None, :] ** 2, axis=0)   # noqa: E731
+        return jax.lax.fori_loop(0, 3, body, total)    # inside: one all-reduce of (3,) per pass
+
+    text = jax.jit(f).lower(X).compile().as_text()
+    inside = _sharding.loop_collectives(text)
+    assert [(c.op, c.shape) for c in inside] == [("all-reduce", (3,))]
+    assert len(_sharding.collectives(text)) == 2
