@@ -99,6 +99,17 @@ def _svt_svd(rows, cols, y, V, passes, shape):
                                          lambda B: linop.rmatmul(Y, B), V, passes, shape))
 
 
+def _svt_stop(state, tau, tol, K, shape, max_iter):
+    """SVT's status after an iteration: converged on the residual, diverged, or the next step
+    would need the grown buffer (none after the last iteration)."""
+    it = state.iterate
+    diverged = (it.residual > DIVERGED_RESIDUAL) | ~jnp.isfinite(it.residual)
+    full = _svt_full(it.Y, tau, K, min(shape)) & (state.n_iter < max_iter)
+    status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
+    status = jnp.where(diverged, _solver.Status.DIVERGED, status)
+    return jnp.where(it.residual <= tol, _solver.Status.CONVERGED, status)
+
+
 def _svt_full(Y: Factors, tau, K, nmin):
     # Fewer than MARGIN computed values at or below tau: a value above tau may have been missed.
     return (jnp.sum(Y.s > tau) > K - MARGIN) & (K < nmin)
@@ -162,13 +173,7 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         return SVTIterate(y, Y, Factors(U, d, V), residual), objective, Record(rank, residual)
 
     def stop(state):
-        it = state.iterate
-        diverged = (it.residual > DIVERGED_RESIDUAL) | ~jnp.isfinite(it.residual)
-        # The next step would need the grown buffer (none after the last iteration).
-        full = _svt_full(it.Y, tau, K, min(shape)) & (state.n_iter < max_iter)
-        status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
-        status = jnp.where(diverged, _solver.Status.DIVERGED, status)
-        return jnp.where(it.residual <= tol, _solver.Status.CONVERGED, status)
+        return _svt_stop(state, tau, tol, K, shape, max_iter)
 
     state = _solver.run(update, stop, state)
     X = state.iterate.X
@@ -533,12 +538,7 @@ def svt_solve_sharded(state, key, entries, tau, delta, tol, *, mesh, axes, repli
             return SVTIterate(y, Y, Factors(U, d, V), residual), objective, Record(rank, residual)
 
         def stop(state):
-            it = state.iterate
-            diverged = (it.residual > DIVERGED_RESIDUAL) | ~jnp.isfinite(it.residual)
-            full = _svt_full(it.Y, tau, K, min(shape)) & (state.n_iter < max_iter)
-            status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
-            status = jnp.where(diverged, _solver.Status.DIVERGED, status)
-            return jnp.where(it.residual <= tol, _solver.Status.CONVERGED, status)
+            return _svt_stop(state, tau, tol, K, shape, max_iter)
 
         state = _solver.run(update, stop, state)
         X = state.iterate.X

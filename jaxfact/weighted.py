@@ -228,24 +228,37 @@ class _Iterate(NamedTuple):
 
 @partial(jax.jit, static_argnames=("max_iter", "n_power", "fresh"))
 def _wlra(X, W, U, d, V, key, lam, tol, *, max_iter, n_power, fresh):
-    dtype = X.dtype
-    W = W / jnp.max(W)
-    X = jnp.where(W > 0, X, 0)   # zero-weight entries may hold NaN (missing values)
     if fresh:
-        V = jax.random.normal(key, V.shape, dtype)
+        V = jax.random.normal(key, V.shape, X.dtype)
     first = _completion.COLD_PASSES if fresh else n_power + 1
-    norm = jnp.sqrt(jnp.sum(W * X * X))
+
+    def subspace(A, V, passes):
+        return _linalg.subspace_svd(lambda B: A @ B, lambda B: A.T @ B, V, passes, A.shape)
+
+    state, it, residual = _iterations(X, W, U, d, V, lam, tol, max_iter=max_iter, first=first,
+                                      n_power=n_power, subspace=subspace)
+    return _completion.completed(state, it.U, it.d, it.V, residual)
+
+
+def _iterations(X, W, U, d, V, lam, tol, *, max_iter, first, n_power, subspace,
+                psum=lambda x: x, pmax=lambda x: x):
+    """The EM / proximal iterations of :func:`wlra`, on one device or (with ``psum``/``pmax``
+    over the devices holding X's rows, and a ``subspace`` SVD of split rows) in a shard_map."""
+    dtype = X.dtype
+    W = W / pmax(jnp.max(W))
+    X = jnp.where(W > 0, X, 0)   # zero-weight entries may hold NaN (missing values)
+    norm = jnp.sqrt(psum(jnp.sum(W * X * X)))
     norm = jnp.where(norm > 0, norm, 1)
 
     def weighted_sq(U, d, V):
         R = X - (U * d[None, :]) @ V.T
-        return jnp.sum(W * R * R)
+        return psum(jnp.sum(W * R * R))
 
     def update(it, n_iter):
         Z = (it.U * it.d[None, :]) @ it.V.T
         A = Z + W * (X - Z)   # EM "fill in": W X + (1 - W) Z
         passes = jnp.where(n_iter == 0, first, n_power + 1)
-        U, s, V = _linalg.subspace_svd(lambda B: A @ B, lambda B: A.T @ B, it.V, passes, X.shape)
+        U, s, V = subspace(A, it.V, passes)
         d = jnp.maximum(s - lam, 0)
         sq = weighted_sq(U, d, V)
         record = _completion.Record(jnp.sum(d > 0).astype(jnp.int32), jnp.sqrt(sq) / norm)
@@ -262,8 +275,7 @@ def _wlra(X, W, U, d, V, key, lam, tol, *, max_iter, n_power, fresh):
     state = _solver.run(update, stop, _solver.start(_Iterate(U, d, V), max_iter=max_iter,
                                                     dtype=dtype, record=record))
     it = state.iterate
-    residual = jnp.sqrt(weighted_sq(it.U, it.d, it.V)) / norm
-    return _completion.completed(state, it.U, it.d, it.V, residual)
+    return state, it, jnp.sqrt(weighted_sq(it.U, it.d, it.V)) / norm
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,37 +337,15 @@ def _wlra_sharded(X, W, U, d, V, key, lam, tol, *, mesh, axes, max_iter, n_power
     first = _completion.COLD_PASSES if fresh else n_power + 1
 
     def body(X, W, U, d, V, lam, tol):
-        psum = lambda x: jax.lax.psum(x, axes)
-        W = W / jax.lax.pmax(jnp.max(W), axes)
-        X = jnp.where(W > 0, X, 0)
-        norm = jnp.sqrt(psum(jnp.sum(W * X * X)))
-        norm = jnp.where(norm > 0, norm, 1)
+        psum = lambda x: jax.lax.psum(x, axes)  # noqa: E731
 
-        def weighted_sq(U, d, V):
-            R = X - (U * d[None, :]) @ V.T
-            return psum(jnp.sum(W * R * R))
+        def subspace(A, V, passes):
+            return _completion.sharded_subspace_svd(lambda B: A @ B, lambda Q: psum(A.T @ Q),
+                                                    V, passes, mb, axes)
 
-        def update(it, n_iter):
-            Z = (it.U * it.d[None, :]) @ it.V.T
-            A = Z + W * (X - Z)
-            passes = jnp.where(n_iter == 0, first, n_power + 1)
-            U, s, V = _completion.sharded_subspace_svd(lambda B: A @ B, lambda Q: psum(A.T @ Q),
-                                                       it.V, passes, mb, axes)
-            d = jnp.maximum(s - lam, 0)
-            sq = weighted_sq(U, d, V)
-            record = _completion.Record(jnp.sum(d > 0).astype(jnp.int32), jnp.sqrt(sq) / norm)
-            return _Iterate(U, d, V), 0.5 * sq + lam * jnp.sum(d), record
-
-        f0 = 0.5 * weighted_sq(U, d, V) + lam * jnp.sum(d)
-
-        def stop(state):
-            return _solver.status_of(_solver.relative_decrease_below(state, tol, f0))
-
-        record = _completion.Record(jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
-        state = _solver.run(update, stop, _solver.start(_Iterate(U, d, V), max_iter=max_iter,
-                                                        dtype=dtype, record=record))
-        it = state.iterate
-        residual = jnp.sqrt(weighted_sq(it.U, it.d, it.V)) / norm
+        state, it, residual = _iterations(
+            X, W, U, d, V, lam, tol, max_iter=max_iter, first=first, n_power=n_power,
+            subspace=subspace, psum=psum, pmax=lambda x: jax.lax.pmax(x, axes))
         return _completion.completed_sharded(state, it.U, it.d, it.V, residual, axes)
 
     in_specs = (P(row, None), P(row, None), P(row, None), P(), P(), P(), P())
