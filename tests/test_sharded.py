@@ -2,7 +2,7 @@
 
 The default session keeps two host devices (tests/conftest.py); XLA fixes the device count when
 JAX starts, so the 8-device tests need a fresh process (one for the whole directory: starting
-JAX once per file would cost half a minute of CPU). ``JAXFACT_SLOW_TESTS=1`` adds a mesh of 4
+JAX once per file would cost half a minute of CPU). ``JAXFACT_SLOW_TESTS=1`` adds meshes of 2 and 4
 devices to every comparison (tests/sharded/meshes.py).
 """
 
