@@ -257,14 +257,6 @@ def group_by_block(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, m: in
     return out_r, out_c, out_v, out_w, False
 
 
-def constrain(x: Any, mesh: Any, spec: P) -> Any:
-    """A traced x laid out as ``spec`` on ``mesh`` (in its type when the axes are explicit)."""
-    explicit = all(t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
-    if explicit:
-        return jax.sharding.reshard(x, NamedSharding(mesh, spec))
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-
-
 def _event_layout(fn: str, name: str, x: Any) -> Any:
     """``_sharding.layout_of(...)[0]``; for a tracer whose type holds an AbstractMesh (an outer
     jit, explicit axes), read without the platform check, which needs concrete devices."""
@@ -287,7 +279,7 @@ def unsplit(x: Any) -> Any:
     if not isinstance(sharding, NamedSharding) or all(e is None for e in sharding.spec):
         return x
     if isinstance(x, jax.core.Tracer):
-        return constrain(x, sharding.mesh, P())
+        return _sharding.place(x, sharding.mesh, P())
     if sharding.mesh.size == 1:  # as a single-device array: the same compiled kernel
         return jax.device_put(x, jax.sharding.SingleDeviceSharding(sharding.mesh.devices.flat[0]))
     return jax.device_put(x, NamedSharding(sharding.mesh, P()))
@@ -326,7 +318,7 @@ def event_sharding(fn: str, rows: Any, cols: Any, values: Any, values_name: str 
             f"the events cannot be grouped by user block on the host, so all {nbytes:,} bytes "
             f"of events are replicated and every device runs the whole fit. Call {fn} outside "
             f"jit to split the work.", UserWarning, stacklevel=3)
-        return (*(constrain(a, lay.mesh, P()) for a in (rows, cols, values)), None)
+        return (*(_sharding.place(a, lay.mesh, P()) for a in (rows, cols, values)), None)
     for nm, a in zip(names, arrays):
         if isinstance(a, jax.Array) and not a.is_fully_addressable:
             raise ValueError(f"{fn}: `{nm}` spans several processes; sharded ratings are grouped "

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
-from jax.sharding import NamedSharding
 
 from jaxfact import _checks
 from jaxfact import _sharding
@@ -191,30 +190,14 @@ def row_layout(fn, X):
     if isinstance(X, linop.SparseMatrix):
         return X, None
     X, layout = _sharding.rows_or_reshard(fn, "X", X)
-    return (_one_device(X) if layout is None else X), layout
-
-
-def _one_device(x):
-    """``x`` without the type of a one-device mesh: an array split over a mesh axis of size 1
-    is whole on one device, but under explicit axes its type still says "split", which the
-    single-device kernels (mixing it with unsplit arrays) cannot use; its one shard is the
-    array (no copy)."""
-    sharding = _sharding._sharding_of(x)
-    if not isinstance(sharding, NamedSharding) or sharding.mesh.size != 1:
-        return x
-    if all(p is None for p in sharding.spec):
-        return x
-    if isinstance(x, jax.core.Tracer):
-        return _reshard_tracer(x, sharding.mesh, jax.sharding.PartitionSpec())
-    # A SingleDeviceSharding (not the bare device) also drops the mesh from the array's type.
-    return jax.device_put(x, jax.sharding.SingleDeviceSharding(sharding.mesh.devices.flat[0]))
+    return (_sharding.one_device(X) if layout is None else X), layout
 
 
 def like_rows(fn, name, x, layout, given):
     """``x`` (the mask) split by rows as X is (``layout``). A device array ``given`` split
     otherwise is resharded to X's layout once, with a UserWarning; a host array is placed."""
     if x is None or layout is None:
-        return None if x is None else _one_device(x)
+        return None if x is None else _sharding.one_device(x)
     rows, cols = _sharding.layout_of(fn, name, x)
     if cols is None and rows is not None and rows.axes == layout.axes and rows.mesh == layout.mesh:
         return x
@@ -230,20 +213,11 @@ def like_rows(fn, name, x, layout, given):
 def place(x, layout, *, replicated=False):
     """A factor placed for the sharded kernels: split by rows like X (W), or replicated (H)."""
     if layout is None:
-        return _one_device(x)
+        return _sharding.one_device(x)
     if replicated:
-        spec = jax.sharding.PartitionSpec()
-        if isinstance(x, jax.core.Tracer):
-            return _reshard_tracer(x, layout.mesh, spec)
-        return jax.device_put(x, NamedSharding(layout.mesh, spec))
+        return _sharding.place(x, layout.mesh, jax.sharding.PartitionSpec())
     rows, cols = _sharding.layout_of("", "", x)
     if cols is None and rows is not None and rows.axes == layout.axes:
         return x
     return _sharding.reshard(x, layout)
 
-
-def _reshard_tracer(x, mesh, spec):
-    explicit = all(t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
-    if explicit:
-        return jax.sharding.reshard(x, NamedSharding(mesh, spec))
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))

@@ -115,17 +115,34 @@ def layout_of(fn: str, name: str, x: Any) -> tuple[Layout | None, Layout | None]
             Layout(mesh, cols, 1) if cols else None)
 
 
+def place(x: Any, mesh: Any, spec: P) -> Any:
+    """x laid out as ``spec`` on ``mesh``: ``device_put`` for a concrete array; for a traced one a
+    ``reshard`` (explicit axes: the layout is part of its type) or a sharding constraint (auto)."""
+    sharding = NamedSharding(mesh, spec)
+    if not isinstance(x, jax.core.Tracer):
+        return jax.device_put(x, sharding)
+    explicit = all(t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
+    if explicit:  # a bare PartitionSpec would need a mesh context (jax.set_mesh)
+        return jax.sharding.reshard(x, sharding)
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+
 def reshard(x: Any, layout: Layout) -> Any:
     """x resharded to ``layout`` (its dimension split, the others replicated)."""
-    spec = layout.spec(x.ndim)
+    return place(x, layout.mesh, layout.spec(x.ndim))
+
+
+def one_device(x: Any) -> Any:
+    """``x`` without the type of a one-device mesh, for kernels that mix it with unsplit arrays:
+    an array split over a mesh axis of size 1 is whole on one device, but under explicit axes its
+    type still says "split". Its one shard is the array (no copy)."""
+    sharding = _sharding_of(x)
+    if (not isinstance(sharding, NamedSharding) or sharding.mesh.size != 1
+            or all(p is None for p in sharding.spec)):
+        return x
     if isinstance(x, jax.core.Tracer):
-        mesh = layout.mesh
-        explicit = all(t == jax.sharding.AxisType.Explicit
-                       for t in getattr(mesh, "axis_types", ()))
-        if explicit:  # a bare PartitionSpec would need a mesh context (jax.set_mesh)
-            return jax.sharding.reshard(x, NamedSharding(mesh, spec))
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-    return jax.device_put(x, NamedSharding(layout.mesh, spec))
+        return place(x, sharding.mesh, P())
+    return jax.device_put(x, jax.sharding.SingleDeviceSharding(sharding.mesh.devices.flat[0]))
 
 
 def rows_or_reshard(fn: str, name: str, x: Any, *, allow_cols: bool = False

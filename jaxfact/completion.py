@@ -128,7 +128,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     fn = "svt"
     layout = _entries_layout(fn, rows, cols, values, shape)
     if layout is None:
-        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
+        rows, cols, values = (_sharding.one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     max_iter = _checks.check_int(fn, "max_iter", max_iter, low=1)
@@ -153,7 +153,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
         from jax.sharding import PartitionSpec as P
         _only_jit(fn, values=values, tau=tau, delta=delta)
         entries, replicated = _sharded_entries(rows, cols, values, n1, layout)
-        tau, delta, tol = (_place(a, layout.mesh, P()) for a in (tau, delta, tol))
+        tau, delta, tol = (_sharding.place(a, layout.mesh, P()) for a in (tau, delta, tol))
         run = lambda state, key, K: _completion.svt_solve_sharded(
             state, key, entries, tau, delta, tol, mesh=layout.mesh, axes=layout.axes,
             replicated=replicated, shape=(n1, n2), K=K, max_iter=max_iter, n_power=n_power)
@@ -256,7 +256,7 @@ def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, la
     rank = _rank_argument(fn, rank, max_rank)
     layout = _entries_layout(fn, rows, cols, values, shape)
     if layout is None:
-        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
+        rows, cols, values = (_sharding.one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -329,7 +329,7 @@ def soft_impute_path(rows: Any, cols: Any, values: Any, shape: tuple[int, int], 
     rank = _rank_argument(fn, rank, max_rank)
     layout = _entries_layout(fn, rows, cols, values, shape)
     if layout is None:
-        rows, cols, values = (_one_device(a) for a in (rows, cols, values))
+        rows, cols, values = (_sharding.one_device(a) for a in (rows, cols, values))
     rows, cols, values, (n1, n2) = _checks.check_observed(fn, rows, cols, values, shape,
                                                           checks=checks)
     rank = _checks.check_rank(fn, rank, (n1, n2))
@@ -391,7 +391,7 @@ def _entries_layout(fn, rows, cols, values, shape):
     for name, a in (("values", values), ("rows", rows), ("cols", cols)):
         if getattr(a, "ndim", 0) != 1:
             continue
-        layout = _split_rows(fn, name, a)
+        layout = _sharding.layout_of(fn, name, a)[0]
         if layout is not None:
             break
     if layout is None:
@@ -406,23 +406,6 @@ def _entries_layout(fn, rows, cols, values, shape):
     return layout
 
 
-def _split_rows(fn, name, x):
-    """The layout of ``x``'s split first dimension, or None. A mesh axis of size 1 counts: under
-    explicit axes the array's type says "split" (the single-device kernels cannot mix it with
-    unsplit arrays), so it takes the sharded kernels, which on one device cost the same."""
-    from jax.sharding import NamedSharding
-    layout, _ = _sharding.layout_of(fn, name, x)
-    if layout is not None:
-        return layout
-    sharding = _sharding._sharding_of(x)
-    if (isinstance(sharding, NamedSharding) and not getattr(sharding.mesh, "empty", False)
-            and sharding.mesh.size == 1 and len(sharding.spec) and sharding.spec[0] is not None):
-        entry = sharding.spec[0]
-        return _sharding.Layout(sharding.mesh, (entry,) if isinstance(entry, str)
-                                else tuple(entry), 0)
-    return None
-
-
 def _only_jit(fn, **arrays):
     """TypeError when a split input is traced by a transformation other than ``jit`` (grad,
     vmap): the sharded kernels have no implicit gradient and no batching rule."""
@@ -435,34 +418,6 @@ def _only_jit(fn, **arrays):
                 f"batch, pass unsplit arrays.")
 
 
-def _one_device(x):
-    """``x`` without the type of a one-device mesh: an array split over a mesh axis of size 1 is
-    whole on one device, but under explicit axes its type still says "split", which the
-    single-device kernels (mixing it with unsplit arrays) cannot use. Its one shard is the
-    array (no copy)."""
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-    sharding = _sharding._sharding_of(x)
-    if (not isinstance(sharding, NamedSharding) or sharding.mesh.size != 1
-            or all(p is None for p in sharding.spec)):
-        return x
-    if isinstance(x, jax.core.Tracer):
-        return _place(x, sharding.mesh, P())
-    return jax.device_put(x, sharding.mesh.devices.flat[0])
-
-
-def _place(x, mesh, spec):
-    """x on ``mesh`` with ``spec``: device_put for a concrete array, a reshard for a traced one."""
-    from jax.sharding import NamedSharding
-    if isinstance(x, jax.core.Tracer):
-        explicit = all(t == jax.sharding.AxisType.Explicit
-                       for t in getattr(mesh, "axis_types", ()))
-        if explicit:
-            return jax.sharding.reshard(x, NamedSharding(mesh, spec))
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-    return jax.device_put(x, NamedSharding(mesh, spec))
-
-
 def _sharded_entries(rows, cols, values, n1, layout):
     """(Entries grouped by row blocks, replicated): grouped on the host for concrete entries;
     under an outer jit (the counts per block are not known when tracing) every device receives
@@ -471,7 +426,7 @@ def _sharded_entries(rows, cols, values, n1, layout):
     if _checks.is_concrete((rows, cols, values)):
         return _completion.group_entries(rows, cols, values, n1, layout), False
     e = _completion.Entries(rows, cols, values, jnp.ones_like(values))
-    return jax.tree.map(lambda a: _place(a, layout.mesh, P()), e), True
+    return jax.tree.map(lambda a: _sharding.place(a, layout.mesh, P()), e), True
 
 
 def _soft_impute_sharded(rows, cols, values, U0, d0, V0, key, lam, tol, layout, *, shape,
@@ -479,8 +434,8 @@ def _soft_impute_sharded(rows, cols, values, U0, d0, V0, key, lam, tol, layout, 
     from jax.sharding import PartitionSpec as P
     mesh, axes = layout.mesh, layout.axes
     entries, replicated = _sharded_entries(rows, cols, values, shape[0], layout)
-    U0 = _place(U0, mesh, layout.spec(2, 0))
-    d0, V0, lam, tol = (_place(jnp.asarray(a), mesh, P()) for a in (d0, V0, lam, tol))
+    U0 = _sharding.place(U0, mesh, layout.spec(2, 0))
+    d0, V0, lam, tol = (_sharding.place(jnp.asarray(a), mesh, P()) for a in (d0, V0, lam, tol))
     return _completion.soft_impute_sharded(entries, U0, d0, V0, key, lam, tol, mesh=mesh,
                                            axes=axes, replicated=replicated, shape=shape,
                                            max_iter=max_iter, n_power=n_power, fresh=fresh,

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxfact import _als
 from jaxfact import _checks
+from jaxfact import _sharding
 from jaxfact import _solver
 
 __all__ = ["ImplicitALSResult", "implicit_als", "implicit_loss"]
@@ -279,8 +280,8 @@ def _implicit_als_sharded(rows, cols, counts, hyper, key, start, *, mesh, axes, 
         init_std = hyper[3]
         start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
                          init_std * jax.random.normal(ky, (n, rank), dtype))
-        start = _Factors(_als.constrain(start.user_factors, mesh, P(axes, None)),
-                         _als.constrain(start.item_factors, mesh, P()))
+        start = _Factors(_sharding.place(start.user_factors, mesh, P(axes, None)),
+                         _sharding.place(start.item_factors, mesh, P()))
 
     def body(rows, cols, counts, hyper, start):
         alpha, lam, tol, _ = hyper

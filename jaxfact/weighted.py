@@ -130,8 +130,7 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
         X, weights = layout[1], layout[2]
         layout = layout[0]
     else:
-        from jaxfact.completion import _one_device
-        weights = _one_device(weights)
+        weights = _sharding.one_device(weights)
     X = _checks.as_float_array(fn, "X", X)
     W = weights
     if not hasattr(W, "dtype"):
@@ -153,11 +152,12 @@ def wlra(X: Any, weights: Any, rank: int, *, lam: Any = 0.0, max_iter: int = 500
     sg = jax.lax.stop_gradient
     if layout is not None:
         from jax.sharding import PartitionSpec as P
-        from jaxfact.completion import _only_jit, _place
+        from jaxfact.completion import _only_jit
         _only_jit(fn, X=X, weights=W, lam=lam)
         mesh, row = layout.mesh, layout.spec(2, 0)
-        U0 = _place(U0, mesh, row)
-        d0, V0, lam, tol = (_place(jnp.asarray(a), mesh, P()) for a in (d0, V0, lam, tol))
+        U0 = _sharding.place(U0, mesh, row)
+        d0, V0, lam, tol = (_sharding.place(jnp.asarray(a), mesh, P())
+                            for a in (d0, V0, lam, tol))
         res = _wlra_sharded(sg(X), sg(W), sg(U0), sg(d0), sg(V0), key, sg(lam), tol,
                             mesh=mesh, axes=layout.axes, max_iter=max_iter, n_power=n_power,
                             fresh=warm_start is None)
@@ -193,14 +193,12 @@ def _check_values(fn, X, W, checks):
 
 def _start(fn, warm_start, shape, k, dtype, key):
     """(U (n1, k), d (k,), V (n2, k)) of the starting Z (placeholders for Z = 0)."""
-    from jaxfact.completion import _one_device
     n1, n2 = shape
     if warm_start is None:
         return jnp.zeros((n1, k), dtype), jnp.zeros((k,), dtype), jnp.zeros((n2, k), dtype)
     if hasattr(warm_start, "shape") and len(warm_start.shape) == 2:
         z_rows, z_cols = _sharding.layout_of(fn, "warm_start", warm_start)
         if z_rows is not None or z_cols is not None:
-            from jaxfact.completion import _place
             from jax.sharding import PartitionSpec as P
             nbytes = int(np.prod(warm_start.shape)) * jnp.dtype(warm_start.dtype).itemsize
             warnings.warn(
@@ -208,8 +206,8 @@ def _start(fn, warm_start, shape, k, dtype, key):
                 f"array is gathered once ({nbytes:,} bytes to each device). Pass a factored "
                 f"warm start (a CompletionResult or (U, S, Vt)) to keep it split.",
                 UserWarning, stacklevel=3)
-            warm_start = _place(warm_start, (z_rows or z_cols).mesh, P())
-        warm_start = _one_device(warm_start)
+            warm_start = _sharding.place(warm_start, (z_rows or z_cols).mesh, P())
+        warm_start = _sharding.one_device(warm_start)
         Z = _checks.as_float_array(fn, "warm_start", warm_start).astype(dtype)
         _checks.check_same_shape(fn, "warm_start", Z, shape, "X")
         _checks.check_finite(fn, "warm_start", Z)
@@ -286,7 +284,6 @@ def _layouts(fn, X, weights):
     """(X, None) when neither X nor weights is split by a NamedSharding; else
     (X, (layout, X, weights)) with both on X's row layout (or weights', when only they are
     split). One that is split differently is resharded once with a UserWarning."""
-    from jaxfact.completion import _one_device, _split_rows
     x_rows, x_cols = _sharding.layout_of(fn, "X", X)
     w_rows, w_cols = _sharding.layout_of(fn, "weights", weights)
     if any(lay is not None for lay in (x_rows, x_cols, w_rows, w_cols)):
@@ -294,10 +291,10 @@ def _layouts(fn, X, weights):
         _only_jit(fn, X=X, weights=weights)
     if x_rows is None and x_cols is None and w_rows is None and w_cols is None:
         # A mesh axis of size 1 splitting the rows: the sharded kernel, on one device.
-        one = _split_rows(fn, "X", X)
-        if one is not None and _split_rows(fn, "weights", weights) == one:
+        one = _sharding.layout_of(fn, "X", X)[0]
+        if one is not None and _sharding.layout_of(fn, "weights", weights)[0] == one:
             return X, (one, X, weights)
-        return _one_device(X), None
+        return _sharding.one_device(X), None
     if x_rows is not None or x_cols is not None:
         X, layout = _sharding.rows_or_reshard(fn, "X", X)
         other, other_name, other_layout = weights, "weights", (w_rows, w_cols)
