@@ -45,10 +45,24 @@ def gemm_rate(n: int = 2000, dtype=np.float32) -> float:
     return 2 * n**3 / seconds
 
 
+def blas_threads() -> str:
+    """The BLAS libraries NumPy/SciPy (the peers) run on and their thread counts."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return "BLAS threads unknown (threadpoolctl not installed)"
+    libs = [f"{i.get('internal_api', '?')} {i.get('num_threads', '?')} threads"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "BLAS: " + (", ".join(sorted(set(libs))) or "none loaded")
+
+
 def machine() -> str:
+    """One line: CPU, cores, the peers' BLAS threads, JAX version and device."""
+    import numpy  # noqa: F401  (loads NumPy's BLAS so that threadpoolctl sees it)
     dev = jax.devices()[0]
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"JAX {jax.__version__} on {dev.platform} ({dev.device_kind})")
+            f"{blas_threads()}, JAX {jax.__version__} on {dev.platform} ({dev.device_kind}, "
+            f"{jax.device_count()} device(s))")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
