@@ -142,8 +142,10 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
     the non-zeros, with sorted unique indices. On the CPU backend (the tokens on CPU devices, or
     the default backend under an outer ``jit``) the sort and the run sums are NumPy's, through
     ``jax.pure_callback`` (several times faster than XLA's CPU sort; weighted sums are added in
-    float64 and rounded once); elsewhere everything stays on the device: XLA's sort (of the keys
-    alone for uniform weights), a prefix sum of the run starts and two sorted segment sums.
+    float64 and rounded once); elsewhere, and for a sharded corpus, everything stays on the
+    device: XLA's sort (of the keys alone for uniform weights), a prefix sum of the run starts and
+    two sorted segment sums. Both give the same entries in the same order and the same counts
+    (weighted sums to rounding).
 
     Args:
       token_ids: (n,) integer ids in [0, vocab_size), negative for padding.
@@ -531,9 +533,8 @@ def _host_sum_pairs_np(*operands, vocab_size, num_keys, dtype):
 def _host_sort_default(x):
     """Whether :func:`cooccurrence` sorts with NumPy: only where XLA runs on the CPU (the array's
     devices, else the default backend)."""
-    devices = getattr(x, "devices", None)
-    if callable(devices) and not isinstance(x, jax.core.Tracer):
-        return all(d.platform == "cpu" for d in devices())
+    if isinstance(x, jax.Array) and _checks.is_concrete(x):
+        return all(d.platform == "cpu" for d in x.devices())
     return jax.default_backend() == "cpu"
 
 
