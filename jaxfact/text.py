@@ -406,22 +406,22 @@ def _cooccurrence(tokens, *, vocab_size, window, weighting, dtype, host_sort=Fal
     padding (index V, value 0), and their summed weights. ``host_sort``: sort and sum the pairs
     with NumPy through a callback (CPU backend only)."""
     n = tokens.shape[0]
-    left, right, weights = [], [], []
+    keys, weights = [], []
     for d in range(1, min(window, max(n - 1, 0)) + 1):   # static: one slice pair per offset
         a, b = tokens[:-d], tokens[d:]
         w = jnp.full(a.shape, _offset_weight(d, window, weighting), dtype)
-        left += [a, b]
-        right += [b, a]
+        keys += [_pair_keys(a, b, vocab_size), _pair_keys(b, a, vocab_size)]
         weights += [w, w]
-    if not left:  # fewer than 2 tokens: no pairs at all
+    if not keys:  # fewer than 2 tokens: no pairs at all
         return jnp.zeros((0, 2), jnp.int32), jnp.zeros((0,), dtype), jnp.int32(0)
-    w_ids, c_ids = jnp.concatenate(left), jnp.concatenate(right)
+    # Keys per slice, then one concatenation (XLA fuses this better than keys of concatenations).
+    keys = tuple(jnp.concatenate(k) for k in zip(*keys))
     weight = jnp.concatenate(weights)
     if host_sort:
-        return _host_sum_pairs(w_ids, c_ids, weight, vocab_size=vocab_size, weighting=weighting,
+        return _host_sum_pairs(keys, weight, vocab_size=vocab_size, weighting=weighting,
                                dtype=dtype)
-    rows, cols, vals, nnz = _sum_pairs(w_ids, c_ids, weight, vocab_size=vocab_size,
-                                       weighting=weighting, dtype=dtype)
+    rows, cols, vals, nnz = _sum_keys(keys, weight, vocab_size=vocab_size, weighting=weighting,
+                                      dtype=dtype)
     return jnp.stack([rows, cols], axis=1), vals, nnz
 
 
@@ -433,10 +433,16 @@ def _sum_pairs(w_ids, c_ids, weight, *, vocab_size, weighting, dtype):
     each run of equal pairs becomes one entry: its index from a prefix sum of the run starts,
     and two sorted segment sums pick the run's pair and add its weights. Returns (rows, cols,
     vals, nnz), each of the pairs' length."""
-    n_pairs = w_ids.shape[0]
+    keys = _pair_keys(w_ids, c_ids, vocab_size)
+    return _sum_keys(keys, weight, vocab_size=vocab_size, weighting=weighting, dtype=dtype)
+
+
+def _sum_keys(keys, weight, *, vocab_size, weighting, dtype):
+    """``_sum_pairs`` of the pairs' sort keys (``_pair_keys``)."""
+    n_pairs = keys[0].shape[0]
     uniform = weighting == "uniform"
     values = () if uniform else (weight,)
-    keys, sentinel = _pair_keys(w_ids, c_ids, vocab_size)
+    sentinel = jnp.uint32(0xFFFFFFFF) if len(keys) == 1 else jnp.int32(vocab_size)
     keys_s = jax.lax.sort(keys + values, num_keys=len(keys), is_stable=True)
     keys_s, weight_s = keys_s[:len(keys)], keys_s[len(keys):]
     valid_s = keys_s[0] != sentinel      # dropped pairs sort last
@@ -445,8 +451,7 @@ def _sum_pairs(w_ids, c_ids, weight, *, vocab_size, weighting, dtype):
         new = new | (k[1:] != k[:-1])
     new = jnp.concatenate([jnp.ones((1,), bool), new]) & valid_s
     # Run index of each sorted pair (the dropped pairs, last, join the last run with weight 0).
-    # associative_scan: XLA's CPU cumsum (a reduce-window) is several times slower on long inputs.
-    run = jax.lax.associative_scan(jnp.add, new.astype(jnp.int32)) - 1
+    run = jnp.cumsum(new, dtype=jnp.int32) - 1
     nnz = run[-1] + 1
     segsum = partial(jax.ops.segment_sum, segment_ids=jnp.maximum(run, 0), num_segments=n_pairs,
                      indices_are_sorted=True)
@@ -469,27 +474,26 @@ def _sum_pairs(w_ids, c_ids, weight, *, vocab_size, weighting, dtype):
 
 
 def _pair_keys(w_ids, c_ids, vocab_size):
-    """Sort keys of the (word, context) pairs, dropped pairs (a negative id) sorting last, and
-    the first key's value for them. Below ``_SINGLE_KEY_MAX_VOCAB`` one uint32 key w V + c, with
-    2**32 - 1 for dropped pairs; above it (w, c) as two int32 keys, (V, V) for dropped pairs."""
+    """Sort keys of the (word, context) pairs, dropped pairs (a negative id) sorting last: up to
+    ``_SINGLE_KEY_MAX_VOCAB`` one uint32 key w V + c, 2**32 - 1 for dropped pairs; above it
+    (w, c) as two int32 keys, (V, V) for dropped pairs."""
     valid = (w_ids >= 0) & (c_ids >= 0)
     if vocab_size <= _SINGLE_KEY_MAX_VOCAB:
         V = jnp.uint32(vocab_size)
         sentinel = jnp.uint32(0xFFFFFFFF)   # > (V-1) * V + V-1 for V <= 65535
         key = jnp.where(valid, w_ids.astype(jnp.uint32) * V + c_ids.astype(jnp.uint32), sentinel)
-        return (key,), sentinel
+        return (key,)
     big = jnp.int32(vocab_size)
-    return (jnp.where(valid, w_ids, big), jnp.where(valid, c_ids, big)), big
+    return (jnp.where(valid, w_ids, big), jnp.where(valid, c_ids, big))
 
 
-def _host_sum_pairs(w_ids, c_ids, weight, *, vocab_size, weighting, dtype):
-    """``_sum_pairs`` by NumPy through ``jax.pure_callback``, for the CPU backend only (on an
+def _host_sum_pairs(keys, weight, *, vocab_size, weighting, dtype):
+    """``_sum_keys`` by NumPy through ``jax.pure_callback``, for the CPU backend only (on an
     accelerator the pairs would travel to the host and back): NumPy's sort is several times
     faster than XLA's CPU sort. Returns (indices (n_pairs, 2), vals, nnz)."""
     uniform = weighting == "uniform"
-    keys, _ = _pair_keys(w_ids, c_ids, vocab_size)
     operands = keys if uniform else keys + (weight,)
-    n_pairs = w_ids.shape[0]
+    n_pairs = keys[0].shape[0]
     shapes = (jax.ShapeDtypeStruct((n_pairs, 2), jnp.int32),
               jax.ShapeDtypeStruct((n_pairs,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
     return jax.pure_callback(partial(_host_sum_pairs_np, vocab_size=vocab_size,
@@ -512,19 +516,26 @@ def _host_sum_pairs_np(*operands, vocab_size, num_keys, dtype):
         key, weight = np.sort(key), None
     n_valid = int(np.searchsorted(key, end))     # dropped pairs sort last
     key = key[:n_valid]
-    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if n_valid else \
-        np.zeros((0,), np.intp)
+    new = np.ones((n_valid,), bool)
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
     nnz = starts.shape[0]
-    indices = np.full((n_pairs, 2), vocab_size, np.int32)
-    vals = np.zeros((n_pairs,), dtype)
     first = key[starts]
+    indices = np.empty((n_pairs, 2), np.int32)
+    indices[nnz:] = vocab_size
     if num_keys == 1:
-        indices[:nnz, 0], indices[:nnz, 1] = first // vocab_size, first % vocab_size
+        rows = first // np.uint32(vocab_size)
+        indices[:nnz, 0], indices[:nnz, 1] = rows, first - rows * np.uint32(vocab_size)
     else:
         indices[:nnz, 0], indices[:nnz, 1] = first >> np.uint64(32), first & np.uint64(0xFFFFFFFF)
-    if weight is None:
-        vals[:nnz] = np.diff(np.append(starts, n_valid))
-    elif nnz:
+    vals = np.empty((n_pairs,), dtype)
+    vals[nnz:] = 0
+    if not nnz:
+        pass
+    elif weight is None:   # counts: the distances between run starts
+        np.subtract(starts[1:], starts[:-1], out=vals[:nnz - 1], casting="unsafe")
+        vals[nnz - 1] = n_valid - starts[-1]
+    else:
         # float64 sums, rounded once (XLA's segment sum adds in the dtype, in order)
         vals[:nnz] = np.add.reduceat(weight[:n_valid].astype(np.float64), starts)
     return indices, vals, np.int32(nnz)
