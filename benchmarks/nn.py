@@ -9,7 +9,7 @@
    (window pairs in NumPy, ``coo_matrix(...).tocsr()`` to sum duplicates): tokens per second,
    warm, with the compile time apart; the same entries and counts are checked. On the CPU
    backend cooccurrence sorts with NumPy (a callback); the last columns time the on-device
-   path (XLA's sort), what an accelerator runs, on the same CPU.
+   path (XLA's sort), what an accelerator runs, on the default device.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def bench_cooccurrence(quick: bool):
         cold, C = time_once(lambda: run().data)
         C = run()
         ours = timeit(lambda: run().data, repeat=3, warmup=0)
-        # The on-device path (XLA's sort), what an accelerator runs, timed here on the CPU.
+        # The on-device path (XLA's sort), what an accelerator runs; on the CPU backend the
+        # public call above sorts with NumPy instead.
         xla = partial(_text._cooccurrence, tokens_dev, vocab_size=V, window=window,
                       weighting="uniform", dtype=C.dtype, host_sort=False)
         xla_cold, _ = time_once(lambda: xla()[1])
