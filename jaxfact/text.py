@@ -510,8 +510,16 @@ def _host_sum_pairs_np(*operands, vocab_size, num_keys, dtype):
         key = (keys[0].astype(np.uint64) << np.uint64(32)) | keys[1].astype(np.uint64)
         end = np.uint64(vocab_size) << np.uint64(32)
     if len(operands) > num_keys:
-        order = np.argsort(key, kind="stable")
-        key, weight = key[order], np.asarray(operands[num_keys])[order]
+        if num_keys == 1 and n_pairs < 2**32:
+            # A stable argsort as a sort of (key, position) in one uint64 (several times faster).
+            packed = np.sort((key.astype(np.uint64) << np.uint64(32))
+                             | np.arange(n_pairs, dtype=np.uint64))
+            key = (packed >> np.uint64(32)).astype(np.uint32)
+            order = (packed & np.uint64(0xFFFFFFFF)).astype(np.intp)
+        else:
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+        weight = np.asarray(operands[num_keys])[order]
     else:
         key, weight = np.sort(key), None
     n_valid = int(np.searchsorted(key, end))     # dropped pairs sort last
