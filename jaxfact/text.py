@@ -538,12 +538,10 @@ def _host_sum_pairs_np(*operands, vocab_size, num_keys, dtype):
         indices[:nnz, 0], indices[:nnz, 1] = first >> np.uint64(32), first & np.uint64(0xFFFFFFFF)
     vals = np.empty((n_pairs,), dtype)
     vals[nnz:] = 0
-    if not nnz:
-        pass
-    elif weight is None:   # counts: the distances between run starts
+    if nnz and weight is None:   # counts: the distances between run starts
         np.subtract(starts[1:], starts[:-1], out=vals[:nnz - 1], casting="unsafe")
         vals[nnz - 1] = n_valid - starts[-1]
-    else:
+    elif nnz:
         # float64 sums, rounded once (XLA's segment sum adds in the dtype, in order)
         vals[:nnz] = np.add.reduceat(weight[:n_valid].astype(np.float64), starts)
     return indices, vals, np.int32(nnz)
