@@ -136,9 +136,16 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
     word2vec's dynamic window gives in expectation, Levy et al.'s "dyn") and ``"harmonic"``
     (``1 / d``, GloVe's).
 
-    The 2 n window pairs are sorted by (word, context) and equal neighbours summed, all in one
-    jitted kernel: O(n w log(n w)) time and O(n w) memory, independent of V^2; the result stores
-    only the non-zeros, with sorted unique indices.
+    The 2 n w window pairs, packed into one uint32 key ``w V + c`` (two int32 keys when V >
+    65535), are sorted once by (word, context) and each run of equal pairs summed, in one jitted
+    kernel: O(n w log(n w)) time and O(n w) memory, independent of V^2; the result stores only
+    the non-zeros, with sorted unique indices. On the CPU backend (the tokens on CPU devices, or
+    the default backend under an outer ``jit``) the sort and the run sums are NumPy's, through
+    ``jax.pure_callback`` (several times faster than XLA's CPU sort; weighted sums are added in
+    float64 and rounded once); elsewhere, and for a sharded corpus, everything stays on the
+    device: XLA's sort (of the keys alone for uniform weights), a prefix sum of the run starts and
+    two sorted segment sums. Both give the same entries in the same order and the same counts
+    (weighted sums to rounding).
 
     Args:
       token_ids: (n,) integer ids in [0, vocab_size), negative for padding.
@@ -193,18 +200,17 @@ def cooccurrence(token_ids: Any, vocab_size: int, *, window: int,
         return _sharded_cooccurrence(tokens.astype(jnp.int32), layout, vocab_size=vocab_size,
                                      window=window, weighting=weighting,
                                      dtype=jnp.result_type(float))
+    host_sort = _host_sort_default(tokens)
     tokens = jnp.asarray(tokens, jnp.int32)
     dtype = jnp.result_type(float)
-    rows, cols, vals, nnz = _cooccurrence(tokens, vocab_size=vocab_size, window=window,
-                                          weighting=weighting, dtype=dtype)
+    indices, vals, nnz = _cooccurrence(tokens, vocab_size=vocab_size, window=window,
+                                       weighting=weighting, dtype=dtype, host_sort=host_sort)
     if not _checks.is_concrete(nnz):
         # Under an outer jit the number of distinct pairs is unknown: return the padded matrix
         # (padding entries have index V, which BCOO treats as out of bounds and ignores).
-        indices = jnp.stack([rows, cols], axis=1)
         return jsparse.BCOO((vals, indices), shape=(vocab_size, vocab_size))
     nnz = int(nnz)
-    indices = jnp.stack([rows[:nnz], cols[:nnz]], axis=1)
-    return jsparse.BCOO((vals[:nnz], indices), shape=(vocab_size, vocab_size),
+    return jsparse.BCOO((vals[:nnz], indices[:nnz]), shape=(vocab_size, vocab_size),
                         indices_sorted=True, unique_indices=True)
 
 
@@ -394,71 +400,159 @@ def _offset_weight(d, window, weighting):
     return 1.0
 
 
-@partial(jax.jit, static_argnames=("vocab_size", "window", "weighting", "dtype"))
-def _cooccurrence(tokens, *, vocab_size, window, weighting, dtype):
+@partial(jax.jit, static_argnames=("vocab_size", "window", "weighting", "dtype", "host_sort"))
+def _cooccurrence(tokens, *, vocab_size, window, weighting, dtype, host_sort=False):
+    """(indices, vals, nnz): the distinct pairs' (row, col) indices, (2 n w, 2), sorted, then
+    padding (index V, value 0), and their summed weights. ``host_sort``: sort and sum the pairs
+    with NumPy through a callback (CPU backend only)."""
     n = tokens.shape[0]
-    left, right, weights = [], [], []
+    keys, weights = [], []
     for d in range(1, min(window, max(n - 1, 0)) + 1):   # static: one slice pair per offset
         a, b = tokens[:-d], tokens[d:]
         w = jnp.full(a.shape, _offset_weight(d, window, weighting), dtype)
-        left += [a, b]
-        right += [b, a]
+        keys += [_pair_keys(a, b, vocab_size), _pair_keys(b, a, vocab_size)]
         weights += [w, w]
-    if not left:  # fewer than 2 tokens: no pairs at all
-        empty = jnp.zeros((0,), jnp.int32)
-        return empty, empty, jnp.zeros((0,), dtype), jnp.int32(0)
-    return _sum_pairs(jnp.concatenate(left), jnp.concatenate(right), jnp.concatenate(weights),
-                      vocab_size=vocab_size, weighting=weighting, dtype=dtype)
+    if not keys:  # fewer than 2 tokens: no pairs at all
+        return jnp.zeros((0, 2), jnp.int32), jnp.zeros((0,), dtype), jnp.int32(0)
+    # Keys per slice, then one concatenation (XLA fuses this better than keys of concatenations).
+    keys = tuple(jnp.concatenate(k) for k in zip(*keys))
+    weight = jnp.concatenate(weights)
+    if host_sort:
+        return _host_sum_pairs(keys, weight, vocab_size=vocab_size, weighting=weighting,
+                               dtype=dtype)
+    rows, cols, vals, nnz = _sum_keys(keys, weight, vocab_size=vocab_size, weighting=weighting,
+                                      dtype=dtype)
+    return jnp.stack([rows, cols], axis=1), vals, nnz
 
 
 def _sum_pairs(w_ids, c_ids, weight, *, vocab_size, weighting, dtype):
     """Sorted distinct (word, context) pairs and their summed weights, padded with index V.
 
     Pairs with a negative id are dropped; ``weighting == "uniform"`` means every weight is 1
-    (``weight`` is then not read). Returns (rows, cols, vals, nnz), each of the pairs' length."""
-    valid = (w_ids >= 0) & (c_ids >= 0)
-    n_pairs = w_ids.shape[0]
+    (``weight`` is then not read, and only the keys are sorted). The pairs are sorted once, then
+    each run of equal pairs becomes one entry: its index from a prefix sum of the run starts,
+    and two sorted segment sums pick the run's pair and add its weights. Returns (rows, cols,
+    vals, nnz), each of the pairs' length."""
+    keys = _pair_keys(w_ids, c_ids, vocab_size)
+    return _sum_keys(keys, weight, vocab_size=vocab_size, weighting=weighting, dtype=dtype)
 
+
+def _sum_keys(keys, weight, *, vocab_size, weighting, dtype):
+    """``_sum_pairs`` of the pairs' sort keys (``_pair_keys``)."""
+    n_pairs = keys[0].shape[0]
+    uniform = weighting == "uniform"
+    values = () if uniform else (weight,)
+    sentinel = jnp.uint32(0xFFFFFFFF) if len(keys) == 1 else jnp.int32(vocab_size)
+    keys_s = jax.lax.sort(keys + values, num_keys=len(keys), is_stable=True)
+    keys_s, weight_s = keys_s[:len(keys)], keys_s[len(keys):]
+    valid_s = keys_s[0] != sentinel      # dropped pairs sort last
+    new = jnp.zeros((1,), bool)
+    for k in keys_s:
+        new = new | (k[1:] != k[:-1])
+    new = jnp.concatenate([jnp.ones((1,), bool), new]) & valid_s
+    # Run index of each sorted pair (the dropped pairs, last, join the last run with weight 0).
+    run = jnp.cumsum(new, dtype=jnp.int32) - 1
+    nnz = run[-1] + 1
+    segsum = partial(jax.ops.segment_sum, segment_ids=jnp.maximum(run, 0), num_segments=n_pairs,
+                     indices_are_sorted=True)
+    # A run has one start: summing (key - pad, at its start; 0 elsewhere) over the run and adding
+    # pad back gives its key, and the pad key (row V) in the runs past nnz. Unsigned wrap-around.
+    if len(keys) == 1:
+        V = jnp.uint32(vocab_size)
+        pad = V * V                          # row V, the padding's
+        key = segsum(jnp.where(new, keys_s[0] - pad, jnp.uint32(0))) + pad
+        rows = (key // V).astype(jnp.int32)
+        cols = jnp.where(rows < vocab_size, key % V, V).astype(jnp.int32)
+    else:
+        V = jnp.int32(vocab_size)
+        rows, cols = (segsum(jnp.where(new, k - V, 0)) + V for k in keys_s)
+    if uniform:   # counts in int32: exact beyond float32's 2**24
+        vals = segsum(valid_s.astype(jnp.int32)).astype(dtype)
+    else:
+        vals = segsum(jnp.where(valid_s, weight_s[0], 0))
+    return rows, cols, vals, nnz.astype(jnp.int32)
+
+
+def _pair_keys(w_ids, c_ids, vocab_size):
+    """Sort keys of the (word, context) pairs, dropped pairs (a negative id) sorting last: up to
+    ``_SINGLE_KEY_MAX_VOCAB`` one uint32 key w V + c, 2**32 - 1 for dropped pairs; above it
+    (w, c) as two int32 keys, (V, V) for dropped pairs."""
+    valid = (w_ids >= 0) & (c_ids >= 0)
     if vocab_size <= _SINGLE_KEY_MAX_VOCAB:
         V = jnp.uint32(vocab_size)
-        sentinel = jnp.uint32(0xFFFFFFFF)   # > (V-1) * V + V-1 for V <= 65535: sorts last
+        sentinel = jnp.uint32(0xFFFFFFFF)   # > (V-1) * V + V-1 for V <= 65535
         key = jnp.where(valid, w_ids.astype(jnp.uint32) * V + c_ids.astype(jnp.uint32), sentinel)
-        if weighting == "uniform":
-            key = jnp.sort(key)
-            weight_s = None
+        return (key,)
+    big = jnp.int32(vocab_size)
+    return (jnp.where(valid, w_ids, big), jnp.where(valid, c_ids, big))
+
+
+def _host_sum_pairs(keys, weight, *, vocab_size, weighting, dtype):
+    """``_sum_keys`` by NumPy through ``jax.pure_callback``, for the CPU backend only (on an
+    accelerator the pairs would travel to the host and back): NumPy's sort is several times
+    faster than XLA's CPU sort. Returns (indices (n_pairs, 2), vals, nnz)."""
+    uniform = weighting == "uniform"
+    operands = keys if uniform else keys + (weight,)
+    n_pairs = keys[0].shape[0]
+    shapes = (jax.ShapeDtypeStruct((n_pairs, 2), jnp.int32),
+              jax.ShapeDtypeStruct((n_pairs,), dtype), jax.ShapeDtypeStruct((), jnp.int32))
+    return jax.pure_callback(partial(_host_sum_pairs_np, vocab_size=vocab_size,
+                                     num_keys=len(keys), dtype=np.dtype(dtype)),
+                             shapes, *operands, vmap_method="sequential")
+
+
+def _host_sum_pairs_np(*operands, vocab_size, num_keys, dtype):
+    keys = [np.asarray(k) for k in operands[:num_keys]]
+    n_pairs = keys[0].shape[0]
+    if num_keys == 1:
+        key, end = keys[0], np.uint32(0xFFFFFFFF)
+    else:   # two non-negative int32 keys as one uint64 (NumPy has it whatever JAX's x64 is)
+        key = (keys[0].astype(np.uint64) << np.uint64(32)) | keys[1].astype(np.uint64)
+        end = np.uint64(vocab_size) << np.uint64(32)
+    if len(operands) > num_keys:
+        if num_keys == 1 and n_pairs < 2**32:
+            # A stable argsort as a sort of (key, position) in one uint64 (several times faster).
+            packed = np.sort((key.astype(np.uint64) << np.uint64(32))
+                             | np.arange(n_pairs, dtype=np.uint64))
+            key = (packed >> np.uint64(32)).astype(np.uint32)
+            order = (packed & np.uint64(0xFFFFFFFF)).astype(np.intp)
         else:
-            key, weight_s = jax.lax.sort((key, weight), num_keys=1)
-        valid_s = key != sentinel
-        new = jnp.concatenate([jnp.ones((1,), bool), key[1:] != key[:-1]])
-        rows_s = (key // V).astype(jnp.int32)
-        cols_s = (key % V).astype(jnp.int32)
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+        weight = np.asarray(operands[num_keys])[order]
     else:
-        big = jnp.int32(vocab_size)
-        r = jnp.where(valid, w_ids, big)     # dropped pairs sort last, on row V
-        c = jnp.where(valid, c_ids, big)
-        rows_s, cols_s, weight_s = jax.lax.sort((r, c, weight), num_keys=2)
-        valid_s = rows_s < big
-        new = jnp.concatenate([jnp.ones((1,), bool),
-                               (rows_s[1:] != rows_s[:-1]) | (cols_s[1:] != cols_s[:-1])])
-    new = new & valid_s
-    n_valid = jnp.sum(valid_s)
-    # Start of each run of equal (word, context) pairs; padding starts point past the valid pairs.
-    first = jnp.nonzero(new, size=n_pairs, fill_value=n_pairs)[0]
-    nnz = jnp.sum(new)
-    if weighting == "uniform":
-        # Unit weights: a run's count is its length, the distance to the next run's start.
-        ends = jnp.concatenate([first[1:], jnp.full((1,), n_pairs, first.dtype)])
-        vals = (jnp.minimum(ends, n_valid) - jnp.minimum(first, n_valid)).astype(dtype)
+        key, weight = np.sort(key), None
+    n_valid = int(np.searchsorted(key, end))     # dropped pairs sort last
+    key = key[:n_valid]
+    new = np.ones((n_valid,), bool)
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    nnz = starts.shape[0]
+    first = key[starts]
+    indices = np.empty((n_pairs, 2), np.int32)
+    indices[nnz:] = vocab_size
+    if num_keys == 1:
+        rows = first // np.uint32(vocab_size)
+        indices[:nnz, 0], indices[:nnz, 1] = rows, first - rows * np.uint32(vocab_size)
     else:
-        seg = jnp.cumsum(new) - 1
-        # Dropped pairs sit after the last valid one and would join its segment: weight them 0.
-        vals = jax.ops.segment_sum(jnp.where(valid_s, weight_s, 0), jnp.maximum(seg, 0),
-                                   num_segments=n_pairs, indices_are_sorted=True)
-    pad = jnp.arange(n_pairs) >= nnz
-    safe = jnp.minimum(first, n_pairs - 1)
-    rows = jnp.where(pad, vocab_size, rows_s[safe])
-    cols = jnp.where(pad, vocab_size, cols_s[safe])
-    return rows, cols, vals, nnz.astype(jnp.int32)
+        indices[:nnz, 0], indices[:nnz, 1] = first >> np.uint64(32), first & np.uint64(0xFFFFFFFF)
+    vals = np.empty((n_pairs,), dtype)
+    vals[nnz:] = 0
+    if nnz and weight is None:   # counts: the distances between run starts
+        np.subtract(starts[1:], starts[:-1], out=vals[:nnz - 1], casting="unsafe")
+        vals[nnz - 1] = n_valid - starts[-1]
+    elif nnz:
+        # float64 sums, rounded once (XLA's segment sum adds in the dtype, in order)
+        vals[:nnz] = np.add.reduceat(weight[:n_valid].astype(np.float64), starts)
+    return indices, vals, np.int32(nnz)
+
+
+def _host_sort_default(x):
+    """Whether :func:`cooccurrence` sorts with NumPy: only where XLA runs on the CPU (the array's
+    devices, else the default backend)."""
+    if isinstance(x, jax.Array) and _checks.is_concrete(x):
+        return all(d.platform == "cpu" for d in x.devices())
+    return jax.default_backend() == "cpu"
 
 
 def _pmi_terms(count, row_sum, col_sum, total_alpha, alpha, shift):

@@ -86,6 +86,27 @@ def test_cooccurrence_tiny_inputs():
     assert as_dict(C) == dict(counter_cooccurrence(np.array([0, 1, 2, 1]), 5))
 
 
+@pytest.mark.parametrize("V,weighting", [(30, "uniform"), (70000, "linear")])
+def test_cooccurrence_numpy_and_xla_sorts_agree(V, weighting):
+    # On the CPU backend cooccurrence sorts with NumPy (a callback); an accelerator runs the
+    # on-device path (XLA's sort, prefix sum, segment sums). Both: same entries, same order,
+    # same padding (index V, value 0), counts exactly equal.
+    rng = np.random.default_rng(3)
+    tokens = jnp.asarray(rng.choice(np.array([0, 1, 7, 29, V - 1, -1]), 300).astype(np.int32))
+    out = [text._cooccurrence(tokens, vocab_size=V, window=3, weighting=weighting,
+                              dtype=jnp.float32, host_sort=host) for host in (True, False)]
+    (i_np, v_np, nnz_np), (i_xla, v_xla, nnz_xla) = [[np.asarray(x) for x in o] for o in out]
+    assert nnz_np == nnz_xla and i_np.shape == (2 * 3 * 300 - 2 * 6, 2)
+    np.testing.assert_array_equal(i_np, i_xla)
+    assert np.all(i_np[nnz_np:] == V) and np.all(v_np[nnz_np:] == 0) and np.all(v_xla[nnz_np:] == 0)
+    if weighting == "uniform":
+        np.testing.assert_array_equal(v_np, v_xla)
+    else:
+        np.testing.assert_allclose(v_np, v_xla, rtol=tol(np.float32))
+    ref = counter_cooccurrence(np.asarray(tokens), 3, weighting)
+    assert {tuple(map(int, k)) for k in i_np[:nnz_np]} == set(ref)
+
+
 # ------------------------------------------------------------------------------------------------
 # PPMI against the NumPy formula
 
