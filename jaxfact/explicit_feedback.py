@@ -75,7 +75,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
               key: Any = None, lr: Any = 0.005, init_std: Any = 0.1,
               warm_start: Any = None, cg_steps: int | None = None,
               biased: bool = True, diff: _implicit.ImplicitDiff | None = None,
-              checks: bool = False, init: Any = None) -> BiasedMFResult:
+              checks: bool = False, init: Any = None,
+              sgd_blocks: int | None = None) -> BiasedMFResult:
     """Biased matrix factorization of a partially observed rating matrix.
 
     Minimizes, over the observed set K (eq. 5 of Koren et al. 2009, the penalty inside the sum)::
@@ -214,6 +215,10 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         cg_steps = _checks.check_int(fn, "cg_steps", cg_steps, low=1)
     if not isinstance(biased, bool):
         raise TypeError(f"{fn}: `biased` must be True or False; got {biased!r}")
+    if sgd_blocks is None:
+        sgd_blocks = _auto_blocks(rows.shape[0], m, n)
+    else:
+        sgd_blocks = _checks.check_int(fn, "sgd_blocks", sgd_blocks, low=1, high=min(m, n))
     dtype = values.dtype
     if warm_start is not None:
         start = _warm_start(fn, warm_start, m, n, rank, dtype, checks)
@@ -250,7 +255,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         return _implicit.biased_mf(res, rows, cols, values, lam_in, (m, n), _objective, diff,
                                    biased=biased)
     return _biased_sgd(rows, cols, values, start, hyper, key, shape=(m, n), max_iter=max_iter,
-                       biased=biased)
+                       biased=biased, blocks=sgd_blocks)
 
 
 def predict_ratings(result: Any, rows: Any, cols: Any, *,
@@ -263,6 +268,21 @@ def predict_ratings(result: Any, rows: Any, cols: Any, *,
 
 # ------------------------------------------------------------------------------------------------
 # Validation helpers
+
+
+def _auto_blocks(nnz: int, m: int, n: int) -> int:
+    """DSGD's default number of user (and item) groups: the largest power of two up to
+    ``_MAX_BLOCKS`` that leaves at least 4 users and 4 items per group and ``_MIN_BLOCK`` ratings
+    per block on average (1, the sequential SGD, below that)."""
+    b = 1
+    while (2 * b <= _MAX_BLOCKS and 8 * b <= min(m, n)
+           and nnz >= _MIN_BLOCK * (2 * b) ** 2):
+        b *= 2
+    return b
+
+
+_MAX_BLOCKS = 64
+_MIN_BLOCK = 16
 
 
 def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
@@ -386,42 +406,159 @@ def _biased_als_sharded(rows, cols, values, weights, start, hyper, *, mesh, axes
                                                          hyper)
 
 
-@partial(jax.jit, static_argnames=("shape", "max_iter", "biased"))
-def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter, biased=True):
+def _sgd_table(start: _Factors, biased: bool):
+    """(W, mask): users and items in one buffer, each row (b_u, 1, p_u, 0...) for a user and
+    (1, b_i, q_i, 0...) for an item, so that row_u . row_i = b_u + b_i + p_u . q_i and one gather and one
+    scatter per step do the whole update in place (two separate buffers make XLA copy them at
+    every step). ``mask`` (2, width) keeps the constant 1s, the zero padding (and, unbiased, the
+    biases) fixed."""
+    bu, bi, P, Q = start
+    m, k = P.shape
+    n = Q.shape[0]
+    dtype = P.dtype
+    pad = -(k + 2) % 8  # rows of a multiple of 8 floats: faster row gathers and scatters
+    W = jnp.concatenate([
+        jnp.concatenate([bu[:, None], jnp.ones((m, 1), dtype), P, jnp.zeros((m, pad), dtype)], 1),
+        jnp.concatenate([jnp.ones((n, 1), dtype), bi[:, None], Q, jnp.zeros((n, pad), dtype)], 1)])
+    mask = jnp.ones((2, k + 2 + pad), dtype).at[0, 1].set(0).at[1, 0].set(0).at[:, k + 2:].set(0)
+    if not biased:  # the biases stay at their start, 0
+        mask = mask.at[0, 0].set(0).at[1, 1].set(0)
+    return W, mask
+
+
+def _sgd_step(W, u, i, r, mu, lr, lam, mask):
+    """The paper's update of the ratings (u, i, r), each (b,), at once; no two share a user or an
+    item. ``i`` indexes W's item rows (item + m). Returns the (2 b, k + 2) new rows and their
+    indices (users first)."""
+    idx = jnp.concatenate([u, i])
+    G = W[idx].reshape(2, u.shape[0], -1)              # (2, b, k + 2): user rows, item rows
+    e = r - mu - jnp.sum(G[0] * G[1], axis=-1)
+    G = G + lr * mask[:, None, :] * (e[None, :, None] * G[::-1] - lam * G)
+    return G.reshape(2 * u.shape[0], -1), idx
+
+
+def dsgd_blocks(key, rows, cols, shape, blocks):
+    """The DSGD blocking of the ratings (Gemulla et al. 2011), drawn once per fit from ``key``.
+
+    Users and items are dealt at random into ``blocks`` groups each, with about as many ratings
+    in every group (:func:`_deal`); block (o, g) holds the ratings of user group g and item
+    group (g + o) mod blocks, so that the ``blocks`` blocks of one offset o (a stratum) share no
+    user and no item. Inside a block the ratings are in a random order.
+
+    Returns (order, start, count): ``order`` (nnz,) the rating indices sorted by (o, g, random);
+    ``start[o, g]`` and ``count[o, g]`` (blocks, blocks) say where block (o, g) lies in ``order``.
+    """
+    m, n = shape
+    b = blocks
+    nnz = rows.shape[0]
+    ku, ki, kr = jax.random.split(key, 3)
+    gu = _deal(ku, rows, m, b)   # group of each user
+    gi = _deal(ki, cols, n, b)   # group of each item
+    g = gu[rows]
+    block = ((gi[cols] - g) % b) * b + g
+    rand = jax.random.bits(kr, (nnz,), jnp.uint32)
+    _, _, order = lax.sort((block, rand, jnp.arange(nnz, dtype=jnp.int32)), num_keys=2)
+    count = jnp.bincount(block, length=b * b).astype(jnp.int32)
+    start = jnp.cumsum(count) - count
+    return order, start.reshape(b, b), count.reshape(b, b)
+
+
+def dsgd_epoch(key, count):
+    """One epoch's schedule over :func:`dsgd_blocks`' blocks, drawn from ``key``: (strata,
+    shift). The strata (offsets o) are visited in the random order ``strata`` (blocks,); in
+    stratum o, step t updates, for every g with t < count[o, g] at once, the rating
+    ``order[start[o, g] + (t + shift[o, g]) mod count[o, g]]``: each block's ratings in their
+    order, cyclically from a random first one. So an epoch visits every rating once, and it is
+    the sequential SGD that visits, stratum after stratum and step after step, the blocks' t-th
+    ratings in the order g = 0, 1, ..."""
+    ks, kt = jax.random.split(key)
+    b = count.shape[0]
+    strata = jax.random.permutation(ks, b).astype(jnp.int32)
+    shift = jax.random.randint(kt, (b, b), 0, jnp.iinfo(jnp.int32).max) % jnp.maximum(count, 1)
+    return strata, shift.astype(jnp.int32)
+
+
+def _deal(key, seg, n_seg, b):
+    """A random group in [0, b) for each of n_seg segments (users or items), with about as many
+    ratings in every group: segments in decreasing order of their number of ratings (ties in a
+    random order) are dealt to the groups 0, 1, ..., b - 1, b - 1, ..., 1, 0, 0, 1, ...;
+    the group names are then permuted at random."""
+    kt, kg = jax.random.split(key)
+    count = jnp.bincount(seg, length=n_seg)
+    tie = jax.random.bits(kt, (n_seg,), jnp.uint32)
+    _, _, by_count = lax.sort((-count, tie, jnp.arange(n_seg, dtype=jnp.int32)), num_keys=2)
+    pos = jnp.arange(n_seg, dtype=jnp.int32) % (2 * b)
+    snake = jnp.where(pos < b, pos, 2 * b - 1 - pos)
+    names = jax.random.permutation(kg, b).astype(jnp.int32)
+    return jnp.zeros((n_seg,), jnp.int32).at[by_count].set(names[snake])
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "biased", "blocks"))
+def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter, biased=True,
+                blocks=1):
     m, n = shape
     lam, tol, lr = hyper
     mu = jnp.mean(values) if biased else jnp.zeros((), values.dtype)
-    bu, bi, P, Q = start
-    k = P.shape[1]
     dtype = values.dtype
-    # One buffer for users and items, each row (bias, 1, factors) for a user and (1, bias, factors)
-    # for an item, so that row_u . row_i = b_u + b_i + p_u . q_i and one 2-row gather and one
-    # 2-row scatter per rating do the whole update in place (two separate buffers make XLA copy
-    # them at every step). `mask` keeps the constant 1s fixed.
-    W = jnp.concatenate([
-        jnp.concatenate([bu[:, None], jnp.ones((m, 1), dtype), P], 1),
-        jnp.concatenate([jnp.ones((n, 1), dtype), bi[:, None], Q], 1)])
-    mask = jnp.ones((2, k + 2), dtype).at[0, 1].set(0).at[1, 0].set(0)
-    if not biased:  # the biases stay at their start, 0
-        mask = mask.at[0, 0].set(0).at[1, 1].set(0)
+    nnz = rows.shape[0]
+    k = start.user_factors.shape[1]
+    W, mask = _sgd_table(start, biased)
+    b = blocks
 
     def rating(W, x):
         u, i, r = x
-        idx = jnp.stack([u, i + m])
-        G = W[idx]                                     # (2, k + 2): user row, item row
-        e = r - mu - jnp.dot(G[0], G[1])
-        G = G + lr * mask * (e * G[::-1] - lam * G)
+        G, idx = _sgd_step(W, u[None], i[None] + m, r[None], mu, lr, lam, mask)
         return W.at[idx].set(G, unique_indices=True), None
 
     def unpack(W):
-        return _Factors(W[:m, 0], W[m:, 1], W[:m, 2:], W[m:, 2:])
+        return _Factors(W[:m, 0], W[m:, 1], W[:m, 2:k + 2], W[m:, 2:k + 2])
+
+    def sequential(W, it):
+        perm = jax.random.permutation(jax.random.fold_in(key, it), nnz)
+        W, _ = lax.scan(rating, W, (rows[perm], cols[perm], values[perm]))
+        return W
+
+    if b > 1:
+        order, first, count = dsgd_blocks(jax.random.fold_in(key, 0x7FFFFFFF), rows, cols,
+                                          (m, n), b)
+        u_s, i_s, r_s = rows[order], cols[order] + m, values[order]
+        drop = m + n + jnp.arange(2 * b, dtype=jnp.int32)  # distinct out-of-range rows
+
+    def stratified(W, it):
+        strata, shift = dsgd_epoch(jax.random.fold_in(key, it), count)
+
+        def stratum(s, W):
+            o = strata[s]
+            cnt, st, sh = count[o], first[o], shift[o]
+
+            def step(t, W):
+                j = t + sh
+                pos = st + jnp.where(j >= cnt, j - cnt, j)
+                pos = jnp.minimum(pos, nnz - 1)
+                G, idx = _sgd_step(W, u_s[pos], i_s[pos], r_s[pos], mu, lr, lam, mask)
+                idx = jnp.where(jnp.tile(t < cnt, 2), idx, drop)
+                return W.at[idx].set(G, mode="drop", unique_indices=True)
+
+            return lax.fori_loop(0, jnp.max(cnt), step, W)
+
+        return lax.fori_loop(0, b, stratum, W)
 
     def update(t: _Table, it):
-        perm = jax.random.permutation(jax.random.fold_in(key, it), rows.shape[0])
-        W, _ = lax.scan(rating, t.rows, (rows[perm], cols[perm], values[perm]))
-        return _Table(W), _objective(mu, *unpack(W), rows, cols, values, lam), None
+        W = sequential(t.rows, it) if b == 1 else stratified(t.rows, it)
+        return _Table(W), objective(W), None
 
-    J0 = _objective(mu, bu, bi, P, Q, rows, cols, values, lam)
+    # J from the table: one gather of two rows per rating for the errors (row_u . row_i =
+    # b_u + b_i + p_u . q_i), the penalty from the rating counts (no gather).
+    # mask's rows are 1 exactly on the learned entries of a user's and of an item's row.
+    n_u, n_i = (jnp.bincount(a, length=s).astype(dtype) for a, s in ((rows, m), (cols, n)))
+
+    def objective(W):
+        e = values - mu - jnp.sum(W[rows] * W[cols + m], axis=-1)
+        pen = (n_u @ jnp.sum(W[:m] ** 2 * mask[:1], axis=-1)
+               + n_i @ jnp.sum(W[m:] ** 2 * mask[1:], axis=-1))
+        return (jnp.sum(e * e) + lam * pen) / nnz
+
+    J0 = objective(W)
 
     def stop(state):
         return _solver.status_of(_solver.relative_decrease_below(state, tol, J0))

@@ -132,8 +132,8 @@ def test_sgd_epoch_matches_sequential_numpy():
     key = jax.random.key(7)
     lr, lam = 0.01, 0.02
     res = biased_mf(r, c, v, (M, N), K, lam=lam, lr=lr, solver="sgd", max_iter=1, key=key,
-                    warm_start=init)
-    # The kernel visits ratings in the order jax.random.permutation(fold_in(key, epoch), nnz).
+                    warm_start=init, sgd_blocks=1)
+    # sgd_blocks=1 visits ratings in the order jax.random.permutation(fold_in(key, epoch), nnz).
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), r.size))
     mu = float(np.mean(v.astype(np.float64)))
     bu, bi = np.array(init.user_bias, float), np.array(init.item_bias, float)
@@ -303,7 +303,7 @@ def test_unbiased_mf_matches_numpy():
 
         key, lr = jax.random.key(3), 0.01
         sgd = biased_mf(r, c, v64, (M, N), K, lam=0.02, lr=lr, solver="sgd", max_iter=1,
-                        key=key, warm_start=init, biased=False)
+                        key=key, warm_start=init, biased=False, sgd_blocks=1)
         order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), r.size))
         P, Q = np.array(init.user_factors, float), np.array(init.item_factors, float)
         for j in order:
