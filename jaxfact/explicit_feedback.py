@@ -4,7 +4,8 @@ A rating matrix is known only at its observed entries ``(rows, cols, values)``; 
 embeddings ``p_u``, ``q_i`` and biases ``b_u``, ``b_i`` such that ``mu + b_u + b_i + p_u . q_i``
 predicts the rating. Two solvers fit the same objective: alternating least squares, which solves
 every user's (then every item's) regularized least-squares problem exactly and at once, and the
-stochastic gradient descent of the paper, one rating at a time, with Surprise's defaults.
+stochastic gradient descent of the paper with Surprise's defaults, run as stratified SGD: ratings
+that share no user and no item are updated at once (Gemulla et al. 2011).
 
 Predictions come from :func:`jaxfact.predict`. Implicit feedback (clicks, plays) is in
 :mod:`jaxfact.implicit_feedback`; held-out splits are in :mod:`jaxfact.interactions` and error and
@@ -12,7 +13,7 @@ ranking metrics in :mod:`jaxfact.metrics`.
 
 Scaling out: ratings sharded along the event axis over a mesh give user factors and biases split
 by user blocks and replicated item factors; ALS moves only the items' normal equations (or CG
-products) between devices (see :func:`biased_mf`, "Sharding"). SGD is sequential: one device.
+products) between devices (see :func:`biased_mf`, "Sharding"). SGD runs on one device.
 """
 
 from __future__ import annotations
@@ -95,13 +96,24 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       users), the systems solved by batched Cholesky. J never increases. Cost per iteration:
       O(|K| k^2 + (m + n) k^3) time, O((m + n) k^2) memory; with ``cg_steps`` a few
       conjugate-gradient steps replace the exact solves, O(|K| k) per step.
-    * ``solver="sgd"``: the paper's updates, one rating at a time in a random order (reshuffled
-      every epoch with ``key``), e = r_ui - r^_ui and
+    * ``solver="sgd"``: the paper's updates, e = r_ui - r^_ui and
       ``b_u += lr (e - lam b_u)``, ``b_i += lr (e - lam b_i)``,
       ``p_u += lr (e q_i - lam p_u)``, ``q_i += lr (e p_u - lam q_i)``;
       the defaults (lr 0.005, lam 0.02, 20 epochs, factors ~ N(0, 0.1), zero biases) are
-      Surprise's. Cost: O(|K| k) per epoch, sequential.
-
+      Surprise's. Each epoch visits every rating once, in the order of the distributed SGD of
+      Gemulla et al. (2011) (DSGD): users and items are dealt once per call into ``sgd_blocks``
+      groups each (about as many ratings per group, at random otherwise), which cuts the ratings
+      into ``sgd_blocks**2`` blocks; a stratum is ``sgd_blocks`` blocks that share no user and
+      no item, and its blocks are updated at once, one rating of each block per step (vectorized
+      over the blocks), their ratings in a random order fixed per call, each epoch from a new
+      random starting point and with the strata in a new random order. Because the blocks of a
+      stratum are disjoint, an epoch is exactly the sequential SGD that visits the ratings in
+      that order (:func:`dsgd_blocks`, :func:`dsgd_epoch`). ``sgd_blocks=1`` is the plain
+      sequential SGD, one rating per step, in the order
+      ``jax.random.permutation(jax.random.fold_in(key, epoch), nnz)``. (Surprise visits the
+      ratings in the same order, user by user, every epoch.) Cost: O(|K| k) per epoch;
+      about |K| / (sgd_blocks * fill) sequential steps, fill ~ 0.6-0.95 the mean block size
+      over the largest of its stratum.
     Args:
       rows, cols: (nnz,) integer user and item indices of the observed ratings, each pair once.
       values: (nnz,) float ratings.
@@ -131,6 +143,12 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         and the indices in range, with ``jax.experimental.checkify`` (wrap the jitted caller in
         ``checkify.checkify``). Concrete inputs are always checked.
       init: deprecated name of ``warm_start``.
+      sgd_blocks: SGD only: the number of user (and item) groups of the stratified order, in
+        [1, min(m, n)]; 1 is the sequential SGD. None (default): the largest power of two up to
+        64 that leaves at least 4 users and 4 items per group and 16 ratings per block on
+        average (1 for very small problems). The held-out error does not depend on it beyond
+        the run-to-run spread of SGD (the order is a random one either way); larger values
+        mean fewer, wider steps.
 
     Returns:
       :class:`BiasedMFResult`. ``history[t]`` is the objective J after iteration t + 1 divided by
@@ -160,6 +178,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     References:
       Y. Koren, R. Bell, C. Volinsky. Matrix factorization techniques for recommender systems.
       IEEE Computer 42(8), 2009. Eq. (5) (objective), "Learning algorithms" (SGD and ALS updates).
+      R. Gemulla, E. Nijkamp, P. J. Haas, Y. Sismanis. Large-scale matrix factorization with
+      distributed stochastic gradient descent. KDD 2011 (stratified SGD, DSGD).
       N. Hug. Surprise: a Python library for recommender systems. JOSS 2020 (``SVD`` defaults).
 
     Sharding: ``rows``, ``cols`` and ``values`` may be split along the event axis over one or
@@ -174,7 +194,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     (n, k+1), are reduce-scattered by item block, each shard solves its block, and the
     (n, k+1) solutions are all-gathered (with ``cg_steps``: ``cg_steps + 1`` psums of
     (n, k+1)), plus a scalar psum; nothing of the users' size. ``m`` must be divisible by the
-    number of shards (ValueError otherwise); ``solver="sgd"`` is sequential and rejects sharded
+    number of shards (ValueError otherwise); ``solver="sgd"`` runs on one device and rejects sharded
     ratings (ValueError); traced sharded events (under an outer ``jit``) cannot be grouped on
     the host: they are replicated, with a UserWarning, and the single-device kernel runs on
     every device. Sharded fits are not differentiable (gradients need traced ratings, which
@@ -195,8 +215,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     solver = _checks.check_choice(fn, "solver", solver, ("als", "sgd"))
     if split is not None and solver == "sgd":
         raise ValueError(
-            f"{fn}: solver='sgd' visits the ratings one at a time in one random order, so it "
-            f"cannot be split over devices, and the ratings are sharded "
+            f"{fn}: solver='sgd' runs its strata of ratings one after another on one device, "
+            f"so it cannot be split over devices, and the ratings are sharded "
             f"({P_(split.axes)}). Use solver='als' (it splits the users' systems by shard), or "
             f"pass unsharded arrays (e.g. np.asarray(values)) to run SGD on one device.")
     events = _als.shard_events(fn, rows, cols, values, m, split)
