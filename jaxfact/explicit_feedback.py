@@ -108,7 +108,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       over the blocks), their ratings in a random order fixed per call, each epoch from a new
       random starting point and with the strata in a new random order. Because the blocks of a
       stratum are disjoint, an epoch is exactly the sequential SGD that visits the ratings in
-      that order (:func:`dsgd_blocks`, :func:`dsgd_epoch`). ``sgd_blocks=1`` is the plain
+      that order (:func:`dsgd_schedule`). ``sgd_blocks=1`` is the plain
       sequential SGD, one rating per step, in the order
       ``jax.random.permutation(jax.random.fold_in(key, epoch), nnz)``. (Surprise visits the
       ratings in the same order, user by user, every epoch.) Cost: O(|K| k) per epoch;
@@ -457,59 +457,56 @@ def _sgd_step(W, u, i, r, mu, lr, lam, mask):
     return G.reshape(2 * u.shape[0], -1), idx
 
 
-def dsgd_blocks(key, rows, cols, shape, blocks):
-    """The DSGD blocking of the ratings (Gemulla et al. 2011), drawn once per fit from ``key``.
+def dsgd_schedule(key, rows, cols, shape, blocks, epochs):
+    """The order in which the stratified SGD visits the ratings (Gemulla et al. 2011's DSGD),
+    all drawn from ``key`` at once.
 
-    Users and items are dealt at random into ``blocks`` groups each, with about as many ratings
-    in every group (:func:`_deal`); block (o, g) holds the ratings of user group g and item
-    group (g + o) mod blocks, so that the ``blocks`` blocks of one offset o (a stratum) share no
-    user and no item. Inside a block the ratings are in a random order.
+    Blocks, once per call: users and items are dealt at random into ``blocks`` groups each, with
+    about as many ratings in every group (:func:`_deal`); block (o, g) holds the ratings of user
+    group g and item group (g + o) mod blocks, so that the ``blocks`` blocks of one offset o (a
+    stratum) share no user and no item. Inside a block the ratings are in a random order.
+    Epochs: epoch e visits the strata in the random order ``strata[e]``; in stratum o, step t
+    updates, for every g with t < count[o, g] at once, the rating
+    ``order[start[o, g] + (t + shift[e, o, g]) mod count[o, g]]``: each block's ratings in
+    their order, cyclically from a random first one. So an epoch visits every rating once, and
+    it is the sequential SGD that visits, stratum after stratum and step after step, the
+    blocks' t-th ratings in the order g = 0, 1, ...
 
-    Returns (order, start, count): ``order`` (nnz,) the rating indices sorted by (o, g, random);
-    ``start[o, g]`` and ``count[o, g]`` (blocks, blocks) say where block (o, g) lies in ``order``.
+    Returns (order, start, count, strata, shift): ``order`` (nnz,) the rating indices sorted by
+    (o, g, random); ``start[o, g]``, ``count[o, g]`` (blocks, blocks) where block (o, g) lies in
+    ``order``; ``strata`` (epochs, blocks); ``shift`` (epochs, blocks, blocks).
     """
     m, n = shape
     b = blocks
     nnz = rows.shape[0]
-    ku, ki, kr = jax.random.split(key, 3)
-    gu = _deal(ku, rows, m, b)   # group of each user
-    gi = _deal(ki, cols, n, b)   # group of each item
+    # One draw of random bits for everything (each jax.random call adds its own threefry code
+    # to the compiled program): ties of users, of items, of ratings, names of the groups, and
+    # each epoch's order of the strata and shifts.
+    sizes = [m, n, nnz, b, b, epochs * b]
+    bits = jax.random.bits(key, (sum(sizes) + epochs * b * b,), jnp.uint32)
+    tie_u, tie_i, rand, name_u, name_i, perm, sh = jnp.split(bits, np.cumsum(sizes))
+    gu = _deal(tie_u, name_u, rows, m, b)   # group of each user
+    gi = _deal(tie_i, name_i, cols, n, b)   # group of each item
     g = gu[rows]
     block = ((gi[cols] - g) % b) * b + g
-    rand = jax.random.bits(kr, (nnz,), jnp.uint32)
     _, _, order = lax.sort((block, rand, jnp.arange(nnz, dtype=jnp.int32)), num_keys=2)
-    count = jnp.bincount(block, length=b * b).astype(jnp.int32)
-    start = jnp.cumsum(count) - count
-    return order, start.reshape(b, b), count.reshape(b, b)
+    count = jnp.bincount(block, length=b * b).astype(jnp.int32).reshape(b, b)
+    start = (jnp.cumsum(count) - count.ravel()).reshape(b, b)
+    strata = jnp.argsort(perm.reshape(epochs, b), axis=1).astype(jnp.int32)
+    shift = sh.reshape(epochs, b, b) % jnp.maximum(count, 1).astype(jnp.uint32)[None]
+    return order, start, count, strata, shift.astype(jnp.int32)
 
 
-def dsgd_epoch(key, count):
-    """One epoch's schedule over :func:`dsgd_blocks`' blocks, drawn from ``key``: (strata,
-    shift). The strata (offsets o) are visited in the random order ``strata`` (blocks,); in
-    stratum o, step t updates, for every g with t < count[o, g] at once, the rating
-    ``order[start[o, g] + (t + shift[o, g]) mod count[o, g]]``: each block's ratings in their
-    order, cyclically from a random first one. So an epoch visits every rating once, and it is
-    the sequential SGD that visits, stratum after stratum and step after step, the blocks' t-th
-    ratings in the order g = 0, 1, ..."""
-    ks, kt = jax.random.split(key)
-    b = count.shape[0]
-    strata = jax.random.permutation(ks, b).astype(jnp.int32)
-    shift = jax.random.randint(kt, (b, b), 0, jnp.iinfo(jnp.int32).max) % jnp.maximum(count, 1)
-    return strata, shift.astype(jnp.int32)
-
-
-def _deal(key, seg, n_seg, b):
-    """A random group in [0, b) for each of n_seg segments (users or items), with about as many
-    ratings in every group: segments in decreasing order of their number of ratings (ties in a
-    random order) are dealt to the groups 0, 1, ..., b - 1, b - 1, ..., 1, 0, 0, 1, ...;
-    the group names are then permuted at random."""
-    kt, kg = jax.random.split(key)
+def _deal(tie, name, seg, n_seg, b):
+    """A group in [0, b) for each of n_seg segments (users or items), with about as many ratings
+    in every group: segments in decreasing order of their number of ratings (ties in the random
+    order of ``tie``, (n_seg,) random bits) are dealt to the groups 0, 1, ..., b - 1, b - 1,
+    ..., 1, 0, 0, 1, ...; the group names are then permuted by ``argsort(name)`` ((b,) bits)."""
     count = jnp.bincount(seg, length=n_seg)
-    tie = jax.random.bits(kt, (n_seg,), jnp.uint32)
     _, _, by_count = lax.sort((-count, tie, jnp.arange(n_seg, dtype=jnp.int32)), num_keys=2)
     pos = jnp.arange(n_seg, dtype=jnp.int32) % (2 * b)
     snake = jnp.where(pos < b, pos, 2 * b - 1 - pos)
-    names = jax.random.permutation(kg, b).astype(jnp.int32)
+    names = jnp.argsort(name).astype(jnp.int32)
     return jnp.zeros((n_seg,), jnp.int32).at[by_count].set(names[snake])
 
 
@@ -539,17 +536,14 @@ def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter, biase
         return W
 
     if b > 1:
-        order, first, count = dsgd_blocks(jax.random.fold_in(key, 0x7FFFFFFF), rows, cols,
-                                          (m, n), b)
+        order, first, count, strata, shift = dsgd_schedule(key, rows, cols, (m, n), b, max_iter)
         u_s, i_s, r_s = rows[order], cols[order] + m, values[order]
         drop = m + n + jnp.arange(2 * b, dtype=jnp.int32)  # distinct out-of-range rows
 
     def stratified(W, it):
-        strata, shift = dsgd_epoch(jax.random.fold_in(key, it), count)
-
         def stratum(s, W):
-            o = strata[s]
-            cnt, st, sh = count[o], first[o], shift[o]
+            o = strata[it, s]
+            cnt, st, sh = count[o], first[o], shift[it, o]
 
             def step(t, W):
                 j = t + sh

@@ -157,7 +157,7 @@ def test_sgd_stratified_epochs_match_sequential_numpy():
     """sgd_blocks > 1: two epochs equal Surprise's loop run over the ratings in the documented
     DSGD order (strata one after another; in a stratum, step t takes the t-th rating of every
     block, cyclically from its shift), and the blocks of a stratum share no user and no item."""
-    from jaxfact.explicit_feedback import dsgd_blocks, dsgd_epoch
+    from jaxfact.explicit_feedback import dsgd_schedule
     r, c, v = _small(seed=4)
     v = v.astype(np.float32)
     init = _init(np.float32)
@@ -165,15 +165,15 @@ def test_sgd_stratified_epochs_match_sequential_numpy():
     lr, lam, b = 0.01, 0.02, 3
     res = biased_mf(r, c, v, (M, N), K, lam=lam, lr=lr, solver="sgd", max_iter=2, key=key,
                     warm_start=init, sgd_blocks=b)
-    order, start, count = (np.asarray(a) for a in dsgd_blocks(
-        jax.random.fold_in(key, 0x7FFFFFFF), r, c, (M, N), b))
+    # With a warm start, biased_mf draws nothing else from `key`: it is the schedule's key.
+    order, start, count, strata_all, shift_all = (np.asarray(a) for a in dsgd_schedule(
+        key, r, c, (M, N), b, 2))
     assert np.array_equal(np.sort(order), np.arange(r.size)) and count.sum() == r.size
     mu = float(np.mean(v.astype(np.float64)))
     bu, bi = np.array(init.user_bias, float), np.array(init.item_bias, float)
     P, Q = np.array(init.user_factors, float), np.array(init.item_factors, float)
     for epoch in range(2):
-        strata, shift = (np.asarray(a) for a in dsgd_epoch(jax.random.fold_in(key, epoch),
-                                                           count))
+        strata, shift = strata_all[epoch], shift_all[epoch]
         assert sorted(strata) == list(range(b))
         for o in strata:
             blocks = [order[start[o, g]:start[o, g] + count[o, g]] for g in range(b)]
