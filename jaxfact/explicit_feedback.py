@@ -244,13 +244,13 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         start = _warm_start(fn, warm_start, m, n, rank, dtype, checks)
     if solver == "sgd" or warm_start is None:
         key = _checks.check_key(fn, key, why="it draws the initial factors and the SGD order")
-    if warm_start is None:
+    if warm_start is None and events is None:
+        start, key = _draw_start(key, jnp.asarray(init_std, dtype), shape=(m, n), rank=rank,
+                                 dtype=jnp.dtype(dtype))
+    elif warm_start is None:  # P0 drawn where its rows live (threefry is partitionable)
         kp, kq, key = jax.random.split(key, 3)
-        if events is None:
-            P0 = init_std * jax.random.normal(kp, (m, rank), dtype)
-        else:  # drawn where its rows live (threefry is partitionable: the same numbers)
-            P0 = init_std * jax.jit(lambda k: jax.random.normal(k, (m, rank), dtype),
-                                    out_shardings=NamedSharding(events.mesh, P_(events.axes)))(kp)
+        P0 = init_std * jax.jit(lambda k: jax.random.normal(k, (m, rank), dtype),
+                                out_shardings=NamedSharding(events.mesh, P_(events.axes)))(kp)
         start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype), P0,
                          init_std * jax.random.normal(kq, (n, rank), dtype))
     if not biased:
@@ -288,6 +288,17 @@ def predict_ratings(result: Any, rows: Any, cols: Any, *,
 
 # ------------------------------------------------------------------------------------------------
 # Validation helpers
+
+
+@partial(jax.jit, static_argnames=("shape", "rank", "dtype"))
+def _draw_start(key, init_std, *, shape, rank, dtype):
+    """Zero biases and factors ~ N(0, init_std^2), from two keys split off ``key``; returns them
+    and the third key. One compiled program (drawn eagerly, each op would compile its own)."""
+    m, n = shape
+    kp, kq, key = jax.random.split(key, 3)
+    return _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
+                    init_std * jax.random.normal(kp, (m, rank), dtype),
+                    init_std * jax.random.normal(kq, (n, rank), dtype)), key
 
 
 def _auto_blocks(nnz: int, m: int, n: int) -> int:
