@@ -88,14 +88,15 @@ def _explicit(quick):
     tr, te = perm[:n_train], perm[n_train:]
     rows = []
     mu = r[tr].mean()
-    rows.append(["global mean", "-", "-", "-", float(np.sqrt(np.mean((mu - r[te]) ** 2))), "-"])
+    rows.append(["global mean", "-", "-", "-", "-", float(np.sqrt(np.mean((mu - r[te]) ** 2))),
+                 "-"])
 
     fit = _surprise_fit(u, i, r, shape, tr, te)
     if fit is None:
         t_s = None
     else:
         t_s, rmse_s = fit
-        rows.append(["surprise SVD", f"{t_s:.2f}", "-", "1", rmse_s, "-"])
+        rows.append(["surprise SVD", f"{t_s:.2f}", "-", "1", "1", rmse_s, "-"])
 
     configs = [("jaxfact sgd (lam 0.02, 20 epochs)", dict(solver="sgd", lam=0.02, max_iter=20)),
                ("jaxfact als (lam 0.02, 5 iters)", dict(solver="als", lam=0.02, max_iter=5)),

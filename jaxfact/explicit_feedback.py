@@ -337,9 +337,9 @@ class _Factors(NamedTuple):
 
 
 class _Table(NamedTuple):
-    """The SGD iterate: users and items in one buffer (see :func:`_biased_sgd`)."""
+    """The SGD iterate: users and items in one buffer (see :func:`_sgd_table`)."""
 
-    rows: jax.Array  # (m + n, k + 2), a user's row (b_u, 1, p_u), an item's row (1, b_i, q_i)
+    rows: jax.Array  # (m + n, width): user rows (b_u, 1, p_u, 0...), item rows (1, b_i, q_i, 0...)
 
 
 def _objective(mu, bu, bi, P, Q, rows, cols, values, lam):
@@ -439,10 +439,10 @@ def _biased_als_sharded(rows, cols, values, weights, start, hyper, *, mesh, axes
 
 def _sgd_table(start: _Factors, biased: bool):
     """(W, mask): users and items in one buffer, each row (b_u, 1, p_u, 0...) for a user and
-    (1, b_i, q_i, 0...) for an item, so that row_u . row_i = b_u + b_i + p_u . q_i and one gather and one
-    scatter per step do the whole update in place (two separate buffers make XLA copy them at
-    every step). ``mask`` (2, width) keeps the constant 1s, the zero padding (and, unbiased, the
-    biases) fixed."""
+    (1, b_i, q_i, 0...) for an item, so that row_u . row_i = b_u + b_i + p_u . q_i and one
+    gather and one scatter per step do the whole update in place (two separate buffers make XLA
+    copy them at every step). ``mask`` (2, width) keeps the constant 1s, the zero padding (and,
+    unbiased, the biases) fixed."""
     bu, bi, P, Q = start
     m, k = P.shape
     n = Q.shape[0]

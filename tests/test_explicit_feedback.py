@@ -300,7 +300,8 @@ def test_errors():
         predict(_init(np.float32), r, c, clip=(5, 1))
     with pytest.raises(TypeError, match="biased_mf: `biased` must be True or False; got 1"):
         biased_mf(r, c, v, (M, N), K, key=key, biased=1)
-    with pytest.raises(ValueError, match=r"biased_mf: `sgd_blocks` must be an integer in \[1, 20\]"):
+    with pytest.raises(ValueError,
+                       match=r"biased_mf: `sgd_blocks` must be an integer in \[1, 20\]"):
         biased_mf(r, c, v, (M, N), K, key=key, solver="sgd", sgd_blocks=0)
 
 
