@@ -108,12 +108,13 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       over the blocks), their ratings in a random order fixed per call, each epoch from a new
       random starting point and with the strata in a new random order. Because the blocks of a
       stratum are disjoint, an epoch is exactly the sequential SGD that visits the ratings in
-      that order (:func:`dsgd_schedule`). ``sgd_blocks=1`` is the plain
-      sequential SGD, one rating per step, in the order
+      that order (:func:`dsgd_schedule`). ``sgd_blocks=1`` is the plain sequential SGD, one
+      rating per step, in the order
       ``jax.random.permutation(jax.random.fold_in(key, epoch), nnz)``. (Surprise visits the
       ratings in the same order, user by user, every epoch.) Cost: O(|K| k) per epoch;
       about |K| / (sgd_blocks * fill) sequential steps, fill ~ 0.6-0.95 the mean block size
       over the largest of its stratum.
+
     Args:
       rows, cols: (nnz,) integer user and item indices of the observed ratings, each pair once.
       values: (nnz,) float ratings.
