@@ -4,7 +4,8 @@ A rating matrix is known only at its observed entries ``(rows, cols, values)``; 
 embeddings ``p_u``, ``q_i`` and biases ``b_u``, ``b_i`` such that ``mu + b_u + b_i + p_u . q_i``
 predicts the rating. Two solvers fit the same objective: alternating least squares, which solves
 every user's (then every item's) regularized least-squares problem exactly and at once, and the
-stochastic gradient descent of the paper, one rating at a time, with Surprise's defaults.
+stochastic gradient descent of the paper with Surprise's defaults, run as stratified SGD: ratings
+that share no user and no item are updated at once (Gemulla et al. 2011).
 
 Predictions come from :func:`jaxfact.predict`. Implicit feedback (clicks, plays) is in
 :mod:`jaxfact.implicit_feedback`; held-out splits are in :mod:`jaxfact.interactions` and error and
@@ -12,7 +13,7 @@ ranking metrics in :mod:`jaxfact.metrics`.
 
 Scaling out: ratings sharded along the event axis over a mesh give user factors and biases split
 by user blocks and replicated item factors; ALS moves only the items' normal equations (or CG
-products) between devices (see :func:`biased_mf`, "Sharding"). SGD is sequential: one device.
+products) between devices (see :func:`biased_mf`, "Sharding"). SGD runs on one device.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
               key: Any = None, lr: Any = 0.005, init_std: Any = 0.1,
               warm_start: Any = None, cg_steps: int | None = None,
               biased: bool = True, diff: _implicit.ImplicitDiff | None = None,
-              checks: bool = False, init: Any = None) -> BiasedMFResult:
+              checks: bool = False, init: Any = None,
+              sgd_blocks: int | None = None) -> BiasedMFResult:
     """Biased matrix factorization of a partially observed rating matrix.
 
     Minimizes, over the observed set K (eq. 5 of Koren et al. 2009, the penalty inside the sum)::
@@ -94,12 +96,24 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
       users), the systems solved by batched Cholesky. J never increases. Cost per iteration:
       O(|K| k^2 + (m + n) k^3) time, O((m + n) k^2) memory; with ``cg_steps`` a few
       conjugate-gradient steps replace the exact solves, O(|K| k) per step.
-    * ``solver="sgd"``: the paper's updates, one rating at a time in a random order (reshuffled
-      every epoch with ``key``), e = r_ui - r^_ui and
+    * ``solver="sgd"``: the paper's updates, e = r_ui - r^_ui and
       ``b_u += lr (e - lam b_u)``, ``b_i += lr (e - lam b_i)``,
       ``p_u += lr (e q_i - lam p_u)``, ``q_i += lr (e p_u - lam q_i)``;
       the defaults (lr 0.005, lam 0.02, 20 epochs, factors ~ N(0, 0.1), zero biases) are
-      Surprise's. Cost: O(|K| k) per epoch, sequential.
+      Surprise's. Each epoch visits every rating once, in the order of the distributed SGD of
+      Gemulla et al. (2011) (DSGD): users and items are dealt once per call into ``sgd_blocks``
+      groups each (about as many ratings per group, at random otherwise), which cuts the ratings
+      into ``sgd_blocks**2`` blocks; a stratum is ``sgd_blocks`` blocks that share no user and
+      no item, and its blocks are updated at once, one rating of each block per step (vectorized
+      over the blocks), their ratings in a random order fixed per call, each epoch from a new
+      random starting point and with the strata in a new random order. Because the blocks of a
+      stratum are disjoint, an epoch is exactly the sequential SGD that visits the ratings in
+      that order (:func:`dsgd_schedule`). ``sgd_blocks=1`` is the plain sequential SGD, one
+      rating per step, in the order
+      ``jax.random.permutation(jax.random.fold_in(key, epoch), nnz)``. (Surprise visits the
+      ratings in the same order, user by user, every epoch.) Cost: O(|K| k) per epoch;
+      about |K| / (sgd_blocks * fill) sequential steps, fill ~ 0.6-0.95 the mean block size
+      over the largest of its stratum.
 
     Args:
       rows, cols: (nnz,) integer user and item indices of the observed ratings, each pair once.
@@ -130,6 +144,12 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         and the indices in range, with ``jax.experimental.checkify`` (wrap the jitted caller in
         ``checkify.checkify``). Concrete inputs are always checked.
       init: deprecated name of ``warm_start``.
+      sgd_blocks: SGD only: the number of user (and item) groups of the stratified order, in
+        [1, min(m, n)]; 1 is the sequential SGD. None (default): the largest power of two up to
+        64 that leaves at least 4 users and 4 items per group and 16 ratings per block on
+        average (1 for very small problems). The held-out error does not depend on it beyond
+        the run-to-run spread of SGD (the order is a random one either way); larger values
+        mean fewer, wider steps.
 
     Returns:
       :class:`BiasedMFResult`. ``history[t]`` is the objective J after iteration t + 1 divided by
@@ -159,6 +179,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     References:
       Y. Koren, R. Bell, C. Volinsky. Matrix factorization techniques for recommender systems.
       IEEE Computer 42(8), 2009. Eq. (5) (objective), "Learning algorithms" (SGD and ALS updates).
+      R. Gemulla, E. Nijkamp, P. J. Haas, Y. Sismanis. Large-scale matrix factorization with
+      distributed stochastic gradient descent. KDD 2011 (stratified SGD, DSGD).
       N. Hug. Surprise: a Python library for recommender systems. JOSS 2020 (``SVD`` defaults).
 
     Sharding: ``rows``, ``cols`` and ``values`` may be split along the event axis over one or
@@ -173,7 +195,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     (n, k+1), are reduce-scattered by item block, each shard solves its block, and the
     (n, k+1) solutions are all-gathered (with ``cg_steps``: ``cg_steps + 1`` psums of
     (n, k+1)), plus a scalar psum; nothing of the users' size. ``m`` must be divisible by the
-    number of shards (ValueError otherwise); ``solver="sgd"`` is sequential and rejects sharded
+    number of shards (ValueError otherwise); ``solver="sgd"`` runs on one device and rejects sharded
     ratings (ValueError); traced sharded events (under an outer ``jit``) cannot be grouped on
     the host: they are replicated, with a UserWarning, and the single-device kernel runs on
     every device. Sharded fits are not differentiable (gradients need traced ratings, which
@@ -194,8 +216,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
     solver = _checks.check_choice(fn, "solver", solver, ("als", "sgd"))
     if split is not None and solver == "sgd":
         raise ValueError(
-            f"{fn}: solver='sgd' visits the ratings one at a time in one random order, so it "
-            f"cannot be split over devices, and the ratings are sharded "
+            f"{fn}: solver='sgd' runs its strata of ratings one after another on one device, "
+            f"so it cannot be split over devices, and the ratings are sharded "
             f"({P_(split.axes)}). Use solver='als' (it splits the users' systems by shard), or "
             f"pass unsharded arrays (e.g. np.asarray(values)) to run SGD on one device.")
     events = _als.shard_events(fn, rows, cols, values, m, split)
@@ -214,18 +236,22 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         cg_steps = _checks.check_int(fn, "cg_steps", cg_steps, low=1)
     if not isinstance(biased, bool):
         raise TypeError(f"{fn}: `biased` must be True or False; got {biased!r}")
+    if sgd_blocks is None:
+        sgd_blocks = _auto_blocks(rows.shape[0], m, n)
+    else:
+        sgd_blocks = _checks.check_int(fn, "sgd_blocks", sgd_blocks, low=1, high=min(m, n))
     dtype = values.dtype
     if warm_start is not None:
         start = _warm_start(fn, warm_start, m, n, rank, dtype, checks)
     if solver == "sgd" or warm_start is None:
         key = _checks.check_key(fn, key, why="it draws the initial factors and the SGD order")
-    if warm_start is None:
+    if warm_start is None and events is None:
+        start, key = _draw_start(key, jnp.asarray(init_std, dtype), shape=(m, n), rank=rank,
+                                 dtype=jnp.dtype(dtype))
+    elif warm_start is None:  # P0 drawn where its rows live (threefry is partitionable)
         kp, kq, key = jax.random.split(key, 3)
-        if events is None:
-            P0 = init_std * jax.random.normal(kp, (m, rank), dtype)
-        else:  # drawn where its rows live (threefry is partitionable: the same numbers)
-            P0 = init_std * jax.jit(lambda k: jax.random.normal(k, (m, rank), dtype),
-                                    out_shardings=NamedSharding(events.mesh, P_(events.axes)))(kp)
+        P0 = init_std * jax.jit(lambda k: jax.random.normal(k, (m, rank), dtype),
+                                out_shardings=NamedSharding(events.mesh, P_(events.axes)))(kp)
         start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype), P0,
                          init_std * jax.random.normal(kq, (n, rank), dtype))
     if not biased:
@@ -250,7 +276,7 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
         return _implicit.biased_mf(res, rows, cols, values, lam_in, (m, n), _objective, diff,
                                    biased=biased)
     return _biased_sgd(rows, cols, values, start, hyper, key, shape=(m, n), max_iter=max_iter,
-                       biased=biased)
+                       biased=biased, blocks=sgd_blocks)
 
 
 def predict_ratings(result: Any, rows: Any, cols: Any, *,
@@ -263,6 +289,32 @@ def predict_ratings(result: Any, rows: Any, cols: Any, *,
 
 # ------------------------------------------------------------------------------------------------
 # Validation helpers
+
+
+@partial(jax.jit, static_argnames=("shape", "rank", "dtype"))
+def _draw_start(key, init_std, *, shape, rank, dtype):
+    """Zero biases and factors ~ N(0, init_std^2), from two keys split off ``key``; returns them
+    and the third key. One compiled program (drawn eagerly, each op would compile its own)."""
+    m, n = shape
+    kp, kq, key = jax.random.split(key, 3)
+    return _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype),
+                    init_std * jax.random.normal(kp, (m, rank), dtype),
+                    init_std * jax.random.normal(kq, (n, rank), dtype)), key
+
+
+def _auto_blocks(nnz: int, m: int, n: int) -> int:
+    """DSGD's default number of user (and item) groups: the largest power of two up to
+    ``_MAX_BLOCKS`` that leaves at least 4 users and 4 items per group and ``_MIN_BLOCK`` ratings
+    per block on average (1, the sequential SGD, below that)."""
+    b = 1
+    while (2 * b <= _MAX_BLOCKS and 8 * b <= min(m, n)
+           and nnz >= _MIN_BLOCK * (2 * b) ** 2):
+        b *= 2
+    return b
+
+
+_MAX_BLOCKS = 64
+_MIN_BLOCK = 16
 
 
 def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
@@ -286,9 +338,9 @@ class _Factors(NamedTuple):
 
 
 class _Table(NamedTuple):
-    """The SGD iterate: users and items in one buffer (see :func:`_biased_sgd`)."""
+    """The SGD iterate: users and items in one buffer (see :func:`_sgd_table`)."""
 
-    rows: jax.Array  # (m + n, k + 2), a user's row (b_u, 1, p_u), an item's row (1, b_i, q_i)
+    rows: jax.Array  # (m + n, width): user rows (b_u, 1, p_u, 0...), item rows (1, b_i, q_i, 0...)
 
 
 def _objective(mu, bu, bi, P, Q, rows, cols, values, lam):
@@ -386,42 +438,153 @@ def _biased_als_sharded(rows, cols, values, weights, start, hyper, *, mesh, axes
                                                          hyper)
 
 
-@partial(jax.jit, static_argnames=("shape", "max_iter", "biased"))
-def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter, biased=True):
+def _sgd_table(start: _Factors, biased: bool):
+    """(W, mask): users and items in one buffer, each row (b_u, 1, p_u, 0...) for a user and
+    (1, b_i, q_i, 0...) for an item, so that row_u . row_i = b_u + b_i + p_u . q_i and one
+    gather and one scatter per step do the whole update in place (two separate buffers make XLA
+    copy them at every step). ``mask`` (2, width) keeps the constant 1s, the zero padding (and,
+    unbiased, the biases) fixed."""
+    bu, bi, P, Q = start
+    m, k = P.shape
+    n = Q.shape[0]
+    dtype = P.dtype
+    pad = -(k + 2) % 8  # rows of a multiple of 8 floats: faster row gathers and scatters
+    W = jnp.concatenate([
+        jnp.concatenate([bu[:, None], jnp.ones((m, 1), dtype), P, jnp.zeros((m, pad), dtype)], 1),
+        jnp.concatenate([jnp.ones((n, 1), dtype), bi[:, None], Q, jnp.zeros((n, pad), dtype)], 1)])
+    mask = jnp.ones((2, k + 2 + pad), dtype).at[0, 1].set(0).at[1, 0].set(0).at[:, k + 2:].set(0)
+    if not biased:  # the biases stay at their start, 0
+        mask = mask.at[0, 0].set(0).at[1, 1].set(0)
+    return W, mask
+
+
+def _sgd_step(W, u, i, r, mu, lr, lam, mask):
+    """The paper's update of the ratings (u, i, r), each (b,), at once; no two share a user or an
+    item. ``i`` indexes W's item rows (item + m). Returns the (2 b, k + 2) new rows and their
+    indices (users first)."""
+    idx = jnp.concatenate([u, i])
+    G = W[idx].reshape(2, u.shape[0], -1)              # (2, b, k + 2): user rows, item rows
+    e = r - mu - jnp.sum(G[0] * G[1], axis=-1)
+    G = G + lr * mask[:, None, :] * (e[None, :, None] * G[::-1] - lam * G)
+    return G.reshape(2 * u.shape[0], -1), idx
+
+
+def dsgd_schedule(key, rows, cols, shape, blocks, epochs):
+    """The order in which the stratified SGD visits the ratings (Gemulla et al. 2011's DSGD),
+    all drawn from ``key`` at once.
+
+    Blocks, once per call: users and items are dealt at random into ``blocks`` groups each, with
+    about as many ratings in every group (:func:`_deal`); block (o, g) holds the ratings of user
+    group g and item group (g + o) mod blocks, so that the ``blocks`` blocks of one offset o (a
+    stratum) share no user and no item. Inside a block the ratings are in a random order.
+    Epochs: epoch e visits the strata in the random order ``strata[e]``; in stratum o, step t
+    updates, for every g with t < count[o, g] at once, the rating
+    ``order[start[o, g] + (t + shift[e, o, g]) mod count[o, g]]``: each block's ratings in
+    their order, cyclically from a random first one. So an epoch visits every rating once, and
+    it is the sequential SGD that visits, stratum after stratum and step after step, the
+    blocks' t-th ratings in the order g = 0, 1, ...
+
+    Returns (order, start, count, strata, shift): ``order`` (nnz,) the rating indices sorted by
+    (o, g, random); ``start[o, g]``, ``count[o, g]`` (blocks, blocks) where block (o, g) lies in
+    ``order``; ``strata`` (epochs, blocks); ``shift`` (epochs, blocks, blocks).
+    """
+    m, n = shape
+    b = blocks
+    nnz = rows.shape[0]
+    # One draw of random bits for everything (each jax.random call adds its own threefry code
+    # to the compiled program): ties of users, of items, of ratings, names of the groups, and
+    # each epoch's order of the strata and shifts.
+    sizes = [m, n, nnz, b, b, epochs * b]
+    bits = jax.random.bits(key, (sum(sizes) + epochs * b * b,), jnp.uint32)
+    tie_u, tie_i, rand, name_u, name_i, perm, sh = jnp.split(bits, np.cumsum(sizes))
+    gu = _deal(tie_u, name_u, rows, m, b)   # group of each user
+    gi = _deal(tie_i, name_i, cols, n, b)   # group of each item
+    g = gu[rows]
+    block = ((gi[cols] - g) % b) * b + g
+    _, _, order = lax.sort((block, rand, jnp.arange(nnz, dtype=jnp.int32)), num_keys=2)
+    count = jnp.bincount(block, length=b * b).astype(jnp.int32).reshape(b, b)
+    start = (jnp.cumsum(count) - count.ravel()).reshape(b, b)
+    strata = jnp.argsort(perm.reshape(epochs, b), axis=1).astype(jnp.int32)
+    shift = sh.reshape(epochs, b, b) % jnp.maximum(count, 1).astype(jnp.uint32)[None]
+    return order, start, count, strata, shift.astype(jnp.int32)
+
+
+def _deal(tie, name, seg, n_seg, b):
+    """A group in [0, b) for each of n_seg segments (users or items), with about as many ratings
+    in every group: segments in decreasing order of their number of ratings (ties in the random
+    order of ``tie``, (n_seg,) random bits) are dealt to the groups 0, 1, ..., b - 1, b - 1,
+    ..., 1, 0, 0, 1, ...; the group names are then permuted by ``argsort(name)`` ((b,) bits)."""
+    count = jnp.bincount(seg, length=n_seg)
+    _, _, by_count = lax.sort((-count, tie, jnp.arange(n_seg, dtype=jnp.int32)), num_keys=2)
+    pos = jnp.arange(n_seg, dtype=jnp.int32) % (2 * b)
+    snake = jnp.where(pos < b, pos, 2 * b - 1 - pos)
+    names = jnp.argsort(name).astype(jnp.int32)
+    return jnp.zeros((n_seg,), jnp.int32).at[by_count].set(names[snake])
+
+
+@partial(jax.jit, static_argnames=("shape", "max_iter", "biased", "blocks"))
+def _biased_sgd(rows, cols, values, start, hyper, key, *, shape, max_iter, biased=True,
+                blocks=1):
     m, n = shape
     lam, tol, lr = hyper
     mu = jnp.mean(values) if biased else jnp.zeros((), values.dtype)
-    bu, bi, P, Q = start
-    k = P.shape[1]
     dtype = values.dtype
-    # One buffer for users and items, each row (bias, 1, factors) for a user and (1, bias, factors)
-    # for an item, so that row_u . row_i = b_u + b_i + p_u . q_i and one 2-row gather and one
-    # 2-row scatter per rating do the whole update in place (two separate buffers make XLA copy
-    # them at every step). `mask` keeps the constant 1s fixed.
-    W = jnp.concatenate([
-        jnp.concatenate([bu[:, None], jnp.ones((m, 1), dtype), P], 1),
-        jnp.concatenate([jnp.ones((n, 1), dtype), bi[:, None], Q], 1)])
-    mask = jnp.ones((2, k + 2), dtype).at[0, 1].set(0).at[1, 0].set(0)
-    if not biased:  # the biases stay at their start, 0
-        mask = mask.at[0, 0].set(0).at[1, 1].set(0)
+    nnz = rows.shape[0]
+    k = start.user_factors.shape[1]
+    W, mask = _sgd_table(start, biased)
+    b = blocks
 
     def rating(W, x):
         u, i, r = x
-        idx = jnp.stack([u, i + m])
-        G = W[idx]                                     # (2, k + 2): user row, item row
-        e = r - mu - jnp.dot(G[0], G[1])
-        G = G + lr * mask * (e * G[::-1] - lam * G)
+        G, idx = _sgd_step(W, u[None], i[None] + m, r[None], mu, lr, lam, mask)
         return W.at[idx].set(G, unique_indices=True), None
 
     def unpack(W):
-        return _Factors(W[:m, 0], W[m:, 1], W[:m, 2:], W[m:, 2:])
+        return _Factors(W[:m, 0], W[m:, 1], W[:m, 2:k + 2], W[m:, 2:k + 2])
+
+    def sequential(W, it):
+        perm = jax.random.permutation(jax.random.fold_in(key, it), nnz)
+        W, _ = lax.scan(rating, W, (rows[perm], cols[perm], values[perm]))
+        return W
+
+    if b > 1:
+        order, first, count, strata, shift = dsgd_schedule(key, rows, cols, (m, n), b, max_iter)
+        u_s, i_s, r_s = rows[order], cols[order] + m, values[order]
+        drop = m + n + jnp.arange(2 * b, dtype=jnp.int32)  # distinct out-of-range rows
+
+    def stratified(W, it):
+        def stratum(s, W):
+            o = strata[it, s]
+            cnt, st, sh = count[o], first[o], shift[it, o]
+
+            def step(t, W):
+                j = t + sh
+                pos = st + jnp.where(j >= cnt, j - cnt, j)
+                pos = jnp.minimum(pos, nnz - 1)
+                G, idx = _sgd_step(W, u_s[pos], i_s[pos], r_s[pos], mu, lr, lam, mask)
+                idx = jnp.where(jnp.tile(t < cnt, 2), idx, drop)
+                return W.at[idx].set(G, mode="drop", unique_indices=True)
+
+            return lax.fori_loop(0, jnp.max(cnt), step, W)
+
+        return lax.fori_loop(0, b, stratum, W)
 
     def update(t: _Table, it):
-        perm = jax.random.permutation(jax.random.fold_in(key, it), rows.shape[0])
-        W, _ = lax.scan(rating, t.rows, (rows[perm], cols[perm], values[perm]))
-        return _Table(W), _objective(mu, *unpack(W), rows, cols, values, lam), None
+        W = sequential(t.rows, it) if b == 1 else stratified(t.rows, it)
+        return _Table(W), objective(W), None
 
-    J0 = _objective(mu, bu, bi, P, Q, rows, cols, values, lam)
+    # J from the table: one gather of two rows per rating for the errors (row_u . row_i =
+    # b_u + b_i + p_u . q_i), the penalty from the rating counts (no gather).
+    # mask's rows are 1 exactly on the learned entries of a user's and of an item's row.
+    n_u, n_i = (jnp.bincount(a, length=s).astype(dtype) for a, s in ((rows, m), (cols, n)))
+
+    def objective(W):
+        e = values - mu - jnp.sum(W[rows] * W[cols + m], axis=-1)
+        pen = (n_u @ jnp.sum(W[:m] ** 2 * mask[:1], axis=-1)
+               + n_i @ jnp.sum(W[m:] ** 2 * mask[1:], axis=-1))
+        return (jnp.sum(e * e) + lam * pen) / nnz
+
+    J0 = objective(W)
 
     def stop(state):
         return _solver.status_of(_solver.relative_decrease_below(state, tol, J0))

@@ -132,8 +132,8 @@ def test_sgd_epoch_matches_sequential_numpy():
     key = jax.random.key(7)
     lr, lam = 0.01, 0.02
     res = biased_mf(r, c, v, (M, N), K, lam=lam, lr=lr, solver="sgd", max_iter=1, key=key,
-                    warm_start=init)
-    # The kernel visits ratings in the order jax.random.permutation(fold_in(key, epoch), nnz).
+                    warm_start=init, sgd_blocks=1)
+    # sgd_blocks=1 visits ratings in the order jax.random.permutation(fold_in(key, epoch), nnz).
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), r.size))
     mu = float(np.mean(v.astype(np.float64)))
     bu, bi = np.array(init.user_bias, float), np.array(init.item_bias, float)
@@ -151,6 +151,57 @@ def test_sgd_epoch_matches_sequential_numpy():
     np.testing.assert_allclose(res.user_factors, P, atol=atol)
     np.testing.assert_allclose(res.item_factors, Q, atol=atol)
     assert int(res.status) == Status.MAX_ITER
+
+
+def test_sgd_stratified_epochs_match_sequential_numpy():
+    """sgd_blocks > 1: two epochs equal Surprise's loop run over the ratings in the documented
+    DSGD order (strata one after another; in a stratum, step t takes the t-th rating of every
+    block, cyclically from its shift), and the blocks of a stratum share no user and no item."""
+    from jaxfact.explicit_feedback import dsgd_schedule
+    r, c, v = _small(seed=4)
+    v = v.astype(np.float32)
+    init = _init(np.float32)
+    key = jax.random.key(9)
+    lr, lam, b = 0.01, 0.02, 3
+    res = biased_mf(r, c, v, (M, N), K, lam=lam, lr=lr, solver="sgd", max_iter=2, key=key,
+                    warm_start=init, sgd_blocks=b)
+    # With a warm start, biased_mf draws nothing else from `key`: it is the schedule's key.
+    order, start, count, strata_all, shift_all = (np.asarray(a) for a in dsgd_schedule(
+        key, r, c, (M, N), b, 2))
+    assert np.array_equal(np.sort(order), np.arange(r.size)) and count.sum() == r.size
+    mu = float(np.mean(v.astype(np.float64)))
+    bu, bi = np.array(init.user_bias, float), np.array(init.item_bias, float)
+    P, Q = np.array(init.user_factors, float), np.array(init.item_factors, float)
+    for epoch in range(2):
+        strata, shift = strata_all[epoch], shift_all[epoch]
+        assert sorted(strata) == list(range(b))
+        for o in strata:
+            blocks = [order[start[o, g]:start[o, g] + count[o, g]] for g in range(b)]
+            users = [set(r[j]) for j in blocks]
+            items = [set(c[j]) for j in blocks]
+            for g in range(b):
+                for h in range(g):
+                    assert not users[g] & users[h] and not items[g] & items[h]
+            for t in range(count[o].max()):
+                for g in range(b):
+                    if t >= count[o, g]:
+                        continue
+                    j = blocks[g][(t + shift[o, g]) % count[o, g]]
+                    u, i = r[j], c[j]
+                    e = v[j] - (mu + bu[u] + bi[i] + P[u] @ Q[i])
+                    bu[u] += lr * (e - lam * bu[u])
+                    bi[i] += lr * (e - lam * bi[i])
+                    P[u], Q[i] = (P[u] + lr * (e * Q[i] - lam * P[u]),
+                                  Q[i] + lr * (e * P[u] - lam * Q[i]))
+    # float32 arithmetic over ~480 sequential updates of O(1) values.
+    atol = tol(np.float32, 10)
+    np.testing.assert_allclose(res.user_bias, bu, atol=atol)
+    np.testing.assert_allclose(res.item_bias, bi, atol=atol)
+    np.testing.assert_allclose(res.user_factors, P, atol=atol)
+    np.testing.assert_allclose(res.item_factors, Q, atol=atol)
+    # The history's last entry is J of the returned factors.
+    np.testing.assert_allclose(float(res.history[1]) * r.size, _objective_np(res, r, c, v, lam),
+                               rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +300,9 @@ def test_errors():
         predict(_init(np.float32), r, c, clip=(5, 1))
     with pytest.raises(TypeError, match="biased_mf: `biased` must be True or False; got 1"):
         biased_mf(r, c, v, (M, N), K, key=key, biased=1)
+    with pytest.raises(ValueError,
+                       match=r"biased_mf: `sgd_blocks` must be an integer in \[1, 20\]"):
+        biased_mf(r, c, v, (M, N), K, key=key, solver="sgd", sgd_blocks=0)
 
 
 def test_checks_true_stages_value_checks_under_jit():
@@ -303,7 +357,7 @@ def test_unbiased_mf_matches_numpy():
 
         key, lr = jax.random.key(3), 0.01
         sgd = biased_mf(r, c, v64, (M, N), K, lam=0.02, lr=lr, solver="sgd", max_iter=1,
-                        key=key, warm_start=init, biased=False)
+                        key=key, warm_start=init, biased=False, sgd_blocks=1)
         order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), r.size))
         P, Q = np.array(init.user_factors, float), np.array(init.item_factors, float)
         for j in order:
