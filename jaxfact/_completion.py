@@ -93,12 +93,6 @@ class SVTIterate(NamedTuple):
     residual: jax.Array  # () ||P_Omega(X^k - M)||_F / ||P_Omega M||_F
 
 
-def _svt_svd(rows, cols, y, V, passes, shape):
-    Y = linop.ObservedMatrix(rows, cols, y, shape)
-    return Factors(*_linalg.subspace_svd(lambda B: linop.matmul(Y, B),
-                                         lambda B: linop.rmatmul(Y, B), V, passes, shape))
-
-
 def _svt_stop(state, tau, tol, K, shape, max_iter):
     """SVT's status after an iteration: converged on the residual, diverged, or the next step
     would need the grown buffer (none after the last iteration)."""
@@ -115,67 +109,117 @@ def _svt_full(Y: Factors, tau, K, nmin):
     return (jnp.sum(Y.s > tau) > K - MARGIN) & (K < nmin)
 
 
-def _svt_start(key, rows, cols, b, tau, delta, shape, K, max_iter, n_power):
-    """The state at the paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)`` (section 5.1.1),
-    ``k0 = ceil(tau / (delta ||P_Omega M||_2))``, with the top singular triplets of Y^{k0}."""
+def _svt_subspace_svd(rows, cols, y, V, passes, shape):
+    """Top singular triplets of the sparse Y (values ``y`` at (rows, cols)) by ``passes`` block
+    power iterations from V (n2, K), as ``_linalg.subspace_svd`` computes them, in a smaller
+    program: both half-steps (``Y Q`` and ``Y^T Q``) are the same segment sum over a block of
+    max(n1, n2) rows, whose index arrays (gather from ``cols`` and sum into ``rows``, or the
+    reverse) are selected per half-step instead of branching, so the product and the QR are
+    compiled once. ``passes`` may be traced."""
     n1, n2 = shape
-    # A Gaussian start block; the first pass orthonormalizes Y V, so V need not be orthonormal.
-    V = jax.random.normal(key, (n2, K), b.dtype)
-    # A long power iteration on P_Omega(M) gives ||P_Omega M||_2, and the singular vectors that
-    # Y^{k0} (a multiple of P_Omega(M)) shares.
-    P = _svt_svd(rows, cols, b, V, START_PASSES, shape)
-    norm = jnp.where(P.s[0] > 0, P.s[0], 1)
-    y = jnp.ceil(tau / (delta * norm)) * delta * b
-    Y = _svt_svd(rows, cols, y, P.V, n_power + 1, shape)
-    zero = Factors(jnp.zeros((n1, K), b.dtype), jnp.zeros((K,), b.dtype),
-                   jnp.zeros((n2, K), b.dtype))
-    iterate = SVTIterate(y, Y, zero, jnp.asarray(jnp.inf, b.dtype))
-    state = _solver.start(iterate, max_iter=max_iter, dtype=b.dtype, record=_record(b.dtype))
-    full = _svt_full(Y, tau, K, min(shape))
-    return state._replace(status=jnp.where(full, _solver.Status.BUFFER_FULL,
-                                           _solver.Status.RUNNING).astype(jnp.int32))
+    N, K = max(n1, n2), V.shape[1]
+    idx = jnp.stack([cols, rows])   # half-step h gathers rows idx[h % 2], sums into idx[1 - h % 2]
+
+    def half(h, carry):
+        _, Q, _ = carry
+        odd = h % 2
+        src, dst = idx[odd], idx[1 - odd]
+        B = jax.ops.segment_sum(y[:, None] * Q[src], dst, num_segments=N)
+        Qn, R = _linalg.householder_qr(B)
+        return Q, Qn, R
+
+    # Carry (the previous half-step's Q, the last one's Q, R): after an even number of half-steps
+    # they are the row side Q_m (Y Q_r = Q_m R') and the column side Q_r (Y^T Q_m = Q_r R).
+    init = (jnp.zeros((N, K), V.dtype), jnp.pad(V, ((0, N - n2), (0, 0))),
+            jnp.zeros((K, K), V.dtype))
+    Qm, Qr, R = jax.lax.fori_loop(0, 2 * passes, half, init)
+    Ur, s, Vrt = jnp.linalg.svd(R.T)
+    return Factors(Qm[:n1] @ Ur, s, Qr[:n2] @ Vrt.T)
 
 
-def _svt_grow(state, key, rows, cols, tau, shape, K, n_power):
-    """``state`` (stopped with a full buffer) with K components: new Gaussian directions beside
-    the computed subspace, and the SVD of the current Y redone with them."""
-    it = state.iterate
-    pad = K - it.Y.s.shape[0]
-    grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
-    V = jnp.concatenate([it.Y.V, jax.random.normal(key, (shape[1], pad), it.y.dtype)], axis=1)
-    Y = _svt_svd(rows, cols, it.y, V, n_power + 1, shape)
-    X = Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V))
-    full = _svt_full(Y, tau, K, min(shape))
-    status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
-    return state._replace(iterate=it._replace(Y=Y, X=X), status=status.astype(jnp.int32))
+class _SVTLoop(NamedTuple):
+    it: SVTIterate
+    first: jax.Array     # () bool: the next step is the start's (or the grown buffer's) SVD
+    passes0: jax.Array   # () int32: power iterations of that first SVD
 
 
 @partial(jax.jit, static_argnames=("shape", "K", "max_iter", "n_power"))
 def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, n_power):
     """Runs SVT with a rank buffer of K components from its start (``state`` None) or from a state
     that stopped with a full smaller buffer, until it converges, diverges, reaches max_iter or
-    fills the buffer. Returns (state, CompletionResult)."""
-    if state is None:
-        state = _svt_start(key, rows, cols, b, tau, delta, shape, K, max_iter, n_power)
-    else:
-        state = _svt_grow(state, key, rows, cols, tau, shape, K, n_power)
-    norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
+    fills the buffer. Returns (state, CompletionResult).
 
-    def update(it, n_iter):
+    One program with one partial SVD: the loop's first step computes the SVD of the start (the
+    paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)``, ``k0 = ceil(tau / (delta
+    ||P_Omega M||_2))``: the SVD of P_Omega(M) by a long power iteration from a Gaussian block,
+    scaled) or, after a full buffer, of the last Y with the grown block (the old subspace plus new
+    Gaussian directions); the later steps are SVT's. The first step is not an SVT iteration: it is
+    dropped from the history, and ``n_iter`` does not count it."""
+    n1, n2 = shape
+    dtype = b.dtype
+    fresh = state is None
+    if fresh:
+        zero = Factors(jnp.zeros((n1, K), dtype), jnp.zeros((K,), dtype),
+                       jnp.zeros((n2, K), dtype))
+        # A Gaussian start block: the first pass orthonormalizes Y V, so V need not be
+        # orthonormal. Y = P_Omega(M) now; the first step scales it to Y^{k0}.
+        V = jax.random.normal(key, (n2, K), dtype)
+        it = SVTIterate(b, zero._replace(V=V), zero, jnp.asarray(jnp.inf, dtype))
+        state = _solver.start(it, max_iter=max_iter, dtype=dtype, record=_record(dtype))
+        passes0 = START_PASSES + n_power + 1
+    else:
+        it = state.iterate
+        pad = K - it.Y.s.shape[0]
+        grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
+        V = jnp.concatenate([it.Y.V, jax.random.normal(key, (n2, pad), dtype)], axis=1)
+        it = it._replace(Y=Factors(grow(it.Y.U), jnp.pad(it.Y.s, (0, pad)), V),
+                         X=Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V)))
+        state = state._replace(iterate=it)
+        passes0 = n_power + 1
+    start = state.n_iter   # the first step's index
+    norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
+    extend = lambda h, fill: jnp.concatenate([h, jnp.full((1,), fill, h.dtype)])
+    state = _solver.State(
+        _SVTLoop(state.iterate, jnp.asarray(True), jnp.asarray(passes0, jnp.int32)),
+        state.n_iter, extend(state.history, jnp.nan),
+        Record(extend(state.trace.rank, -1), extend(state.trace.residual, jnp.nan)),
+        jnp.asarray(_solver.Status.RUNNING, jnp.int32))
+
+    def update(loop, n_iter):
+        it, first = loop.it, loop.first
         U, s, V = it.Y
         d = jnp.maximum(s - tau, 0)
         x = _linalg.gather(U, d, V.T, rows, cols)
         residual = relative_residual(x, b, norm_b)
-        y = it.y + delta * (b - x)
-        Y = _svt_svd(rows, cols, y, V, n_power + 1, shape)
+        y = jnp.where(first, it.y, it.y + delta * (b - x))
+        Y = _svt_subspace_svd(rows, cols, y, V, jnp.where(first, loop.passes0, n_power + 1),
+                              shape)
+        if fresh:   # the start: Y = P_Omega(M) becomes Y^{k0}
+            norm = jnp.where(Y.s[0] > 0, Y.s[0], 1)
+            c = jnp.where(first, jnp.ceil(tau / (delta * norm)) * delta, 1).astype(dtype)
+            y, Y = c * y, Y._replace(s=c * Y.s)
         objective = tau * jnp.sum(d) + 0.5 * jnp.sum(d * d)   # tau ||X||_* + 1/2 ||X||_F^2
         rank = jnp.sum(s > tau).astype(jnp.int32)
-        return SVTIterate(y, Y, Factors(U, d, V), residual), objective, Record(rank, residual)
+        it = SVTIterate(y, Y, jax.tree.map(lambda a, b: jnp.where(first, a, b), it.X,
+                                           Factors(U, d, V)),
+                        jnp.where(first, it.residual, residual))
+        loop = _SVTLoop(it, jnp.asarray(False), loop.passes0)
+        return loop, jnp.where(first, 0, objective), Record(rank, residual)
 
-    def stop(state):
-        return _svt_stop(state, tau, tol, K, shape, max_iter)
+    def stop(s):
+        # s.n_iter counts the first step: SVT's own count is one less.
+        svt = s._replace(iterate=s.iterate.it, n_iter=s.n_iter - 1)
+        after_first = _svt_full(svt.iterate.Y, tau, K, min(shape))
+        after_first = jnp.where(after_first, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
+        return jnp.where(s.n_iter == start + 1, after_first,
+                         _svt_stop(svt, tau, tol, K, shape, max_iter))
 
     state = _solver.run(update, stop, state)
+    # Drop the first step's entry from the records.
+    keep = jnp.arange(max_iter, dtype=jnp.int32)
+    keep = jnp.where(keep < start, keep, keep + 1)
+    state = _solver.State(state.iterate.it, state.n_iter - 1, state.history[keep],
+                          jax.tree.map(lambda h: h[keep], state.trace), state.status)
     X = state.iterate.X
     return state, completed(state, X.U, X.s, X.V, state.iterate.residual)
 
