@@ -109,13 +109,60 @@ def _svt_full(Y: Factors, tau, K, nmin):
     return (jnp.sum(Y.s > tau) > K - MARGIN) & (K < nmin)
 
 
-def _svt_subspace_svd(rows, cols, y, V, passes, shape):
+def hash_block(seed, n, cols):
+    """(n, len(cols)) pseudo-random numbers, uniform in [-1, 1), entry (i, j) a hash of (i,
+    cols[j], seed): generic directions that seed a subspace iteration, built from a key's raw bits
+    ``seed`` (uint32 (2,)) with a few integer operations (a ``jax.random`` draw compiles a
+    threefry program several times larger than the solver's own steps)."""
+    i = jnp.arange(n, dtype=jnp.uint32)[:, None]
+    j = jnp.asarray(cols, jnp.uint32)[None, :]
+    h = i * jnp.uint32(0x9E3779B1) ^ (j * jnp.uint32(0x85EBCA77) + seed[0])
+    h = h ^ seed[1] * jnp.uint32(0xC2B2AE3D)
+    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):   # murmur3's finalizer
+        h = h ^ (h >> shift)
+        if mult is not None:
+            h = h * jnp.uint32(mult)
+    return (h >> 8).astype(jnp.int32).astype(jnp.float32) * 2.0**-23 - 1
+
+
+def key_bits(key):
+    """A ``jax.random`` key's raw uint32 (2,) data (typed or legacy keys)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return key.reshape(-1)[:2].astype(jnp.uint32)
+
+
+def _orth(B, fill):
+    """An orthonormal basis of the columns of B (N, K), by the Gram matrix's eigendecomposition
+    twice (SVQB, Stathopoulos & Wu 2002): ``Q = B D W Lambda^{-1/2}`` for ``D B^T B D = W Lambda
+    W^T``, D the inverse column norms. Two K x K eigendecompositions and four (N, K) products;
+    directions with eigenvalues below ``eps`` times the largest (rank deficiency) are replaced by
+    those of ``fill`` (N, K) before the second pass, so Q keeps K orthonormal columns. The first
+    pass leaves an orthogonality error of about eps cond(B)^2, the second removes it."""
+    eps = jnp.finfo(B.dtype).eps
+
+    def svqb(B):
+        G = B.T @ B
+        g = jnp.diagonal(G)
+        d = jnp.where(g > 0, jax.lax.rsqrt(jnp.where(g > 0, g, 1)), 0)
+        lam, W = jnp.linalg.eigh(G * d[:, None] * d[None, :])
+        keep = lam > 4 * eps * jnp.maximum(lam[-1], jnp.finfo(B.dtype).tiny)
+        scale = jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, lam, 1)), 0)
+        return B @ (d[:, None] * W * scale[None, :]), keep
+
+    Q, keep = svqb(B)
+    Q, _ = svqb(jnp.where(keep[None, :], Q, fill))
+    return Q
+
+
+def _svt_subspace_svd(rows, cols, y, V, passes, shape, fill):
     """Top singular triplets of the sparse Y (values ``y`` at (rows, cols)) by ``passes`` block
-    power iterations from V (n2, K), as ``_linalg.subspace_svd`` computes them, in a smaller
-    program: both half-steps (``Y Q`` and ``Y^T Q``) are the same segment sum over a block of
-    max(n1, n2) rows, whose index arrays (gather from ``cols`` and sum into ``rows``, or the
-    reverse) are selected per half-step instead of branching, so the product and the QR are
-    compiled once. ``passes`` may be traced."""
+    power iterations from V (n2, K) (Halko et al. 2011, Algorithms 4.4 and 5.1, as
+    ``_linalg.subspace_svd``), in a small program: both half-steps (``Y Q`` and ``Y^T Q``) are
+    the same segment sum over a block of max(n1, n2) rows, whose index arrays (gather from
+    ``cols`` and sum into ``rows``, or the reverse) are selected per half-step instead of
+    branching, and the blocks are orthonormalized by :func:`_orth` (``fill``: (N, K) directions
+    for rank-deficient blocks). ``passes`` may be traced."""
     n1, n2 = shape
     N, K = max(n1, n2), V.shape[1]
     idx = jnp.stack([cols, rows])   # half-step h gathers rows idx[h % 2], sums into idx[1 - h % 2]
@@ -125,11 +172,12 @@ def _svt_subspace_svd(rows, cols, y, V, passes, shape):
         odd = h % 2
         src, dst = idx[odd], idx[1 - odd]
         B = jax.ops.segment_sum(y[:, None] * Q[src], dst, num_segments=N)
-        Qn, R = _linalg.householder_qr(B)
-        return Q, Qn, R
+        Qn = _orth(B, fill)
+        return Q, Qn, Qn.T @ B
 
-    # Carry (the previous half-step's Q, the last one's Q, R): after an even number of half-steps
-    # they are the row side Q_m (Y Q_r = Q_m R') and the column side Q_r (Y^T Q_m = Q_r R).
+    # Carry (the previous half-step's Q, the last one's Q, R = Q^T B): after an even number of
+    # half-steps they are the row side Q_m and the column side Q_r with Y^T Q_m = Q_r R, so
+    # Y ~ Q_m Q_m^T Y = Q_m R^T Q_r^T.
     init = (jnp.zeros((N, K), V.dtype), jnp.pad(V, ((0, N - n2), (0, 0))),
             jnp.zeros((K, K), V.dtype))
     Qm, Qr, R = jax.lax.fori_loop(0, 2 * passes, half, init)
@@ -151,19 +199,23 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
 
     One program with one partial SVD: the loop's first step computes the SVD of the start (the
     paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)``, ``k0 = ceil(tau / (delta
-    ||P_Omega M||_2))``: the SVD of P_Omega(M) by a long power iteration from a Gaussian block,
-    scaled) or, after a full buffer, of the last Y with the grown block (the old subspace plus new
-    Gaussian directions); the later steps are SVT's. The first step is not an SVT iteration: it is
+    ||P_Omega M||_2))``: the SVD of P_Omega(M) by a long power iteration from a pseudo-random
+    block (:func:`hash_block` of ``key``'s bits), scaled) or, after a full buffer, of the last Y
+    with the grown block (the old subspace plus new pseudo-random directions); the later steps
+    are SVT's. The first step is not an SVT iteration: it is
     dropped from the history, and ``n_iter`` does not count it."""
     n1, n2 = shape
     dtype = b.dtype
     fresh = state is None
+    seed = key_bits(key)
+    # Directions for rank-deficient blocks in the orthonormalizations (another seed).
+    fill = hash_block(seed ^ jnp.uint32(0x5BD1E995), max(n1, n2), jnp.arange(K)).astype(dtype)
     if fresh:
         zero = Factors(jnp.zeros((n1, K), dtype), jnp.zeros((K,), dtype),
                        jnp.zeros((n2, K), dtype))
-        # A Gaussian start block: the first pass orthonormalizes Y V, so V need not be
+        # A pseudo-random start block: the first pass orthonormalizes Y V, so V need not be
         # orthonormal. Y = P_Omega(M) now; the first step scales it to Y^{k0}.
-        V = jax.random.normal(key, (n2, K), dtype)
+        V = hash_block(seed, n2, jnp.arange(K)).astype(dtype)
         it = SVTIterate(b, zero._replace(V=V), zero, jnp.asarray(jnp.inf, dtype))
         state = _solver.start(it, max_iter=max_iter, dtype=dtype, record=_record(dtype))
         passes0 = START_PASSES + n_power + 1
@@ -171,7 +223,10 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         it = state.iterate
         pad = K - it.Y.s.shape[0]
         grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
-        V = jnp.concatenate([it.Y.V, jax.random.normal(key, (n2, pad), dtype)], axis=1)
+        # New directions beside the computed subspace: the hash's columns the smaller buffer
+        # did not use.
+        V = jnp.concatenate([it.Y.V, hash_block(seed, n2, jnp.arange(K - pad, K)).astype(dtype)],
+                            axis=1)
         it = it._replace(Y=Factors(grow(it.Y.U), jnp.pad(it.Y.s, (0, pad)), V),
                          X=Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V)))
         state = state._replace(iterate=it)
@@ -193,7 +248,7 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         residual = relative_residual(x, b, norm_b)
         y = jnp.where(first, it.y, it.y + delta * (b - x))
         Y = _svt_subspace_svd(rows, cols, y, V, jnp.where(first, loop.passes0, n_power + 1),
-                              shape)
+                              shape, fill)
         if fresh:   # the start: Y = P_Omega(M) becomes Y^{k0}
             norm = jnp.where(Y.s[0] > 0, Y.s[0], 1)
             c = jnp.where(first, jnp.ceil(tau / (delta * norm)) * delta, 1).astype(dtype)

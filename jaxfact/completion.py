@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxfact import _checks
 from jaxfact import _completion
@@ -142,7 +143,12 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     delta = (1.2 * n1 * n2 / nnz if delta is None
              else _checks.check_real(fn, "delta", delta, low=0.0, low_open=True))
     tol = _checks.check_real(fn, "tol", tol, low=0.0)
-    key = jax.random.key(0) if key is None else _checks.check_key(fn, key)
+    if key is not None:
+        key = _checks.check_key(fn, key)
+    elif layout is not None:
+        key = jax.random.key(0)
+    else:   # the raw bits of jax.random.key(0), without compiling its seeding program
+        key = jnp.asarray(np.zeros((2,), np.uint32))
     tau, delta, tol = (jnp.asarray(v, dtype) for v in (tau, delta, tol))
 
     K = min(buffer_size, nmin)
@@ -165,12 +171,26 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
         # Double the buffer (new random directions beside the computed subspace), redo the SVD
         # of the last Y with it and go on. One compilation per buffer size.
         K = min(2 * K, nmin)
-        key, sub = jax.random.split(key)
+        if layout is not None:
+            key, sub = jax.random.split(key)
+        else:   # the new directions are the key's hash at the new columns
+            sub = key
         state, result = run(state, sub, K)
     if concrete:
-        r = int(jnp.sum(result.S > 0))
-        result = result._replace(U=result.U[:, :r], S=result.S[:r], Vt=result.Vt[:r])
+        result = _trim(result)
     return result
+
+
+def _trim(result):
+    """``result`` with its factors cut to the rank (S > 0), sliced on the host: a slice of a device
+    array compiles a program per shape, which costs more than copying these small factors."""
+    S = np.asarray(result.S)
+    r = int(np.count_nonzero(S > 0))
+    if r == S.shape[0]:
+        return result
+    put = lambda a, sub: jax.device_put(sub, a.sharding)
+    return result._replace(U=put(result.U, np.asarray(result.U)[:, :r]), S=put(result.S, S[:r]),
+                           Vt=put(result.Vt, np.asarray(result.Vt)[:r]))
 
 
 def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, lam: Any,
