@@ -134,38 +134,36 @@ def key_bits(key):
 
 def _orth(B, fill):
     """An orthonormal basis of the columns of B (N, K), by the Gram matrix's eigendecomposition
-    twice (SVQB, Stathopoulos & Wu 2002): ``Q = B D W Lambda^{-1/2}`` for ``D B^T B D = W Lambda
-    W^T``, D the inverse column norms. Two K x K eigendecompositions and four (N, K) products;
-    directions with eigenvalues below ``eps`` times the largest (rank deficiency) are replaced by
-    those of ``fill`` (N, K) before the second pass, so Q keeps K orthonormal columns. The first
-    pass leaves an orthogonality error of about eps cond(B)^2, the second removes it."""
-    eps = jnp.finfo(B.dtype).eps
+    twice (SVQB, Stathopoulos & Wu 2002, without the diagonal scaling): ``Q = B W
+    Lambda^{-1/2}`` for ``B^T B = W Lambda W^T``. Two K x K eigendecompositions and four (N, K)
+    products; directions with eigenvalues below ``4 eps`` times the largest (rank deficiency) are
+    replaced by those of ``fill`` (N, K) before the second pass, so Q keeps K orthonormal columns.
+    The first pass leaves an orthogonality error of about eps cond(B)^2, the second removes it."""
+    tiny = jnp.finfo(B.dtype).tiny
 
     def svqb(B):
-        G = B.T @ B
-        g = jnp.diagonal(G)
-        d = jnp.where(g > 0, jax.lax.rsqrt(jnp.where(g > 0, g, 1)), 0)
-        lam, W = jnp.linalg.eigh(G * d[:, None] * d[None, :])
-        keep = lam > 4 * eps * jnp.maximum(lam[-1], jnp.finfo(B.dtype).tiny)
+        W, lam = jax.lax.linalg.eigh(B.T @ B, symmetrize_input=False, sort_eigenvalues=False)
+        keep = lam > 4 * jnp.finfo(B.dtype).eps * jnp.maximum(jnp.max(lam), tiny)
         scale = jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, lam, 1)), 0)
-        return B @ (d[:, None] * W * scale[None, :]), keep
+        return B @ (W * scale[None, :]), keep
 
     Q, keep = svqb(B)
     Q, _ = svqb(jnp.where(keep[None, :], Q, fill))
     return Q
 
 
-def _svt_subspace_svd(rows, cols, y, V, passes, shape, fill):
+def _svt_subspace_svd(idx, y, V, passes, shape, fill):
     """Top singular triplets of the sparse Y (values ``y`` at (rows, cols)) by ``passes`` block
     power iterations from V (n2, K) (Halko et al. 2011, Algorithms 4.4 and 5.1, as
     ``_linalg.subspace_svd``), in a small program: both half-steps (``Y Q`` and ``Y^T Q``) are
     the same segment sum over a block of max(n1, n2) rows, whose index arrays (gather from
     ``cols`` and sum into ``rows``, or the reverse) are selected per half-step instead of
     branching, and the blocks are orthonormalized by :func:`_orth` (``fill``: (N, K) directions
-    for rank-deficient blocks). ``passes`` may be traced."""
+    for rank-deficient blocks). ``idx`` is ``stack([cols, rows])``: half-step h gathers the rows
+    ``idx[h % 2]`` of its block and sums them into ``idx[1 - h % 2]``. ``passes`` may be traced.
+    """
     n1, n2 = shape
     N, K = max(n1, n2), V.shape[1]
-    idx = jnp.stack([cols, rows])   # half-step h gathers rows idx[h % 2], sums into idx[1 - h % 2]
 
     def half(h, carry):
         _, Q, _ = carry
@@ -207,15 +205,19 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
     n1, n2 = shape
     dtype = b.dtype
     fresh = state is None
-    seed = key_bits(key)
-    # Directions for rank-deficient blocks in the orthonormalizations (another seed).
-    fill = hash_block(seed ^ jnp.uint32(0x5BD1E995), max(n1, n2), jnp.arange(K)).astype(dtype)
+    N = max(n1, n2)
+    idx = jnp.stack([cols, rows])
+    # The hash's columns: [0, K) the start block, [nmin, nmin + K) the directions that replace
+    # those of rank-deficient blocks in the orthonormalizations (never a buffer's).
+    H = hash_block(key_bits(key), N, jnp.concatenate([jnp.arange(K), min(shape) + jnp.arange(K)])
+                   ).astype(dtype)
+    fill = H[:, K:]
     if fresh:
         zero = Factors(jnp.zeros((n1, K), dtype), jnp.zeros((K,), dtype),
                        jnp.zeros((n2, K), dtype))
         # A pseudo-random start block: the first pass orthonormalizes Y V, so V need not be
         # orthonormal. Y = P_Omega(M) now; the first step scales it to Y^{k0}.
-        V = hash_block(seed, n2, jnp.arange(K)).astype(dtype)
+        V = H[:n2, :K]
         it = SVTIterate(b, zero._replace(V=V), zero, jnp.asarray(jnp.inf, dtype))
         state = _solver.start(it, max_iter=max_iter, dtype=dtype, record=_record(dtype))
         passes0 = START_PASSES + n_power + 1
@@ -225,8 +227,7 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
         # New directions beside the computed subspace: the hash's columns the smaller buffer
         # did not use.
-        V = jnp.concatenate([it.Y.V, hash_block(seed, n2, jnp.arange(K - pad, K)).astype(dtype)],
-                            axis=1)
+        V = jnp.concatenate([it.Y.V, H[:n2, K - pad:K]], axis=1)
         it = it._replace(Y=Factors(grow(it.Y.U), jnp.pad(it.Y.s, (0, pad)), V),
                          X=Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V)))
         state = state._replace(iterate=it)
@@ -247,8 +248,8 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         x = _linalg.gather(U, d, V.T, rows, cols)
         residual = relative_residual(x, b, norm_b)
         y = jnp.where(first, it.y, it.y + delta * (b - x))
-        Y = _svt_subspace_svd(rows, cols, y, V, jnp.where(first, loop.passes0, n_power + 1),
-                              shape, fill)
+        Y = _svt_subspace_svd(idx, y, V, jnp.where(first, loop.passes0, n_power + 1), shape,
+                              fill)
         if fresh:   # the start: Y = P_Omega(M) becomes Y^{k0}
             norm = jnp.where(Y.s[0] > 0, Y.s[0], 1)
             c = jnp.where(first, jnp.ceil(tau / (delta * norm)) * delta, 1).astype(dtype)
@@ -271,10 +272,10 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
 
     state = _solver.run(update, stop, state)
     # Drop the first step's entry from the records.
-    keep = jnp.arange(max_iter, dtype=jnp.int32)
-    keep = jnp.where(keep < start, keep, keep + 1)
-    state = _solver.State(state.iterate.it, state.n_iter - 1, state.history[keep],
-                          jax.tree.map(lambda h: h[keep], state.trace), state.status)
+    before = jnp.arange(max_iter, dtype=jnp.int32) < start
+    drop = lambda h: jnp.where(before, h[:-1], h[1:])
+    state = _solver.State(state.iterate.it, state.n_iter - 1, drop(state.history),
+                          jax.tree.map(drop, state.trace), state.status)
     X = state.iterate.X
     return state, completed(state, X.U, X.s, X.V, state.iterate.residual)
 
@@ -594,9 +595,11 @@ def svt_solve_sharded(state, key, entries, tau, delta, tol, *, mesh, axes, repli
     fac = Factors(P(row, None), P(), P())
     state_spec = _solver.State(SVTIterate(y_spec, fac, fac, P()), P(), P(), Record(P(), P()), P())
     fresh = state is None
-    V0 = (jax.random.normal(key, (n2, K), entries.values.dtype) if fresh
-          else jnp.concatenate([state.iterate.Y.V, jax.random.normal(
-              key, (n2, K - state.iterate.Y.s.shape[0]), entries.values.dtype)], axis=1))
+    # The start block and the grown buffer's new directions: the same hash columns as
+    # svt_solve's.
+    H = hash_block(key_bits(key), n2, jnp.arange(K)).astype(entries.values.dtype)
+    V0 = H if fresh else jnp.concatenate([state.iterate.Y.V, H[:, state.iterate.Y.s.shape[0]:]],
+                                         axis=1)
 
     def body(entries, state, V0, tau, delta, tol):
         local, cols, b, w = _local_entries(entries, axes, mb)

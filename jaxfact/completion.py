@@ -62,7 +62,11 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     (one compilation per size). Iterations run in ``lax.while_loop``.
 
     Cost per iteration: ``2 (n_power + 1)`` products of the sparse Y with (n, k) blocks,
-    O(nnz k) each, plus O((n1 + n2) k^2) for orthonormalization; k = buffer size.
+    O(nnz k) each, plus O((n1 + n2) k^2) for orthonormalization (two Gram-matrix
+    eigendecompositions per block, SVQB); k = buffer size. The whole solve for one buffer size
+    is one compiled program holding one partial SVD (the start's SVD is the loop's first step),
+    so a first call spends little on compilation; see :ref:`compilation-cache` for keeping
+    compiled programs across processes.
 
     Args:
       rows, cols: (nnz,) integer indices of the observed entries, each pair at most once.
@@ -72,10 +76,12 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
       delta: step size; default ``1.2 n1 n2 / nnz`` (the paper's 1.2 / p).
       tol: stopping tolerance on the relative residual on Omega (paper: 1e-4).
       max_iter: iteration cap (SVT.m: 500).
-      key: ``jax.random`` key for the starting block of the first subspace iteration and for the
-        new directions when the buffer grows; ``None`` uses ``jax.random.key(0)``. The result does
-        not depend on it beyond the tolerance: the starting block only seeds a 10-pass power
-        iteration on P_Omega(M) (tests compare two keys).
+      key: ``jax.random`` key whose bits seed the pseudo-random starting block of the first
+        subspace iteration and the new directions when the buffer grows (an integer hash of
+        the key and the entry's position: no ``jax.random`` program is compiled); ``None`` uses
+        the bits of ``jax.random.key(0)``. The result does not depend on it beyond the
+        tolerance: the starting block only seeds a 12-pass power iteration on P_Omega(M) (tests
+        compare two keys).
       buffer_size: the initial size of the rank buffer, not a target rank: the rank of X is set
         by ``tau``, and the buffer doubles whenever fewer than 5 of its values fall below tau.
       n_power: extra subspace (power) iterations per SVT step (1 matches full-accuracy SVDs).
@@ -143,12 +149,9 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     delta = (1.2 * n1 * n2 / nnz if delta is None
              else _checks.check_real(fn, "delta", delta, low=0.0, low_open=True))
     tol = _checks.check_real(fn, "tol", tol, low=0.0)
-    if key is not None:
-        key = _checks.check_key(fn, key)
-    elif layout is not None:
-        key = jax.random.key(0)
-    else:   # the raw bits of jax.random.key(0), without compiling its seeding program
-        key = jnp.asarray(np.zeros((2,), np.uint32))
+    # None: the raw bits of jax.random.key(0), without compiling its seeding program.
+    key = (jnp.asarray(np.zeros((2,), np.uint32)) if key is None
+           else _checks.check_key(fn, key))
     tau, delta, tol = (jnp.asarray(v, dtype) for v in (tau, delta, tol))
 
     K = min(buffer_size, nmin)
@@ -171,11 +174,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
         # Double the buffer (new random directions beside the computed subspace), redo the SVD
         # of the last Y with it and go on. One compilation per buffer size.
         K = min(2 * K, nmin)
-        if layout is not None:
-            key, sub = jax.random.split(key)
-        else:   # the new directions are the key's hash at the new columns
-            sub = key
-        state, result = run(state, sub, K)
+        state, result = run(state, key, K)   # new directions: the key's hash at new columns
     if concrete:
         result = _trim(result)
     return result
