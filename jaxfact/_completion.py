@@ -206,6 +206,8 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
     dtype = b.dtype
     fresh = state is None
     N = max(n1, n2)
+    # Unsigned indices: gathers with them need no wrap-around of negative indices.
+    rows, cols = rows.astype(jnp.uint32), cols.astype(jnp.uint32)
     idx = jnp.stack([cols, rows])
     # The hash's columns: [0, K) the start block, [nmin, nmin + K) the directions that replace
     # those of rank-deficient blocks in the orthonormalizations (never a buffer's).
@@ -219,7 +221,8 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         # orthonormal. Y = P_Omega(M) now; the first step scales it to Y^{k0}.
         V = H[:n2, :K]
         it = SVTIterate(b, zero._replace(V=V), zero, jnp.asarray(jnp.inf, dtype))
-        state = _solver.start(it, max_iter=max_iter, dtype=dtype, record=_record(dtype))
+        # Records for the first step and max_iter iterations.
+        state = _solver.start(it, max_iter=max_iter + 1, dtype=dtype, record=_record(dtype))
         passes0 = START_PASSES + n_power + 1
     else:
         it = state.iterate
@@ -230,16 +233,16 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         V = jnp.concatenate([it.Y.V, H[:n2, K - pad:K]], axis=1)
         it = it._replace(Y=Factors(grow(it.Y.U), jnp.pad(it.Y.s, (0, pad)), V),
                          X=Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V)))
-        state = state._replace(iterate=it)
+        extend = lambda h, fill: jnp.concatenate([h, jnp.full((1,), fill, h.dtype)])
+        state = _solver.State(it, state.n_iter, extend(state.history, jnp.nan),
+                              Record(extend(state.trace.rank, -1),
+                                     extend(state.trace.residual, jnp.nan)), state.status)
         passes0 = n_power + 1
     start = state.n_iter   # the first step's index
     norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
-    extend = lambda h, fill: jnp.concatenate([h, jnp.full((1,), fill, h.dtype)])
     state = _solver.State(
         _SVTLoop(state.iterate, jnp.asarray(True), jnp.asarray(passes0, jnp.int32)),
-        state.n_iter, extend(state.history, jnp.nan),
-        Record(extend(state.trace.rank, -1), extend(state.trace.residual, jnp.nan)),
-        jnp.asarray(_solver.Status.RUNNING, jnp.int32))
+        state.n_iter, state.history, state.trace, jnp.asarray(_solver.Status.RUNNING, jnp.int32))
 
     def update(loop, n_iter):
         it, first = loop.it, loop.first
@@ -273,7 +276,7 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
     state = _solver.run(update, stop, state)
     # Drop the first step's entry from the records.
     before = jnp.arange(max_iter, dtype=jnp.int32) < start
-    drop = lambda h: jnp.where(before, h[:-1], h[1:])
+    drop = (lambda h: h[1:]) if fresh else (lambda h: jnp.where(before, h[:-1], h[1:]))
     state = _solver.State(state.iterate.it, state.n_iter - 1, drop(state.history),
                           jax.tree.map(drop, state.trace), state.status)
     X = state.iterate.X
