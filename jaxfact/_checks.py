@@ -46,8 +46,24 @@ def eager():
     return jax.ensure_compile_time_eval()
 
 
+def on_host(x: Any) -> bool:
+    """True for a NumPy array or a JAX array whose buffers are in host memory (CPU devices):
+    NumPy then reads it without a copy, and a check costs no compiled program."""
+    if isinstance(x, np.ndarray):
+        return True
+    devices = getattr(x, "devices", None)
+    try:
+        return (isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+                and x.is_fully_addressable and all(d.platform == "cpu" for d in devices()))
+    except Exception:  # pragma: no cover - exotic array types
+        return False
+
+
 def value_range(x: Any) -> tuple[Any, Any]:
     """(min, max) of a concrete, non-empty array as Python scalars, also inside a trace."""
+    if on_host(x):
+        a = np.asarray(x)
+        return a.min().item(), a.max().item()
     with eager():
         return jnp.min(x).item(), jnp.max(x).item()
 
@@ -142,6 +158,12 @@ def check_finite(fn: str, name: str, x: Any, checks: bool = False) -> None:
         if checks:
             checkify.check(jnp.all(jnp.isfinite(data)), f"{fn}: `{name}` must be finite")
         return
+    if on_host(data):   # NumPy reads it in place: no program to compile
+        a = np.asarray(data)
+        if np.isfinite(a).all():
+            return
+        n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        raise ValueError(f"{fn}: `{name}` must be finite; got {n_nan} NaN and {n_inf} Inf entries")
     with eager():
         if bool(jnp.all(jnp.isfinite(data))):
             return

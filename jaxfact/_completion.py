@@ -93,12 +93,6 @@ class SVTIterate(NamedTuple):
     residual: jax.Array  # () ||P_Omega(X^k - M)||_F / ||P_Omega M||_F
 
 
-def _svt_svd(rows, cols, y, V, passes, shape):
-    Y = linop.ObservedMatrix(rows, cols, y, shape)
-    return Factors(*_linalg.subspace_svd(lambda B: linop.matmul(Y, B),
-                                         lambda B: linop.rmatmul(Y, B), V, passes, shape))
-
-
 def _svt_stop(state, tau, tol, K, shape, max_iter):
     """SVT's status after an iteration: converged on the residual, diverged, or the next step
     would need the grown buffer (none after the last iteration)."""
@@ -115,67 +109,176 @@ def _svt_full(Y: Factors, tau, K, nmin):
     return (jnp.sum(Y.s > tau) > K - MARGIN) & (K < nmin)
 
 
-def _svt_start(key, rows, cols, b, tau, delta, shape, K, max_iter, n_power):
-    """The state at the paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)`` (section 5.1.1),
-    ``k0 = ceil(tau / (delta ||P_Omega M||_2))``, with the top singular triplets of Y^{k0}."""
+def hash_block(seed, n, cols):
+    """(n, len(cols)) pseudo-random numbers, uniform in [-1, 1), entry (i, j) a hash of (i,
+    cols[j], seed): generic directions that seed a subspace iteration, built from a key's raw bits
+    ``seed`` (uint32 (2,)) with a few integer operations (a ``jax.random`` draw compiles a
+    threefry program several times larger than the solver's own steps)."""
+    i = jnp.arange(n, dtype=jnp.uint32)[:, None]
+    j = jnp.asarray(cols, jnp.uint32)[None, :]
+    h = i * jnp.uint32(0x9E3779B1) ^ (j * jnp.uint32(0x85EBCA77) + seed[0])
+    h = h ^ seed[1] * jnp.uint32(0xC2B2AE3D)
+    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):   # murmur3's finalizer
+        h = h ^ (h >> shift)
+        if mult is not None:
+            h = h * jnp.uint32(mult)
+    return (h >> 8).astype(jnp.int32).astype(jnp.float32) * 2.0**-23 - 1
+
+
+def key_bits(key):
+    """A ``jax.random`` key's raw uint32 (2,) data (typed or legacy keys)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return key.reshape(-1)[:2].astype(jnp.uint32)
+
+
+def _orth(B, fill):
+    """An orthonormal basis of the columns of B (N, K), by the Gram matrix's eigendecomposition
+    twice (SVQB, Stathopoulos & Wu 2002, without the diagonal scaling): ``Q = B W
+    Lambda^{-1/2}`` for ``B^T B = W Lambda W^T``. Two K x K eigendecompositions and four (N, K)
+    products; directions with eigenvalues below ``4 eps`` times the largest (rank deficiency) are
+    replaced by those of ``fill`` (N, K) before the second pass, so Q keeps K orthonormal columns.
+    The first pass leaves an orthogonality error of about eps cond(B)^2, the second removes it."""
+    tiny = jnp.finfo(B.dtype).tiny
+
+    def svqb(B):
+        W, lam = jax.lax.linalg.eigh(B.T @ B, symmetrize_input=False, sort_eigenvalues=False)
+        keep = lam > 4 * jnp.finfo(B.dtype).eps * jnp.maximum(jnp.max(lam), tiny)
+        scale = jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, lam, 1)), 0)
+        return B @ (W * scale[None, :]), keep
+
+    Q, keep = svqb(B)
+    Q, _ = svqb(jnp.where(keep[None, :], Q, fill))
+    return Q
+
+
+def _svt_subspace_svd(idx, y, V, passes, shape, fill):
+    """Top singular triplets of the sparse Y (values ``y`` at (rows, cols)) by ``passes`` block
+    power iterations from V (n2, K) (Halko et al. 2011, Algorithms 4.4 and 5.1, as
+    ``_linalg.subspace_svd``), in a small program: both half-steps (``Y Q`` and ``Y^T Q``) are
+    the same segment sum over a block of max(n1, n2) rows, whose index arrays (gather from
+    ``cols`` and sum into ``rows``, or the reverse) are selected per half-step instead of
+    branching, and the blocks are orthonormalized by :func:`_orth` (``fill``: (N, K) directions
+    for rank-deficient blocks). ``idx`` is ``stack([cols, rows])``: half-step h gathers the rows
+    ``idx[h % 2]`` of its block and sums them into ``idx[1 - h % 2]``. ``passes`` may be traced.
+    """
     n1, n2 = shape
-    # A Gaussian start block; the first pass orthonormalizes Y V, so V need not be orthonormal.
-    V = jax.random.normal(key, (n2, K), b.dtype)
-    # A long power iteration on P_Omega(M) gives ||P_Omega M||_2, and the singular vectors that
-    # Y^{k0} (a multiple of P_Omega(M)) shares.
-    P = _svt_svd(rows, cols, b, V, START_PASSES, shape)
-    norm = jnp.where(P.s[0] > 0, P.s[0], 1)
-    y = jnp.ceil(tau / (delta * norm)) * delta * b
-    Y = _svt_svd(rows, cols, y, P.V, n_power + 1, shape)
-    zero = Factors(jnp.zeros((n1, K), b.dtype), jnp.zeros((K,), b.dtype),
-                   jnp.zeros((n2, K), b.dtype))
-    iterate = SVTIterate(y, Y, zero, jnp.asarray(jnp.inf, b.dtype))
-    state = _solver.start(iterate, max_iter=max_iter, dtype=b.dtype, record=_record(b.dtype))
-    full = _svt_full(Y, tau, K, min(shape))
-    return state._replace(status=jnp.where(full, _solver.Status.BUFFER_FULL,
-                                           _solver.Status.RUNNING).astype(jnp.int32))
+    N, K = max(n1, n2), V.shape[1]
+
+    def half(h, carry):
+        _, Q, _ = carry
+        odd = h % 2
+        src, dst = idx[odd], idx[1 - odd]
+        B = jax.ops.segment_sum(y[:, None] * Q[src], dst, num_segments=N)
+        Qn = _orth(B, fill)
+        return Q, Qn, Qn.T @ B
+
+    # Carry (the previous half-step's Q, the last one's Q, R = Q^T B): after an even number of
+    # half-steps they are the row side Q_m and the column side Q_r with Y^T Q_m = Q_r R, so
+    # Y ~ Q_m Q_m^T Y = Q_m R^T Q_r^T.
+    init = (jnp.zeros((N, K), V.dtype), jnp.pad(V, ((0, N - n2), (0, 0))),
+            jnp.zeros((K, K), V.dtype))
+    Qm, Qr, R = jax.lax.fori_loop(0, 2 * passes, half, init)
+    Ur, s, Vrt = jnp.linalg.svd(R.T)
+    return Factors(Qm[:n1] @ Ur, s, Qr[:n2] @ Vrt.T)
 
 
-def _svt_grow(state, key, rows, cols, tau, shape, K, n_power):
-    """``state`` (stopped with a full buffer) with K components: new Gaussian directions beside
-    the computed subspace, and the SVD of the current Y redone with them."""
-    it = state.iterate
-    pad = K - it.Y.s.shape[0]
-    grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
-    V = jnp.concatenate([it.Y.V, jax.random.normal(key, (shape[1], pad), it.y.dtype)], axis=1)
-    Y = _svt_svd(rows, cols, it.y, V, n_power + 1, shape)
-    X = Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V))
-    full = _svt_full(Y, tau, K, min(shape))
-    status = jnp.where(full, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
-    return state._replace(iterate=it._replace(Y=Y, X=X), status=status.astype(jnp.int32))
+class _SVTLoop(NamedTuple):
+    it: SVTIterate
+    first: jax.Array     # () bool: the next step is the start's (or the grown buffer's) SVD
+    passes0: jax.Array   # () int32: power iterations of that first SVD
 
 
 @partial(jax.jit, static_argnames=("shape", "K", "max_iter", "n_power"))
 def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, n_power):
     """Runs SVT with a rank buffer of K components from its start (``state`` None) or from a state
     that stopped with a full smaller buffer, until it converges, diverges, reaches max_iter or
-    fills the buffer. Returns (state, CompletionResult)."""
-    if state is None:
-        state = _svt_start(key, rows, cols, b, tau, delta, shape, K, max_iter, n_power)
-    else:
-        state = _svt_grow(state, key, rows, cols, tau, shape, K, n_power)
-    norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
+    fills the buffer. Returns (state, CompletionResult).
 
-    def update(it, n_iter):
+    One program with one partial SVD: the loop's first step computes the SVD of the start (the
+    paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)``, ``k0 = ceil(tau / (delta
+    ||P_Omega M||_2))``: the SVD of P_Omega(M) by a long power iteration from a pseudo-random
+    block (:func:`hash_block` of ``key``'s bits), scaled) or, after a full buffer, of the last Y
+    with the grown block (the old subspace plus new pseudo-random directions); the later steps
+    are SVT's. The first step is not an SVT iteration: it is
+    dropped from the history, and ``n_iter`` does not count it."""
+    n1, n2 = shape
+    dtype = b.dtype
+    fresh = state is None
+    N = max(n1, n2)
+    # Unsigned indices: gathers with them need no wrap-around of negative indices.
+    rows, cols = rows.astype(jnp.uint32), cols.astype(jnp.uint32)
+    idx = jnp.stack([cols, rows])
+    # The hash's columns: [0, K) the start block, [nmin, nmin + K) the directions that replace
+    # those of rank-deficient blocks in the orthonormalizations (never a buffer's).
+    H = hash_block(key_bits(key), N, jnp.concatenate([jnp.arange(K), min(shape) + jnp.arange(K)])
+                   ).astype(dtype)
+    fill = H[:, K:]
+    if fresh:
+        zero = Factors(jnp.zeros((n1, K), dtype), jnp.zeros((K,), dtype),
+                       jnp.zeros((n2, K), dtype))
+        # A pseudo-random start block: the first pass orthonormalizes Y V, so V need not be
+        # orthonormal. Y = P_Omega(M) now; the first step scales it to Y^{k0}.
+        V = H[:n2, :K]
+        it = SVTIterate(b, zero._replace(V=V), zero, jnp.asarray(jnp.inf, dtype))
+        # Records for the first step and max_iter iterations.
+        state = _solver.start(it, max_iter=max_iter + 1, dtype=dtype, record=_record(dtype))
+        passes0 = START_PASSES + n_power + 1
+    else:
+        it = state.iterate
+        pad = K - it.Y.s.shape[0]
+        grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
+        # New directions beside the computed subspace: the hash's columns the smaller buffer
+        # did not use.
+        V = jnp.concatenate([it.Y.V, H[:n2, K - pad:K]], axis=1)
+        it = it._replace(Y=Factors(grow(it.Y.U), jnp.pad(it.Y.s, (0, pad)), V),
+                         X=Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V)))
+        extend = lambda h, fill: jnp.concatenate([h, jnp.full((1,), fill, h.dtype)])
+        state = _solver.State(it, state.n_iter, extend(state.history, jnp.nan),
+                              Record(extend(state.trace.rank, -1),
+                                     extend(state.trace.residual, jnp.nan)), state.status)
+        passes0 = n_power + 1
+    start = state.n_iter   # the first step's index
+    norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
+    state = _solver.State(
+        _SVTLoop(state.iterate, jnp.asarray(True), jnp.asarray(passes0, jnp.int32)),
+        state.n_iter, state.history, state.trace, jnp.asarray(_solver.Status.RUNNING, jnp.int32))
+
+    def update(loop, n_iter):
+        it, first = loop.it, loop.first
         U, s, V = it.Y
         d = jnp.maximum(s - tau, 0)
         x = _linalg.gather(U, d, V.T, rows, cols)
         residual = relative_residual(x, b, norm_b)
-        y = it.y + delta * (b - x)
-        Y = _svt_svd(rows, cols, y, V, n_power + 1, shape)
+        y = jnp.where(first, it.y, it.y + delta * (b - x))
+        Y = _svt_subspace_svd(idx, y, V, jnp.where(first, loop.passes0, n_power + 1), shape,
+                              fill)
+        if fresh:   # the start: Y = P_Omega(M) becomes Y^{k0}
+            norm = jnp.where(Y.s[0] > 0, Y.s[0], 1)
+            c = jnp.where(first, jnp.ceil(tau / (delta * norm)) * delta, 1).astype(dtype)
+            y, Y = c * y, Y._replace(s=c * Y.s)
         objective = tau * jnp.sum(d) + 0.5 * jnp.sum(d * d)   # tau ||X||_* + 1/2 ||X||_F^2
         rank = jnp.sum(s > tau).astype(jnp.int32)
-        return SVTIterate(y, Y, Factors(U, d, V), residual), objective, Record(rank, residual)
+        it = SVTIterate(y, Y, jax.tree.map(lambda a, b: jnp.where(first, a, b), it.X,
+                                           Factors(U, d, V)),
+                        jnp.where(first, it.residual, residual))
+        loop = _SVTLoop(it, jnp.asarray(False), loop.passes0)
+        return loop, jnp.where(first, 0, objective), Record(rank, residual)
 
-    def stop(state):
-        return _svt_stop(state, tau, tol, K, shape, max_iter)
+    def stop(s):
+        # s.n_iter counts the first step: SVT's own count is one less.
+        svt = s._replace(iterate=s.iterate.it, n_iter=s.n_iter - 1)
+        after_first = _svt_full(svt.iterate.Y, tau, K, min(shape))
+        after_first = jnp.where(after_first, _solver.Status.BUFFER_FULL, _solver.Status.RUNNING)
+        return jnp.where(s.n_iter == start + 1, after_first,
+                         _svt_stop(svt, tau, tol, K, shape, max_iter))
 
     state = _solver.run(update, stop, state)
+    # Drop the first step's entry from the records.
+    before = jnp.arange(max_iter, dtype=jnp.int32) < start
+    drop = (lambda h: h[1:]) if fresh else (lambda h: jnp.where(before, h[:-1], h[1:]))
+    state = _solver.State(state.iterate.it, state.n_iter - 1, drop(state.history),
+                          jax.tree.map(drop, state.trace), state.status)
     X = state.iterate.X
     return state, completed(state, X.U, X.s, X.V, state.iterate.residual)
 
@@ -495,9 +598,11 @@ def svt_solve_sharded(state, key, entries, tau, delta, tol, *, mesh, axes, repli
     fac = Factors(P(row, None), P(), P())
     state_spec = _solver.State(SVTIterate(y_spec, fac, fac, P()), P(), P(), Record(P(), P()), P())
     fresh = state is None
-    V0 = (jax.random.normal(key, (n2, K), entries.values.dtype) if fresh
-          else jnp.concatenate([state.iterate.Y.V, jax.random.normal(
-              key, (n2, K - state.iterate.Y.s.shape[0]), entries.values.dtype)], axis=1))
+    # The start block and the grown buffer's new directions: the same hash columns as
+    # svt_solve's.
+    H = hash_block(key_bits(key), n2, jnp.arange(K)).astype(entries.values.dtype)
+    V0 = H if fresh else jnp.concatenate([state.iterate.Y.V, H[:, state.iterate.Y.s.shape[0]:]],
+                                         axis=1)
 
     def body(entries, state, V0, tau, delta, tol):
         local, cols, b, w = _local_entries(entries, axes, mb)

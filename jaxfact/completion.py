@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxfact import _checks
 from jaxfact import _completion
@@ -61,7 +62,11 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     (one compilation per size). Iterations run in ``lax.while_loop``.
 
     Cost per iteration: ``2 (n_power + 1)`` products of the sparse Y with (n, k) blocks,
-    O(nnz k) each, plus O((n1 + n2) k^2) for orthonormalization; k = buffer size.
+    O(nnz k) each, plus O((n1 + n2) k^2) for orthonormalization (two Gram-matrix
+    eigendecompositions per block, SVQB); k = buffer size. The whole solve for one buffer size
+    is one compiled program holding one partial SVD (the start's SVD is the loop's first step),
+    so a first call spends little on compilation; see :ref:`compilation-cache` for keeping
+    compiled programs across processes.
 
     Args:
       rows, cols: (nnz,) integer indices of the observed entries, each pair at most once.
@@ -71,10 +76,12 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
       delta: step size; default ``1.2 n1 n2 / nnz`` (the paper's 1.2 / p).
       tol: stopping tolerance on the relative residual on Omega (paper: 1e-4).
       max_iter: iteration cap (SVT.m: 500).
-      key: ``jax.random`` key for the starting block of the first subspace iteration and for the
-        new directions when the buffer grows; ``None`` uses ``jax.random.key(0)``. The result does
-        not depend on it beyond the tolerance: the starting block only seeds a 10-pass power
-        iteration on P_Omega(M) (tests compare two keys).
+      key: ``jax.random`` key whose bits seed the pseudo-random starting block of the first
+        subspace iteration and the new directions when the buffer grows (an integer hash of
+        the key and the entry's position: no ``jax.random`` program is compiled); ``None`` uses
+        the bits of ``jax.random.key(0)``. The result does not depend on it beyond the
+        tolerance: the starting block only seeds a 12-pass power iteration on P_Omega(M) (tests
+        compare two keys).
       buffer_size: the initial size of the rank buffer, not a target rank: the rank of X is set
         by ``tau``, and the buffer doubles whenever fewer than 5 of its values fall below tau.
       n_power: extra subspace (power) iterations per SVT step (1 matches full-accuracy SVDs).
@@ -142,7 +149,9 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     delta = (1.2 * n1 * n2 / nnz if delta is None
              else _checks.check_real(fn, "delta", delta, low=0.0, low_open=True))
     tol = _checks.check_real(fn, "tol", tol, low=0.0)
-    key = jax.random.key(0) if key is None else _checks.check_key(fn, key)
+    # None: the raw bits of jax.random.key(0), without compiling its seeding program.
+    key = (jnp.asarray(np.zeros((2,), np.uint32)) if key is None
+           else _checks.check_key(fn, key))
     tau, delta, tol = (jnp.asarray(v, dtype) for v in (tau, delta, tol))
 
     K = min(buffer_size, nmin)
@@ -165,12 +174,22 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
         # Double the buffer (new random directions beside the computed subspace), redo the SVD
         # of the last Y with it and go on. One compilation per buffer size.
         K = min(2 * K, nmin)
-        key, sub = jax.random.split(key)
-        state, result = run(state, sub, K)
+        state, result = run(state, key, K)   # new directions: the key's hash at new columns
     if concrete:
-        r = int(jnp.sum(result.S > 0))
-        result = result._replace(U=result.U[:, :r], S=result.S[:r], Vt=result.Vt[:r])
+        result = _trim(result)
     return result
+
+
+def _trim(result):
+    """``result`` with its factors cut to the rank (S > 0), sliced on the host: a slice of a device
+    array compiles a program per shape, which costs more than copying these small factors."""
+    S = np.asarray(result.S)
+    r = int(np.count_nonzero(S > 0))
+    if r == S.shape[0]:
+        return result
+    put = lambda a, sub: jax.device_put(sub, a.sharding)
+    return result._replace(U=put(result.U, np.asarray(result.U)[:, :r]), S=put(result.S, S[:r]),
+                           Vt=put(result.Vt, np.asarray(result.Vt)[:r]))
 
 
 def soft_impute(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, lam: Any,
