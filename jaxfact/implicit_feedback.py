@@ -223,6 +223,16 @@ def _loss(X, Y, rows, cols, counts, alpha, lam):
     return total / (float(X.shape[0]) * float(Y.shape[0]))
 
 
+def _draw_start(key, m, n, rank, init_std, dtype):
+    """The initial factors: N(0, init_std^2) rows of X from ``split(key)[0]`` and of Y from
+    ``split(key)[1]``, drawn as one (2, max(m, n), rank) batch (one random-bits program to
+    compile instead of two) and cut: with JAX's default partitionable threefry the same numbers
+    as ``normal(kx, (m, rank))`` and ``normal(ky, (n, rank))``."""
+    both = jax.vmap(lambda k: jax.random.normal(k, (max(m, n), rank), dtype))(
+        jax.random.split(key))
+    return _Factors(init_std * both[0, :m], init_std * both[1, :n])
+
+
 def _start_loss(start, rows, cols, counts, alpha, lam, tol):
     """The loss at the start, which only the ``tol`` test reads (after the first iteration): not
     computed when ``tol == 0`` (a pass over the events as long as an iteration's gathers)."""
@@ -335,9 +345,7 @@ def _implicit_als_chunked(rows, cols, counts, hyper, key, start, user_chunks, it
     alpha, lam, tol, init_std = hyper
     dtype = counts.dtype
     if start is None:  # drawn here, not eagerly: the same numbers as under an outer jit
-        kx, ky = jax.random.split(key)
-        start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
-                         init_std * jax.random.normal(ky, (n, rank), dtype))
+        start = _draw_start(key, m, n, rank, init_std, dtype)
     pad = lambda a: jnp.concatenate([a, jnp.zeros((1,), a.dtype)])
     counts_p = pad(counts)
 
@@ -379,10 +387,7 @@ def _implicit_als_sharded(rows, cols, counts, hyper, key, start, *, mesh, axes, 
     psum = partial(jax.lax.psum, axis_name=axes)
     dtype = counts.dtype
     if start is None:  # the same numbers as _implicit_als draws, the users' split by block
-        kx, ky = jax.random.split(key)
-        init_std = hyper[3]
-        start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
-                         init_std * jax.random.normal(ky, (n, rank), dtype))
+        start = _draw_start(key, m, n, rank, hyper[3], dtype)
         start = _Factors(_sharding.place(start.user_factors, mesh, P(axes, None)),
                          _sharding.place(start.item_factors, mesh, P()))
 
@@ -438,9 +443,7 @@ def _implicit_als(rows, cols, counts, hyper, key, start, *, shape, rank, max_ite
     alpha, lam, tol, init_std = hyper
     dtype = counts.dtype
     if start is None:  # drawn here, not eagerly: the same numbers as under an outer jit
-        kx, ky = jax.random.split(key)
-        start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
-                         init_std * jax.random.normal(ky, (n, rank), dtype))
+        start = _draw_start(key, m, n, rank, init_std, dtype)
     # The observations grouped by user and by item in padded pieces; index nnz is an empty slot.
     user_layout = _als.layout(rows, m, 1)
     item_layout = _als.layout(cols, n, 1)
