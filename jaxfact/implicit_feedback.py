@@ -227,7 +227,8 @@ def _draw_start(key, m, n, rank, init_std, dtype):
     """The initial factors: N(0, init_std^2) rows of X from ``split(key)[0]`` and of Y from
     ``split(key)[1]``, drawn as one (2, max(m, n), rank) batch (one random-bits program to
     compile instead of two) and cut: with JAX's default partitionable threefry the same numbers
-    as ``normal(kx, (m, rank))`` and ``normal(ky, (n, rank))``."""
+    as ``normal(kx, (m, rank))`` and ``normal(ky, (n, rank))``, which the sharded kernel draws
+    (split by the mesh, without a collective)."""
     both = jax.vmap(lambda k: jax.random.normal(k, (max(m, n), rank), dtype))(
         jax.random.split(key))
     return _Factors(init_std * both[0, :m], init_std * both[1, :n])
@@ -387,7 +388,10 @@ def _implicit_als_sharded(rows, cols, counts, hyper, key, start, *, mesh, axes, 
     psum = partial(jax.lax.psum, axis_name=axes)
     dtype = counts.dtype
     if start is None:  # the same numbers as _implicit_als draws, the users' split by block
-        start = _draw_start(key, m, n, rank, hyper[3], dtype)
+        kx, ky = jax.random.split(key)  # (split by the mesh: no collective; same numbers)
+        init_std = hyper[3]
+        start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
+                         init_std * jax.random.normal(ky, (n, rank), dtype))
         start = _Factors(_sharding.place(start.user_factors, mesh, P(axes, None)),
                          _sharding.place(start.item_factors, mesh, P()))
 
