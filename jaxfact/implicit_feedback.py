@@ -59,6 +59,14 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
     of the ``implicit`` package): a product with the system costs one k x k GEMM with the
     precomputed ``Y^T Y + lam I`` plus O(nnz_u k). Then the same for items.
 
+    Layout: each user's (item's) observations are grouped into padded pieces, and the rows of Y
+    (X) they touch are gathered once per update. On the CPU, with concrete (not traced) events,
+    the users (items) are packed on the host, once per call, into chunks of whole users (items)
+    of about 4 MB of gathered rows, and all ``cg_steps`` steps of a chunk run while its rows are
+    in cache, one chunk after another, as the ``implicit`` package loops over users. Otherwise
+    (traced events, or an accelerator) every CG product is one pass over all the gathered rows,
+    with no host step. Both give the same iterates up to rounding.
+
     Cost per iteration: O(nnz k cg_steps + (m + n) k^2 cg_steps) time, O((m + n) k + nnz k)
     memory; the m x n matrix is never formed. With ``cg_steps >= k`` the updates are the exact
     solves of eq. 4 (up to rounding) and L never increases.
