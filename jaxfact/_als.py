@@ -108,20 +108,23 @@ def _stable_argsort(seg: np.ndarray) -> np.ndarray:
     return order[np.argsort(high.astype(np.uint16), kind="stable")]
 
 
-def chunk_layout(seg: Any, n_seg: int, slots: int) -> Chunks:
+def chunk_layout(seg: Any, n_seg: int, slots: int, width: int | None = None,
+                 min_cap: int = 1) -> Chunks:
     """Host side (NumPy, concrete ``seg`` (nnz,) only): the observations of each segment in
     pieces of :func:`chunk_width` slots, the segments (in order, empty ones included) packed
     greedily into chunks of ``max(slots // width, most pieces of one segment)`` pieces and at
     most that many segments, so that no segment straddles two chunks. Every chunk has the same
     shape; unused pieces and slots are padding (observation nnz, the chunk's last segment).
     When everything fits in one chunk, its shape depends on ``(nnz, n_seg)`` only (as
-    :func:`layout`'s does), so that a jitted caller is not recompiled for every data set."""
+    :func:`layout`'s does), so that a jitted caller is not recompiled for every data set.
+    ``width`` (default :func:`chunk_width`) and ``min_cap`` (fewest pieces per chunk) let two
+    layouts share a shape (:func:`paired_chunk_layouts`)."""
     seg = np.asarray(seg).astype(np.int64)
     nnz = seg.size
-    width = chunk_width(nnz, n_seg)
+    width = chunk_width(nnz, n_seg) if width is None else width
     counts = np.bincount(seg, minlength=n_seg)
     n_of = -(-counts // width)                              # pieces per segment
-    cap = max(slots // width, int(n_of.max(initial=1)), 1)  # pieces (and segments) per chunk
+    cap = max(slots // width, int(n_of.max(initial=1)), min_cap)  # pieces (and segments) per chunk
     end = np.cumsum(n_of)
     if end[-1] <= cap and n_seg <= cap:  # one chunk, shaped by (nnz, n_seg) only: no recompiles
         cap = nnz // width + n_seg + 1
@@ -148,6 +151,39 @@ def chunk_layout(seg: Any, n_seg: int, slots: int) -> Chunks:
     segs[chunk_of, local_seg] = np.arange(n_seg)
     where = (chunk_of * per_chunk + local_seg).astype(np.int32)
     return Chunks(event.reshape(n_chunks, cap, width), local.reshape(n_chunks, cap), segs, where)
+
+
+def paired_chunk_layouts(seg_a: Any, n_a: int, seg_b: Any, n_b: int, slots: int
+                         ) -> tuple[Chunks, np.ndarray]:
+    """The :func:`chunk_layout` of the same observations by two segmentations (users and items),
+    padded to one shape and stacked, so that one program updates either side: ``event`` (2, C,
+    pieces, width), ``local`` (2, C, pieces), ``segs`` (2, C, per_chunk), ``where`` (2, R) with
+    R = max(n_a, n_b), and the number of chunks in use per side (2,). Padding chunks are never
+    run; rows past a side's segments read row C * per_chunk (a zero row the caller appends)."""
+    seg_a, seg_b = (np.asarray(x).astype(np.int64) for x in (seg_a, seg_b))
+    width = chunk_width(seg_a.size, max(n_a, n_b))
+    most = max(int(np.bincount(x).max(initial=1)) for x in (seg_a, seg_b))
+    pair = [chunk_layout(x, n, slots, width, -(-most // width))
+            for x, n in ((seg_a, n_a), (seg_b, n_b))]
+    n_chunks = np.array([c.event.shape[0] for c in pair])
+    C = int(n_chunks.max())
+    cap = max(c.event.shape[1] for c in pair)
+    S = max(c.segs.shape[1] for c in pair)
+    R = max(n_a, n_b)
+    out = []
+    for c, n in zip(pair, (n_a, n_b)):
+        ci, pi, si = c.event.shape[0], c.event.shape[1], c.segs.shape[1]
+        event = np.full((C, cap, width), seg_a.size, np.int32)
+        event[:ci, :pi] = c.event
+        local = np.full((C, cap), S - 1, np.int32)
+        local[:ci, :pi] = c.local
+        local[:ci, pi:] = np.maximum(c.local[:, -1:], 0)  # padding pieces: still sorted
+        segs = np.full((C, S), R, np.int32)
+        segs[:ci, :si] = np.where(c.segs == n, R, c.segs)
+        where = np.full(R, C * S, np.int32)
+        where[:n] = c.where // si * S + c.where % si
+        out.append(Chunks(event, local, segs, where))
+    return Chunks(*(np.stack(a) for a in zip(*out))), n_chunks
 
 
 def ridge_solve(lay: Layout, X: jax.Array, y: jax.Array, lam: jax.Array, n_seg: int,

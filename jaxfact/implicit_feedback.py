@@ -163,8 +163,8 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
     if _checks.is_concrete((rows, cols)) and _platform(counts) == "cpu":
         # On the CPU, whole solves chunk by chunk in cache: the chunks are laid out here, once.
         slots = max(1, _CHUNK_BYTES // (4 * rank))
-        chunks = tuple(_als.chunk_layout(seg, size, slots) for seg, size in ((rows, m), (cols, n)))
-        return _implicit_als_chunked(rows, cols, counts, hyper, key, start, *chunks,
+        chunks, n_chunks = _als.paired_chunk_layouts(rows, m, cols, n, slots)
+        return _implicit_als_chunked(rows, cols, counts, hyper, key, start, chunks, n_chunks,
                                      shape=(m, n), rank=rank, max_iter=max_iter,
                                      cg_steps=cg_steps)
     return _implicit_als(rows, cols, counts, hyper, key, start, shape=(m, n), rank=rank,
@@ -307,68 +307,82 @@ def _platform(x):
     return jax.default_backend()
 
 
-def _cg_update_chunked(F, G, other, cm1, pc, chunks, lam, cg_steps, observed=False):
-    """:func:`_cg_update` chunk by chunk (``chunks``, a :class:`jaxfact._als.Chunks` of F's
-    segments; ``other``, ``cm1`` and ``pc`` are per slot of its pieces): each chunk holds whole
-    segments, so all ``cg_steps`` CG steps of its rows run on the one gather of G's rows at the
-    chunk's slots (about 4 MB: in cache) instead of ``2 cg_steps + 2`` passes over all nnz
-    gathered rows. Returns the new F and, with ``observed``, the observed part of the loss at
-    the new F (else 0)."""
-    n_own, k = F.shape
-    per_chunk = chunks.segs.shape[1]
+def _half_step_chunked(P, h, slots, chunks, n_chunks, lam, cg_steps):
+    """:func:`_cg_update` for side h of the stacked factors P (2, R, k) (users h = 0, items
+    h = 1, each padded with zero rows to R), the other side fixed, chunk by chunk (``chunks``,
+    stacked :func:`jaxfact._als.paired_chunk_layouts`; ``slots`` = (other, cm1, pc) per slot of
+    their pieces, stacked too). Each chunk holds whole segments, so all ``cg_steps`` CG steps of
+    its rows run on the one gather of the other side's rows at the chunk's slots (about 4 MB: in
+    cache) instead of ``2 cg_steps + 2`` passes over all nnz gathered rows. One program serves
+    both sides (h is traced). Returns P with side h updated and, for h = 1, the observed part of
+    the loss at the new factors (else 0)."""
+    _, R, k = P.shape
+    F, G = P[h], P[1 - h]
+    other, cm1, pc = (a[h] for a in slots)
+    local, segs, where = chunks.local[h], chunks.segs[h], chunks.where[h]
+    per_chunk = segs.shape[1]
     GtG = G.T @ G + lam * jnp.eye(k, dtype=F.dtype)
 
-    def chunk(total, xs):
-        other, cm1, pc, local, segs = xs
-        Gp = G[other]                          # (pieces, width, k), gathered once
-        F0 = F[jnp.minimum(segs, n_own - 1)]   # unused rows: any row, dropped below
+    def chunk(c, carry):
+        total, out = carry
+        o, cm, p, lo, sg = (jax.lax.dynamic_index_in_dim(a, c, keepdims=False)
+                            for a in (other, cm1, pc, local, segs))
+        Gp = G[o]                            # (pieces, width, k), gathered once
+        F0 = F[jnp.minimum(sg, R - 1)]       # unused rows: any row, never read back
 
         def seg(V):
-            return jax.ops.segment_sum(V, local, num_segments=per_chunk, indices_are_sorted=True)
+            return jax.ops.segment_sum(V, lo, num_segments=per_chunk, indices_are_sorted=True)
 
         def dots(V):
-            return jnp.einsum("plk,pk->pl", Gp, V[local])
+            return jnp.einsum("plk,pk->pl", Gp, V[lo])
 
         def apply(V):
-            return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm1 * dots(V), Gp))
+            return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm * dots(V), Gp))
 
         # b - A F0 in one pass over the slots: b = G^T C p on the observed pairs.
-        r0 = seg(jnp.einsum("pl,plk->pk", pc - cm1 * dots(F0), Gp)) - F0 @ GtG
+        r0 = seg(jnp.einsum("pl,plk->pk", p - cm * dots(F0), Gp)) - F0 @ GtG
         x = _als.batched_cg(apply, None, F0, cg_steps, r0=r0)
-        if observed:  # c (p - s)^2 - s^2, with c = 1 + cm1, p = 1[pc > 0]: 0 in empty slots
-            s = dots(x)
-            total = total + jnp.sum((1 + cm1) * (jnp.where(pc > 0, 1, 0) - s) ** 2 - s**2)
-        return total, x
 
-    xs = (other, cm1, pc, chunks.local, chunks.segs)
-    total, out = jax.lax.scan(chunk, jnp.zeros((), F.dtype), xs)
-    return out.reshape(-1, k)[chunks.where], total
+        def observed():  # c (p - s)^2 - s^2, with c = 1 + cm1, p = 1[pc > 0]: 0 in empty slots
+            s = dots(x)
+            return jnp.sum((1 + cm) * (jnp.where(p > 0, 1, 0) - s) ** 2 - s**2)
+
+        total = total + jax.lax.cond(h == 1, observed, lambda: jnp.zeros((), F.dtype))
+        return total, jax.lax.dynamic_update_slice_in_dim(out, x, c * per_chunk, 0)
+
+    out = jnp.zeros((other.shape[0] * per_chunk + 1, k), F.dtype)  # + the padding rows' zero row
+    total, out = jax.lax.fori_loop(0, n_chunks[h], chunk, (jnp.zeros((), F.dtype), out))
+    return P.at[h].set(out[where]), total
 
 
 @partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps"))
-def _implicit_als_chunked(rows, cols, counts, hyper, key, start, user_chunks, item_chunks, *,
-                          shape, rank, max_iter, cg_steps):
-    """:func:`_implicit_als` with the CG solves run chunk by chunk (:func:`_cg_update_chunked`);
-    the chunks are laid out on the host by :func:`jaxfact._als.chunk_layout`."""
+def _implicit_als_chunked(rows, cols, counts, hyper, key, start, chunks, n_chunks, *, shape,
+                          rank, max_iter, cg_steps):
+    """:func:`_implicit_als` with the CG solves run chunk by chunk (:func:`_half_step_chunked`,
+    one program for both sides); the chunks are laid out on the host by
+    :func:`jaxfact._als.paired_chunk_layouts`."""
     m, n = shape
+    R = max(m, n)
     alpha, lam, tol, init_std = hyper
     dtype = counts.dtype
     if start is None:  # drawn here, not eagerly: the same numbers as under an outer jit
         start = _draw_start(key, m, n, rank, init_std, dtype)
     pad = lambda a: jnp.concatenate([a, jnp.zeros((1,), a.dtype)])
-    counts_p = pad(counts)
+    c = pad(counts)[chunks.event]  # per slot, once per fit; empty slots weigh 0
+    other = jnp.stack([pad(cols)[chunks.event[0]], pad(rows)[chunks.event[1]]])
+    slots = (other, alpha * c, jnp.where(c > 0, 1 + alpha * c, 0))
 
-    def slots(chunks, other):  # per slot of the pieces, once per fit; empty slots weigh 0
-        c = counts_p[chunks.event]
-        return (pad(other)[chunks.event], alpha * c, jnp.where(c > 0, 1 + alpha * c, 0))
-
-    user_slots, item_slots = slots(user_chunks, cols), slots(item_chunks, rows)
+    def stacked(f: _Factors):
+        return jnp.stack([jnp.pad(x, ((0, R - x.shape[0]), (0, 0))) for x in f])
 
     def update(f: _Factors, _):
-        X, _ = _cg_update_chunked(f.user_factors, f.item_factors, *user_slots, user_chunks, lam,
-                                  cg_steps)
-        Y, observed = _cg_update_chunked(f.item_factors, X, *item_slots, item_chunks, lam,
-                                         cg_steps, observed=True)
+        def half(h, carry):
+            P, total = carry
+            P, obs = _half_step_chunked(P, h, slots, chunks, n_chunks, lam, cg_steps)
+            return P, total + obs
+
+        P, observed = jax.lax.fori_loop(0, 2, half, (stacked(f), jnp.zeros((), dtype)))
+        X, Y = P[0, :m], P[1, :n]
         L = (jnp.sum((X.T @ X) * (Y.T @ Y)) + observed
              + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
         return _Factors(X, Y), L, None
