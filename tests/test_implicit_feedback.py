@@ -165,6 +165,19 @@ def test_chunk_layout_holds_whole_segments():
                                                                        full.shape)[full])
     np.testing.assert_array_equal(ch.segs.reshape(-1)[ch.where], np.arange(33))  # 31, 32: empty
     assert np.all(np.diff(ch.local, axis=1) >= 0)
+    # Two segmentations of the same events (users, items) in one shape, for one program.
+    other = rng.integers(0, 20, seg.size)
+    pair, n_chunks = _als.paired_chunk_layouts(seg, 33, other, 20, 16)
+    for h, (s, n) in enumerate(((seg, 33), (other, 20))):
+        used = pair.event[h, :n_chunks[h]]
+        full = used < seg.size
+        np.testing.assert_array_equal(np.sort(used[full]), np.arange(seg.size))
+        assert np.all(pair.event[h, n_chunks[h]:] == seg.size)
+        np.testing.assert_array_equal(pair.segs[h].reshape(-1)[pair.where[h, :n]], np.arange(n))
+        assert np.all(pair.where[h, n:] == pair.segs.shape[1] * pair.segs.shape[2])
+        owner = np.take_along_axis(pair.segs[h], pair.local[h], 1)[:n_chunks[h]]
+        np.testing.assert_array_equal(s[used[full]], np.broadcast_to(owner[..., None],
+                                                                     full.shape)[full])
     # Everything in one chunk: its shape depends on (nnz, n_seg) only.
     one = _als.chunk_layout(seg, 33, 10_000)
     assert one.event.shape[0] == 1
