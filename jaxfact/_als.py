@@ -5,6 +5,8 @@ Observations are grouped by segment (a user or an item) into padded pieces of a 
 (:func:`layout`), so that per-segment sums of outer products become batched dense products; every
 segment's regularized least-squares problem is then solved at once, exactly (:func:`ridge_solve`,
 batched Cholesky) or by a few conjugate-gradient steps (:func:`ridge_cg`, :func:`batched_cg`).
+For concrete observations, :func:`chunk_layout` (host side) also packs whole segments into
+chunks of one shape, so that a solver can finish a chunk's segments while their rows are in cache.
 
 Sharded ratings (:func:`shard_events`): the events are grouped on the host by the user block that
 owns them (:func:`group_by_block`, zero-weight padding for uneven blocks), so that each shard
