@@ -5,6 +5,8 @@ Observations are grouped by segment (a user or an item) into padded pieces of a 
 (:func:`layout`), so that per-segment sums of outer products become batched dense products; every
 segment's regularized least-squares problem is then solved at once, exactly (:func:`ridge_solve`,
 batched Cholesky) or by a few conjugate-gradient steps (:func:`ridge_cg`, :func:`batched_cg`).
+For concrete observations, :func:`chunk_layout` (host side) also packs whole segments into
+chunks of one shape, so that a solver can finish a chunk's segments while their rows are in cache.
 
 Sharded ratings (:func:`shard_events`): the events are grouped on the host by the user block that
 owns them (:func:`group_by_block`, zero-weight padding for uneven blocks), so that each shard
@@ -78,6 +80,112 @@ def layout(seg: jax.Array, n_seg: int, chunk: int) -> Layout:
     idx = jnp.full((n_pieces, width), nnz, jnp.int32).at[piece, pos % width].set(order)
     owner = jnp.full((n_pieces,), n_seg, jnp.int32).at[piece].set(seg_sorted)
     return Layout(idx, owner, counts)
+
+
+class Chunks(NamedTuple):
+    """Observations grouped by segment into chunks of whole segments (:func:`chunk_layout`), so
+    that every segment's whole iterative solve can run on one chunk at a time, in cache."""
+
+    event: np.ndarray  # (n_chunks, pieces, width) int32, observation per slot, nnz when empty
+    local: np.ndarray  # (n_chunks, pieces) int32, the piece's segment within its chunk, sorted
+    segs: np.ndarray   # (n_chunks, per_chunk) int32, the chunk's segments (n_seg when unused)
+    where: np.ndarray  # (n_seg,) int32, segment s is row where[s] of the chunks' (per_chunk) rows
+
+
+def chunk_width(nnz: int, n_seg: int) -> int:
+    """About a third of the mean segment length, a power of two in [4, 32]."""
+    w = 4
+    while w < 32 and 2 * w <= nnz / max(n_seg, 1) / 3:
+        w *= 2
+    return w
+
+
+def _stable_argsort(seg: np.ndarray) -> np.ndarray:
+    """``np.argsort(seg, kind="stable")`` for non-negative int64 seg < 2^32, by two 16-bit radix
+    passes (NumPy's stable sort is a radix sort for 16-bit keys only)."""
+    order = np.argsort((seg & 0xFFFF).astype(np.uint16), kind="stable")
+    high = seg[order] >> 16
+    if not high.any():
+        return order
+    return order[np.argsort(high.astype(np.uint16), kind="stable")]
+
+
+def chunk_layout(seg: Any, n_seg: int, slots: int, width: int | None = None,
+                 min_cap: int = 1) -> Chunks:
+    """Host side (NumPy, concrete ``seg`` (nnz,) only): the observations of each segment in
+    pieces of :func:`chunk_width` slots, the segments (in order, empty ones included) packed
+    greedily into chunks of ``max(slots // width, most pieces of one segment)`` pieces and at
+    most that many segments, so that no segment straddles two chunks. Every chunk has the same
+    shape; unused pieces and slots are padding (observation nnz, the chunk's last segment).
+    When everything fits in one chunk, its shape depends on ``(nnz, n_seg)`` only (as
+    :func:`layout`'s does), so that a jitted caller is not recompiled for every data set.
+    ``width`` (default :func:`chunk_width`) and ``min_cap`` (fewest pieces per chunk) let two
+    layouts share a shape (:func:`paired_chunk_layouts`)."""
+    seg = np.asarray(seg).astype(np.int64)
+    nnz = seg.size
+    width = chunk_width(nnz, n_seg) if width is None else width
+    counts = np.bincount(seg, minlength=n_seg)
+    n_of = -(-counts // width)                              # pieces per segment
+    cap = max(slots // width, int(n_of.max(initial=1)), min_cap)  # pieces (and segments) per chunk
+    end = np.cumsum(n_of)
+    if end[-1] <= cap and n_seg <= cap:  # one chunk, shaped by (nnz, n_seg) only: no recompiles
+        cap = nnz // width + n_seg + 1
+    first, s, base = [], 0, 0
+    while s < n_seg:  # one pass per chunk: the segments whose pieces still fit
+        first.append(s)
+        e = min(int(np.searchsorted(end, base + cap, side="right")), s + cap)
+        s, base = e, int(end[e - 1])
+    first = np.asarray(first, np.int64)
+    n_chunks = first.size
+    chunk_of = np.repeat(np.arange(n_chunks), np.diff(np.append(first, n_seg)))
+    per_chunk = int(np.bincount(chunk_of).max())
+    local_seg = np.arange(n_seg) - first[chunk_of]
+    piece0 = (end - n_of) - (end - n_of)[first][chunk_of] + chunk_of * cap  # first piece of s
+    order = _stable_argsort(seg)
+    seg_sorted = seg[order]
+    pos = np.arange(nnz) - (np.cumsum(counts) - counts)[seg_sorted]
+    event = np.full((n_chunks * cap, width), nnz, np.int32)
+    event[piece0[seg_sorted] + pos // width, pos % width] = order
+    local = np.full(n_chunks * cap, per_chunk - 1, np.int32)
+    owner = np.repeat(np.arange(n_seg), n_of)
+    local[piece0[owner] + np.arange(owner.size) - (end - n_of)[owner]] = local_seg[owner]
+    segs = np.full((n_chunks, per_chunk), n_seg, np.int32)
+    segs[chunk_of, local_seg] = np.arange(n_seg)
+    where = (chunk_of * per_chunk + local_seg).astype(np.int32)
+    return Chunks(event.reshape(n_chunks, cap, width), local.reshape(n_chunks, cap), segs, where)
+
+
+def paired_chunk_layouts(seg_a: Any, n_a: int, seg_b: Any, n_b: int, slots: int
+                         ) -> tuple[Chunks, np.ndarray]:
+    """The :func:`chunk_layout` of the same observations by two segmentations (users and items),
+    padded to one shape and stacked, so that one program updates either side: ``event`` (2, C,
+    pieces, width), ``local`` (2, C, pieces), ``segs`` (2, C, per_chunk), ``where`` (2, R) with
+    R = max(n_a, n_b), and the number of chunks in use per side (2,). Padding chunks are never
+    run; rows past a side's segments read row C * per_chunk (a zero row the caller appends)."""
+    seg_a, seg_b = (np.asarray(x).astype(np.int64) for x in (seg_a, seg_b))
+    width = chunk_width(seg_a.size, max(n_a, n_b))
+    most = max(int(np.bincount(x).max(initial=1)) for x in (seg_a, seg_b))
+    pair = [chunk_layout(x, n, slots, width, -(-most // width))
+            for x, n in ((seg_a, n_a), (seg_b, n_b))]
+    n_chunks = np.array([c.event.shape[0] for c in pair])
+    C = int(n_chunks.max())
+    cap = max(c.event.shape[1] for c in pair)
+    S = max(c.segs.shape[1] for c in pair)
+    R = max(n_a, n_b)
+    out = []
+    for c, n in zip(pair, (n_a, n_b)):
+        ci, pi, si = c.event.shape[0], c.event.shape[1], c.segs.shape[1]
+        event = np.full((C, cap, width), seg_a.size, np.int32)
+        event[:ci, :pi] = c.event
+        local = np.full((C, cap), S - 1, np.int32)
+        local[:ci, :pi] = c.local
+        local[:ci, pi:] = np.maximum(c.local[:, -1:], 0)  # padding pieces: still sorted
+        segs = np.full((C, S), R, np.int32)
+        segs[:ci, :si] = np.where(c.segs == n, R, c.segs)
+        where = np.full(R, C * S, np.int32)
+        where[:n] = c.where // si * S + c.where % si
+        out.append(Chunks(event, local, segs, where))
+    return Chunks(*(np.stack(a) for a in zip(*out))), n_chunks
 
 
 def ridge_solve(lay: Layout, X: jax.Array, y: jax.Array, lam: jax.Array, n_seg: int,

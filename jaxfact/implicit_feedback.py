@@ -59,6 +59,14 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
     of the ``implicit`` package): a product with the system costs one k x k GEMM with the
     precomputed ``Y^T Y + lam I`` plus O(nnz_u k). Then the same for items.
 
+    Layout: each user's (item's) observations are grouped into padded pieces, and the rows of Y
+    (X) they touch are gathered once per update. On the CPU, with concrete (not traced) events,
+    the users (items) are packed on the host, once per call, into chunks of whole users (items)
+    of about 4 MB of gathered rows, and all ``cg_steps`` steps of a chunk run while its rows are
+    in cache, one chunk after another, as the ``implicit`` package loops over users. Otherwise
+    (traced events, or an accelerator) every CG product is one pass over all the gathered rows,
+    with no host step. Both give the same iterates up to rounding.
+
     Cost per iteration: O(nnz k cg_steps + (m + n) k^2 cg_steps) time, O((m + n) k + nnz k)
     memory; the m x n matrix is never formed. With ``cg_steps >= k`` the updates are the exact
     solves of eq. 4 (up to rounding) and L never increases.
@@ -152,6 +160,13 @@ def implicit_als(rows: Any, cols: Any, counts: Any, shape: tuple[int, int], rank
         return _implicit_als_sharded(events.rows, events.cols, events.values, hyper, key, start,
                                      mesh=events.mesh, axes=events.axes, shape=(m, n),
                                      rank=rank, max_iter=max_iter, cg_steps=cg_steps)
+    if _checks.is_concrete((rows, cols)) and _platform(counts) == "cpu":
+        # On the CPU, whole solves chunk by chunk in cache: the chunks are laid out here, once.
+        slots = max(1, _CHUNK_BYTES // (4 * rank))
+        chunks, n_chunks = _als.paired_chunk_layouts(rows, m, cols, n, slots)
+        return _implicit_als_chunked(rows, cols, counts, hyper, key, start, chunks, n_chunks,
+                                     shape=(m, n), rank=rank, max_iter=max_iter,
+                                     cg_steps=cg_steps)
     return _implicit_als(rows, cols, counts, hyper, key, start, shape=(m, n), rank=rank,
                          max_iter=max_iter, cg_steps=cg_steps)
 
@@ -216,6 +231,24 @@ def _loss(X, Y, rows, cols, counts, alpha, lam):
     return total / (float(X.shape[0]) * float(Y.shape[0]))
 
 
+def _draw_start(key, m, n, rank, init_std, dtype):
+    """The initial factors: N(0, init_std^2) rows of X from ``split(key)[0]`` and of Y from
+    ``split(key)[1]``, drawn as one (2, max(m, n), rank) batch (one random-bits program to
+    compile instead of two) and cut: with JAX's default partitionable threefry the same numbers
+    as ``normal(kx, (m, rank))`` and ``normal(ky, (n, rank))``, which the sharded kernel draws
+    (split by the mesh, without a collective)."""
+    both = jax.vmap(lambda k: jax.random.normal(k, (max(m, n), rank), dtype))(
+        jax.random.split(key))
+    return _Factors(init_std * both[0, :m], init_std * both[1, :n])
+
+
+def _start_loss(start, rows, cols, counts, alpha, lam, tol):
+    """The loss at the start, which only the ``tol`` test reads (after the first iteration): not
+    computed when ``tol == 0`` (a pass over the events as long as an iteration's gathers)."""
+    return jax.lax.cond(tol > 0, lambda: _loss(*start, rows, cols, counts, alpha, lam),
+                        lambda: jnp.zeros((), counts.dtype))
+
+
 def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps, gram=None, reduce=None):
     """cg_steps CG steps on (G^T G + lam I + G^T (C - I) G) f = G^T C p for every row of F at
     once, warm-started at F.
@@ -264,6 +297,107 @@ def _cg_update(F, G, lay, other, conf_m1, pref_c, lam, cg_steps, gram=None, redu
     return F, observed
 
 
+_CHUNK_BYTES = 2**22  # the other side's rows gathered for one chunk: about 4 MB, in cache
+
+
+def _platform(x):
+    """The platform of the device(s) x is on (the default backend's for a NumPy array)."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        return next(iter(x.devices())).platform
+    return jax.default_backend()
+
+
+def _half_step_chunked(P, h, slots, chunks, n_chunks, lam, cg_steps):
+    """:func:`_cg_update` for side h of the stacked factors P (2, R, k) (users h = 0, items
+    h = 1, each padded with zero rows to R), the other side fixed, chunk by chunk (``chunks``,
+    stacked :func:`jaxfact._als.paired_chunk_layouts`; ``slots`` = (other, cm1, pc) per slot of
+    their pieces, stacked too). Each chunk holds whole segments, so all ``cg_steps`` CG steps of
+    its rows run on the one gather of the other side's rows at the chunk's slots (about 4 MB: in
+    cache) instead of ``2 cg_steps + 2`` passes over all nnz gathered rows. One program serves
+    both sides (h is traced). Returns P with side h updated and, for h = 1, the observed part of
+    the loss at the new factors (else 0)."""
+    _, R, k = P.shape
+    F, G = P[h], P[1 - h]
+    other, cm1, pc = (a[h] for a in slots)
+    local, segs, where = chunks.local[h], chunks.segs[h], chunks.where[h]
+    per_chunk = segs.shape[1]
+    GtG = G.T @ G + lam * jnp.eye(k, dtype=F.dtype)
+
+    def chunk(c, carry):
+        total, out = carry
+        o, cm, p, lo, sg = (jax.lax.dynamic_index_in_dim(a, c, keepdims=False)
+                            for a in (other, cm1, pc, local, segs))
+        Gp = G[o]                            # (pieces, width, k), gathered once
+        F0 = F[jnp.minimum(sg, R - 1)]       # unused rows: any row, never read back
+
+        def seg(V):
+            return jax.ops.segment_sum(V, lo, num_segments=per_chunk, indices_are_sorted=True)
+
+        def dots(V):
+            return jnp.einsum("plk,pk->pl", Gp, V[lo])
+
+        def apply(V):
+            return V @ GtG + seg(jnp.einsum("pl,plk->pk", cm * dots(V), Gp))
+
+        # b - A F0 in one pass over the slots: b = G^T C p on the observed pairs.
+        r0 = seg(jnp.einsum("pl,plk->pk", p - cm * dots(F0), Gp)) - F0 @ GtG
+        x = _als.batched_cg(apply, None, F0, cg_steps, r0=r0)
+
+        def observed():  # c (p - s)^2 - s^2, with c = 1 + cm1, p = 1[pc > 0]: 0 in empty slots
+            s = dots(x)
+            return jnp.sum((1 + cm) * (jnp.where(p > 0, 1, 0) - s) ** 2 - s**2)
+
+        total = total + jax.lax.cond(h == 1, observed, lambda: jnp.zeros((), F.dtype))
+        return total, jax.lax.dynamic_update_slice_in_dim(out, x, c * per_chunk, 0)
+
+    out = jnp.zeros((other.shape[0] * per_chunk + 1, k), F.dtype)  # + the padding rows' zero row
+    total, out = jax.lax.fori_loop(0, n_chunks[h], chunk, (jnp.zeros((), F.dtype), out))
+    return P.at[h].set(out[where]), total
+
+
+@partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps"))
+def _implicit_als_chunked(rows, cols, counts, hyper, key, start, chunks, n_chunks, *, shape,
+                          rank, max_iter, cg_steps):
+    """:func:`_implicit_als` with the CG solves run chunk by chunk (:func:`_half_step_chunked`,
+    one program for both sides); the chunks are laid out on the host by
+    :func:`jaxfact._als.paired_chunk_layouts`."""
+    m, n = shape
+    R = max(m, n)
+    alpha, lam, tol, init_std = hyper
+    dtype = counts.dtype
+    if start is None:  # drawn here, not eagerly: the same numbers as under an outer jit
+        start = _draw_start(key, m, n, rank, init_std, dtype)
+    pad = lambda a: jnp.concatenate([a, jnp.zeros((1,), a.dtype)])
+    c = pad(counts)[chunks.event]  # per slot, once per fit; empty slots weigh 0
+    other = jnp.stack([pad(cols)[chunks.event[0]], pad(rows)[chunks.event[1]]])
+    slots = (other, alpha * c, jnp.where(c > 0, 1 + alpha * c, 0))
+
+    def stacked(f: _Factors):
+        return jnp.stack([jnp.pad(x, ((0, R - x.shape[0]), (0, 0))) for x in f])
+
+    def update(f: _Factors, _):
+        def half(h, carry):
+            P, total = carry
+            P, obs = _half_step_chunked(P, h, slots, chunks, n_chunks, lam, cg_steps)
+            return P, total + obs
+
+        P, observed = jax.lax.fori_loop(0, 2, half, (stacked(f), jnp.zeros((), dtype)))
+        X, Y = P[0, :m], P[1, :n]
+        L = (jnp.sum((X.T @ X) * (Y.T @ Y)) + observed
+             + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
+        return _Factors(X, Y), L, None
+
+    L0 = _start_loss(start, rows, cols, counts, alpha, lam, tol)
+
+    def stop(state):
+        return _solver.status_of(_solver.relative_decrease_below(state, tol, L0))
+
+    state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=dtype))
+    f = state.iterate
+    return ImplicitALSResult(f.user_factors, f.item_factors, state.n_iter,
+                             state.status == _solver.Status.CONVERGED, state.history, state.status)
+
+
 @partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps", "mesh", "axes"))
 def _implicit_als_sharded(rows, cols, counts, hyper, key, start, *, mesh, axes, shape, rank,
                           max_iter, cg_steps):
@@ -276,7 +410,7 @@ def _implicit_als_sharded(rows, cols, counts, hyper, key, start, *, mesh, axes, 
     psum = partial(jax.lax.psum, axis_name=axes)
     dtype = counts.dtype
     if start is None:  # the same numbers as _implicit_als draws, the users' split by block
-        kx, ky = jax.random.split(key)
+        kx, ky = jax.random.split(key)  # (split by the mesh: no collective; same numbers)
         init_std = hyper[3]
         start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
                          init_std * jax.random.normal(ky, (n, rank), dtype))
@@ -335,9 +469,7 @@ def _implicit_als(rows, cols, counts, hyper, key, start, *, shape, rank, max_ite
     alpha, lam, tol, init_std = hyper
     dtype = counts.dtype
     if start is None:  # drawn here, not eagerly: the same numbers as under an outer jit
-        kx, ky = jax.random.split(key)
-        start = _Factors(init_std * jax.random.normal(kx, (m, rank), dtype),
-                         init_std * jax.random.normal(ky, (n, rank), dtype))
+        start = _draw_start(key, m, n, rank, init_std, dtype)
     # The observations grouped by user and by item in padded pieces; index nnz is an empty slot.
     user_layout = _als.layout(rows, m, 1)
     item_layout = _als.layout(cols, n, 1)
@@ -355,7 +487,7 @@ def _implicit_als(rows, cols, counts, hyper, key, start, *, shape, rank, max_ite
              + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
         return _Factors(X, Y), L, None
 
-    L0 = _loss(*start, rows, cols, counts, alpha, lam)
+    L0 = _start_loss(start, rows, cols, counts, alpha, lam, tol)
 
     def stop(state):
         return _solver.status_of(_solver.relative_decrease_below(state, tol, L0))

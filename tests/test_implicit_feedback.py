@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from jax.experimental import checkify
 
 from conftest import small_ratings, tol
-from jaxfact import ImplicitALSResult, Status, implicit_als, implicit_loss
+from jaxfact import ImplicitALSResult, Status, _als, implicit_als, implicit_loss
+from jaxfact import implicit_feedback as imf
 
 M, N, K = 30, 20, 3
 
@@ -146,6 +147,55 @@ def test_under_vmap():
         keys)
     one = implicit_als(r, c, jnp.abs(v), (M, N), K, key=keys[1], max_iter=3).history
     np.testing.assert_allclose(hist[1], one, rtol=tol(np.float32, 10))
+
+
+def test_chunk_layout_holds_whole_segments():
+    """Every event in one slot of its segment's pieces; no segment straddles two chunks; a
+    segment longer than a chunk gets a chunk of its own size."""
+    rng = np.random.default_rng(2)
+    seg = np.r_[np.zeros(40, np.int64), rng.integers(0, 30, 200)]  # segment 0 is long
+    rng.shuffle(seg)
+    ch = _als.chunk_layout(seg, 33, 16)
+    n_chunks, cap, width = ch.event.shape
+    assert n_chunks > 1 and cap * width >= np.sum(seg == 0)
+    full = ch.event < seg.size
+    np.testing.assert_array_equal(np.sort(ch.event[full]), np.arange(seg.size))
+    owner = np.take_along_axis(ch.segs, ch.local, 1)           # segment of each piece
+    np.testing.assert_array_equal(seg[ch.event[full]], np.broadcast_to(owner[..., None],
+                                                                       full.shape)[full])
+    np.testing.assert_array_equal(ch.segs.reshape(-1)[ch.where], np.arange(33))  # 31, 32: empty
+    assert np.all(np.diff(ch.local, axis=1) >= 0)
+    # Two segmentations of the same events (users, items) in one shape, for one program.
+    other = rng.integers(0, 20, seg.size)
+    pair, n_chunks = _als.paired_chunk_layouts(seg, 33, other, 20, 16)
+    for h, (s, n) in enumerate(((seg, 33), (other, 20))):
+        used = pair.event[h, :n_chunks[h]]
+        full = used < seg.size
+        np.testing.assert_array_equal(np.sort(used[full]), np.arange(seg.size))
+        assert np.all(pair.event[h, n_chunks[h]:] == seg.size)
+        np.testing.assert_array_equal(pair.segs[h].reshape(-1)[pair.where[h, :n]], np.arange(n))
+        assert np.all(pair.where[h, n:] == pair.segs.shape[1] * pair.segs.shape[2])
+        owner = np.take_along_axis(pair.segs[h], pair.local[h], 1)[:n_chunks[h]]
+        np.testing.assert_array_equal(s[used[full]], np.broadcast_to(owner[..., None],
+                                                                     full.shape)[full])
+    # Everything in one chunk: its shape depends on (nnz, n_seg) only.
+    one = _als.chunk_layout(seg, 33, 10_000)
+    assert one.event.shape[0] == 1
+    assert one.event.shape == _als.chunk_layout(np.arange(seg.size) % 33, 33, 10_000).event.shape
+
+
+def test_chunked_fit_matches_the_traced_path(monkeypatch, x64):
+    """Concrete events on the CPU run the solves chunk by chunk (laid out on the host); traced
+    events the one-pass kernel: the same iteration up to rounding, with many small chunks."""
+    r, c, v = _small(seed=5)
+    counts = np.abs(v)
+    monkeypatch.setattr(imf, "_CHUNK_BYTES", 4 * K * 8)  # 8 slots: chunks of 1 or 2 segments
+    key = jax.random.key(1)
+    fit = lambda r, c, n: implicit_als(r, c, n, (M, N), K, key=key, max_iter=4)
+    eager, traced = fit(r, c, counts), jax.jit(fit)(r, c, counts)
+    for a, b in zip(eager[:2], traced[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(eager.history, traced.history, rtol=1e-12)
 
 
 NNZ = 150
