@@ -58,7 +58,6 @@ def blas_threads() -> str:
 
 def machine() -> str:
     """One line: CPU, cores, the peers' BLAS threads, JAX version and device."""
-    import numpy  # noqa: F401  (loads NumPy's BLAS so that threadpoolctl sees it)
     dev = jax.devices()[0]
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"{blas_threads()}, JAX {jax.__version__} on {dev.platform} ({dev.device_kind}, "
