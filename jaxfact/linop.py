@@ -363,7 +363,11 @@ def _segment_matmul(rows, cols, values, B, n_out):
 
 
 def _rows_matmul(S, B):
-    # S @ B (p, k) for B (q, k): O(nnz k); the ELL blocks use gathers only.
+    # S @ B (p, k) for B (q, k): O(nnz k); the ELL blocks use gathers only. Each step of the loop
+    # over a block's L entries per row adds _GROUP of them at once (one fused XLA loop reading and
+    # writing the (p_b, k) accumulator once), which cuts the accumulator's memory traffic _GROUP-fold
+    # against one entry per step (measured on CPU at 100000 x 20000, 2M non-zeros, k = 30:
+    # X @ B 1.5-2x and X^T @ B 1.5-2.5x faster than a scan with unroll=4).
     B = jnp.asarray(B)
     p = S.shape[0]
     if not S.buckets:
@@ -372,14 +376,27 @@ def _rows_matmul(S, B):
 
     def body(acc, cv):
         c, v = cv
-        return acc + v[:, None] * B.at[c].get(mode="promise_in_bounds"), None
+        for j in range(c.shape[0]):
+            acc = acc + v[j][:, None] * B.at[c[j]].get(mode="promise_in_bounds")
+        return acc, None
 
     outs = []
     for (L, pb), c, v in zip(S.buckets, S.blocks(S.cols), S.blocks(S.vals.astype(B.dtype))):
         acc = jnp.zeros((pb, B.shape[1]), B.dtype)
-        outs.append(lax.scan(body, acc, (c, v), unroll=min(L, 4))[0])
+        if L <= _GROUP:
+            outs.append(body(acc, (c, v))[0])
+            continue
+        steps = -(-L // _GROUP)
+        pad = ((0, steps * _GROUP - L), (0, 0))  # padding entries: column 0, value 0
+        c = jnp.pad(c, pad).reshape(steps, _GROUP, pb)
+        v = jnp.pad(v, pad).reshape(steps, _GROUP, pb)
+        outs.append(lax.scan(body, acc, (c, v))[0])
     outs.append(jnp.zeros((1, B.shape[1]), B.dtype))  # the empty rows' result
     return jnp.concatenate(outs).at[S.inv].get(mode="promise_in_bounds")
+
+
+# Entries per row added in one step of _rows_matmul's loop.
+_GROUP = 8
 
 
 # Buckets are merged while the padding grows by less than this factor: fewer, larger blocks
