@@ -30,8 +30,9 @@ per call, "1 thread" with XLA and OpenBLAS on one core, "busy" with the default 
   LAPACK's 344 ms above), and it gives LAPACK's Q to 4e-7.
 
 Two subspace iterations, because their inputs and answers differ: :func:`randomized_svd` starts
-cold from a Gaussian sketch with a static number of passes, keeps its sketches as rows (the fast
-layout for a row-major dense X) and ends with ``B = Q^T X`` and its SVD; :func:`subspace_svd`
+cold from a Gaussian sketch with a static number of passes, keeps its sketches in the layouts
+its products are fastest in (see ``_randomized_svd_tall``) and ends with ``B = Q^T X`` and its
+SVD; :func:`subspace_svd`
 continues from the previous solver iteration's V with a traced number of passes, needs R of
 every QR (its answer is the SVD of the K x K ``R^T``) and pads both half-steps to one shape so
 its QR compiles once. Running one through the other's loop would change its results.
