@@ -30,8 +30,9 @@ per call, "1 thread" with XLA and OpenBLAS on one core, "busy" with the default 
   LAPACK's 344 ms above), and it gives LAPACK's Q to 4e-7.
 
 Two subspace iterations, because their inputs and answers differ: :func:`randomized_svd` starts
-cold from a Gaussian sketch with a static number of passes, keeps its sketches as rows (the fast
-layout for a row-major dense X) and ends with ``B = Q^T X`` and its SVD; :func:`subspace_svd`
+cold from a Gaussian sketch with a static number of passes, keeps its sketches in the layouts
+its products are fastest in (see ``_randomized_svd_tall``) and ends with ``B = Q^T X`` and its
+SVD; :func:`subspace_svd`
 continues from the previous solver iteration's V with a traced number of passes, needs R of
 every QR (its answer is the SVD of the K x K ``R^T``) and pads both half-steps to one shape so
 its QR compiles once. Running one through the other's loop would change its results.
@@ -162,31 +163,46 @@ def orthonormalize(Y):
     return jnp.linalg.qr(Y, mode="reduced")[0]
 
 
-def _cholesky_qr_rows(Yt, shift):
-    # Orthonormalizes the rows of Yt (l, m): Qt = R^-T Yt with R^T R = Yt Yt^T + shift * trace I.
-    # The products run at matrix-multiply speed, unlike forming Householder's Q (LAPACK orgqr),
-    # which dominates for tall thin matrices.
-    G = jnp.matmul(Yt, Yt.T, precision=jax.lax.Precision.HIGHEST)
-    G = G + (shift * jnp.trace(G) + jnp.finfo(Yt.dtype).tiny) * jnp.eye(G.shape[0], dtype=G.dtype)
+def _cholesky_qr(Y, shift, rows):
+    # Orthonormalizes the rows (rows=True, Y (l, m)) or the columns (Y (m, l)) of Y:
+    # Q = Y R^-1 (columns) or R^-T Y (rows), with R^T R = G + shift * trace(G) I, G the (l, l)
+    # Gram matrix. The products run at matrix-multiply speed, unlike forming Householder's Q
+    # (LAPACK orgqr), which dominates for tall thin matrices. R^-1 is formed (l x l) and applied
+    # by one product: XLA's CPU triangular solve with m right-hand sides runs ~6x slower than
+    # that product, and the rounding of either is of order eps cond(R) relative.
+    hi = jax.lax.Precision.HIGHEST
+    l = Y.shape[0] if rows else Y.shape[1]
+    ax = 1 if rows else 0   # the long axis, contracted in the Gram matrix
+    G = jax.lax.dot_general(Y, Y, (((ax,), (ax,)), ((), ())), precision=hi)
+    G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(l, dtype=G.dtype)
     R = jnp.linalg.cholesky(G, upper=True)
-    return jax.scipy.linalg.solve_triangular(R, Yt, trans="T", lower=False)
+    Ri = jax.scipy.linalg.solve_triangular(R, jnp.eye(l, dtype=G.dtype), lower=False)
+    return jnp.matmul(Ri.T, Y, precision=hi) if rows else jnp.matmul(Y, Ri, precision=hi)
 
 
-def normalize_rows(Yt):
+def normalize_rows(Yt, rows=True):
     """A well-conditioned basis (as rows) of the row space of Yt (l, m) for the power iterations:
     shifted CholeskyQR3 (Fukaya, Kannan, Nakatsukasa, Yamamoto & Yanagisawa 2020), stable for
-    cond(Yt) up to 1/eps. The small shift of the last two passes keeps a rank-deficient Yt finite;
-    the final basis of the range finder still comes from :func:`orthonormalize`."""
-    l, m = Yt.shape
+    cond(Yt) up to 1/eps where its first pass applies (``11 (m l + l (l + 1)) eps < 1``; beyond,
+    in float32 for m l > ~1.5e6, that pass is skipped: it could not change the conditioning, and
+    the two passes left act as CholeskyQR2, whose shift damps directions below ~sqrt(l eps) of the
+    largest). The small shift of the last two passes keeps a rank-deficient Yt finite;
+    the final basis of the range finder still comes from :func:`orthonormalize`. With
+    ``rows=False``, the same for the columns of Yt (m, l)."""
+    l, m = Yt.shape if rows else Yt.shape[::-1]
     eps = jnp.finfo(Yt.dtype).eps
     # The Gram matrix squares the entries: rows of max-abs 1e19 overflow it in float32 and rows of
     # 1e-20 underflow it. Scaling each row to max-abs 1 spans the same space, so the result does
     # not depend on the scale of X.
-    peak = jnp.max(jnp.abs(Yt), axis=1, keepdims=True)
+    peak = jnp.max(jnp.abs(Yt), axis=1 if rows else 0, keepdims=True)
     Yt = Yt / jnp.where(peak > 0, peak, 1)
-    Qt = _cholesky_qr_rows(Yt, 11 * (m * l + l * (l + 1)) * eps)
-    Qt = _cholesky_qr_rows(Qt, l * eps)
-    return _cholesky_qr_rows(Qt, l * eps)
+    shift = 11 * (m * l + l * (l + 1)) * float(jnp.finfo(Yt.dtype).eps)
+    if shift < 1:
+        Yt = _cholesky_qr(Yt, shift, rows)
+    # else (float32 with m l > ~1.5e6): the shift exceeds every eigenvalue of the Gram matrix, so
+    # that pass would change cond(Yt) by at most sqrt(2); skipping it changes nothing measurable.
+    Qt = _cholesky_qr(Yt, l * eps, rows)
+    return _cholesky_qr(Qt, l * eps, rows)
 
 
 @partial(jax.jit, static_argnames=("rank", "n_samples", "n_iter"))
@@ -211,42 +227,71 @@ class _Transposed:
         self.dtype = linop.dtype_of(X)
 
 
-# The sketches are kept as rows, (l, m) and (l, n): for a dense row-major X, the products
-# Bt @ X.T and Ct @ X run about twice as fast on CPU as X.T @ C, whose output XLA transposes.
+# The sketch of the tall side is kept as columns, Q (m, l); for a dense X the short side's is kept
+# as rows, Zt (l, n). Measured on CPU (XLA's dot, 4000 x 2000 float32, l = 60), Q^T X contracting
+# the leading axes of both (no transposes) runs ~1.5x faster than Qt @ X or X.T @ Q, and X @ Zt^T
+# as fast as the fastest other form. Every other operator keeps both as columns, (m, l) and (n, l):
+# the sparse kernels gather and write rows of length l, and transposing their (m, l) blocks costs
+# as much as a product.
+
+_TN = (((0,), (0,)), ((), ()))   # contract the leading axes
+_NT = (((1,), (1,)), ((), ()))   # contract the trailing axes
 
 
-def _mm_rows(X, Bt):
-    """(X @ Bt.T).T = Bt @ X.T, shape (l, m)."""
-    if isinstance(X, _Transposed):
-        return _rmm_rows(X.X, Bt)
-    if isinstance(X, jax.Array):
-        return Bt @ X.T
-    return linop.matmul(X, Bt.T).T
+def _is_dense(X):
+    return isinstance(X.X if isinstance(X, _Transposed) else X, jax.Array)
 
 
-def _rmm_rows(X, Ct):
-    """(X.T @ Ct.T).T = Ct @ X, shape (l, n)."""
-    if isinstance(X, _Transposed):
-        return _mm_rows(X.X, Ct)
-    if isinstance(X, jax.Array):
-        return Ct @ X
-    return linop.rmatmul(X, Ct.T).T
+def _qtx(X, Q):
+    """Q^T X, shape (l, n), for a dense X and Q (m, l)."""
+    if isinstance(X, _Transposed):   # Q^T X0^T: contract Q's rows with X0's columns
+        return jax.lax.dot_general(Q, X.X, (((0,), (1,)), ((), ())))
+    return jax.lax.dot_general(Q, X, _TN)
+
+
+def _xzt(X, Zt):
+    """X Zt^T, shape (m, l), for a dense X and Zt (l, n)."""
+    if isinstance(X, _Transposed):   # X0^T Zt^T: contract X0's rows with Zt's columns
+        return jax.lax.dot_general(X.X, Zt, (((0,), (1,)), ((), ())))
+    return jax.lax.dot_general(X, Zt, _NT)
+
+
+def _mm(X, B):
+    """X @ B, shape (m, l)."""
+    return linop.rmatmul(X.X, B) if isinstance(X, _Transposed) else linop.matmul(X, B)
+
+
+def _rmm(X, C):
+    """X.T @ C, shape (n, l)."""
+    return linop.matmul(X.X, C) if isinstance(X, _Transposed) else linop.rmatmul(X, C)
 
 
 def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
     n = X.shape[1]
     omega_t = jax.random.normal(key, (n_samples, n), dtype)
-    Qt = normalize_rows(_mm_rows(X, omega_t))
+    if _is_dense(X):
+        Q = normalize_rows(_xzt(X, omega_t), rows=False)
 
-    def power(_, Qt):
-        Zt = normalize_rows(_rmm_rows(X, Qt))
-        return normalize_rows(_mm_rows(X, Zt))
+        def power(_, Q):
+            Zt = normalize_rows(_qtx(X, Q))
+            return normalize_rows(_xzt(X, Zt), rows=False)
 
-    Q = orthonormalize(jax.lax.fori_loop(0, n_iter, power, Qt).T)  # (m, l)
-    B = _rmm_rows(X, Q.T)                # (l, n) = Q^T X
-    Ub, s, Vbt = svd_thin(B, rank)
-    U = Q @ Ub
-    return U[:, :rank], s[:rank], Vbt[:rank]
+        Q = orthonormalize(jax.lax.fori_loop(0, n_iter, power, Q))     # (m, l)
+        Bt = _qtx(X, Q).T                        # (n, l) = X^T Q
+    else:
+        Q = normalize_rows(_mm(X, omega_t.T), rows=False)
+
+        def power(_, Q):
+            Z = normalize_rows(_rmm(X, Q), rows=False)
+            return normalize_rows(_mm(X, Z), rows=False)
+
+        Q = orthonormalize(jax.lax.fori_loop(0, n_iter, power, Q))     # (m, l)
+        Bt = _rmm(X, Q)                          # (n, l) = X^T Q
+    # The SVD of the tall Bt = X^T Q = V diag(s) Ub^T (LAPACK takes ~2.5x longer for a wide
+    # matrix than for its transpose) gives B = Q^T X = Ub diag(s) V^T.
+    V, s, Ubt = svd_thin(Bt, rank)
+    U = Q @ Ubt.T
+    return U[:, :rank], s[:rank], V[:, :rank].T
 
 
 @jax.jit

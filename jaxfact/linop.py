@@ -363,7 +363,12 @@ def _segment_matmul(rows, cols, values, B, n_out):
 
 
 def _rows_matmul(S, B):
-    # S @ B (p, k) for B (q, k): O(nnz k); the ELL blocks use gathers only.
+    # S @ B (p, k) for B (q, k): O(nnz k); the ELL blocks use gathers only. Each step of the loop
+    # over a block's L entries per row adds _GROUP of them at once (one fused XLA loop that reads
+    # and writes the (p_b, k) accumulator once). Measured on a loaded 2-core CPU at 100000 x 20000,
+    # 2M non-zeros, k = 30: X^T @ B (20000 rows of ~100 entries) ~1.5x faster than a scan over
+    # single entries with unroll=4, X @ B (rows of ~20) about the same; what X @ B pays for is the
+    # padding, which the bucket widths (:func:`_bucket_ids`) keep low.
     B = jnp.asarray(B)
     p = S.shape[0]
     if not S.buckets:
@@ -372,47 +377,77 @@ def _rows_matmul(S, B):
 
     def body(acc, cv):
         c, v = cv
-        return acc + v[:, None] * B.at[c].get(mode="promise_in_bounds"), None
+        for j in range(c.shape[0]):
+            acc = acc + v[j][:, None] * B.at[c[j]].get(mode="promise_in_bounds")
+        return acc, None
 
     outs = []
     for (L, pb), c, v in zip(S.buckets, S.blocks(S.cols), S.blocks(S.vals.astype(B.dtype))):
         acc = jnp.zeros((pb, B.shape[1]), B.dtype)
-        outs.append(lax.scan(body, acc, (c, v), unroll=min(L, 4))[0])
+        if L <= _GROUP:
+            outs.append(body(acc, (c, v))[0])
+            continue
+        steps = -(-L // _GROUP)
+        pad = ((0, steps * _GROUP - L), (0, 0))  # padding entries: column 0, value 0
+        c = jnp.pad(c, pad).reshape(steps, _GROUP, pb)
+        v = jnp.pad(v, pad).reshape(steps, _GROUP, pb)
+        outs.append(lax.scan(body, acc, (c, v))[0])
     outs.append(jnp.zeros((1, B.shape[1]), B.dtype))  # the empty rows' result
     return jnp.concatenate(outs).at[S.inv].get(mode="promise_in_bounds")
 
 
-# Buckets are merged while the padding grows by less than this factor: fewer, larger blocks
-# compile faster and loop less; small matrices get a single block.
-_MERGE_SLACK = 1.25
+# Entries per row added in one step of _rows_matmul's loop.
+_GROUP = 8
+
+
+# Adjacent buckets are merged, cheapest first, while the stored slots (entries plus padding) stay
+# below this factor times those of the unmerged buckets: fewer, larger blocks compile faster and
+# loop less; small matrices get a single block.
+_MERGE_SLACK = 1.1
 _SMALL_NNZ = 1 << 14
+# Past the slack, merging goes on (cheapest first) down to this many buckets.
+_MAX_BUCKETS = 16
+
+
+def _bucket_ids(counts):
+    """Bucket id per row (-1 for empty rows) before merging: lengths up to _GROUP by powers of 2,
+    longer ones by multiples of _GROUP up to 4 _GROUP and then by quarter octaves (lengths in
+    (3/4 * 2^j, 2^j], (2^j, 5/4 * 2^j], ...), so a row is padded by less than _GROUP entries or
+    25 %. The ids increase with the length."""
+    c = np.maximum(counts, 1).astype(np.int64)
+    octave = np.floor(np.log2(c - 1, where=c > 1, out=np.zeros(c.shape))).astype(np.int64)
+    step = np.maximum(_GROUP, 2 ** np.maximum(octave - 2, 0))
+    padded = np.where(c <= _GROUP, 2 ** np.ceil(np.log2(c)).astype(np.int64), -(-c // step) * step)
+    return np.where(counts > 0, padded, -1)
 
 
 def _merge_buckets(counts):
-    """Bucket id per row (-1 for empty rows): lengths in (2^(b-1), 2^b], adjacent buckets merged
-    while that costs little padding."""
-    b = np.where(counts > 0, np.ceil(np.log2(np.maximum(counts, 1))), -1).astype(int)
+    """Bucket id per row (-1 for empty rows): rows of similar length (:func:`_bucket_ids`),
+    adjacent buckets merged while that costs little padding (``_MERGE_SLACK``)."""
     if counts.sum() <= _SMALL_NNZ:
         return np.where(counts > 0, 0, -1)
-    ids = list(np.unique(b[b >= 0]))
-    size = {i: int((b == i).sum()) for i in ids}
-    top = {i: int(counts[b == i].max()) for i in ids}
-    merged = dict(zip(ids, ids))
-    i = 0
-    while i + 1 < len(ids):
-        lo, hi = ids[i], ids[i + 1]
-        separate = top[lo] * size[lo] + top[hi] * size[hi]
-        if top[hi] * (size[lo] + size[hi]) <= _MERGE_SLACK * separate:
-            size[hi] += size[lo]
-            for k, v in merged.items():
-                if v == lo:
-                    merged[k] = hi
-            ids.pop(i)
-        else:
-            i += 1
-    lut = np.full(max(merged) + 1, -1)
-    lut[list(merged)] = list(merged.values())
-    return np.where(b >= 0, lut[np.maximum(b, 0)], -1)
+    b = _bucket_ids(counts)
+    ids = [int(i) for i in np.unique(b[b >= 0])]
+    size = [int((b == i).sum()) for i in ids]
+    top = [int(counts[b == i].max()) for i in ids]
+    budget = _MERGE_SLACK * sum(t * n for t, n in zip(top, size))
+    slots = sum(t * n for t, n in zip(top, size))
+    merged = {i: i for i in ids}
+    while len(ids) > 1:
+        extra = [(top[j + 1] - top[j]) * size[j] for j in range(len(ids) - 1)]
+        j = int(np.argmin(extra))
+        if slots + extra[j] > budget and len(ids) <= _MAX_BUCKETS:
+            break
+        slots += extra[j]
+        lo, hi = ids[j], ids[j + 1]
+        for k, v in merged.items():
+            if v == lo:
+                merged[k] = hi
+        size[j + 1] += size[j]
+        del ids[j], size[j], top[j]
+    keys = np.array(sorted(merged))
+    vals = np.array([merged[k] for k in keys])
+    return np.where(b >= 0, vals[np.searchsorted(keys, np.maximum(b, keys[0]))], -1)
 
 
 def _bucketed(r, c, v, p, q, nnz):
@@ -421,19 +456,26 @@ def _bucketed(r, c, v, p, q, nnz):
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(r.size) - starts[r]
     bucket_of_row = _merge_buckets(counts)
+    # Entries grouped by bucket (rows ascending within each): one sort instead of a pass over all
+    # entries per bucket.
+    ids = np.unique(bucket_of_row[bucket_of_row >= 0])
+    rank = np.searchsorted(ids, bucket_of_row[r]).astype(np.int16)  # few ids: a radix sort
+    order = np.argsort(rank, kind="stable")
+    r, c, v, pos = r[order], c[order], v[order], pos[order]
+    ends = np.cumsum(np.bincount(rank, minlength=ids.size))
+    local = np.zeros(p, np.int64)
     buckets, rows_all, cols_all, vals_all, valid_all = [], [], [], [], []
-    for b in np.unique(bucket_of_row[bucket_of_row >= 0]).astype(int):
+    for j, b in enumerate(ids):
         rows_b = np.nonzero(bucket_of_row == b)[0]
         L, pb = int(counts[rows_b].max()), rows_b.size
-        local = np.full(p, -1)
         local[rows_b] = np.arange(pb)
-        sel = local[r] >= 0
-        li, lp = pos[sel], local[r[sel]]
+        lo, hi = (ends[j - 1] if j else 0), ends[j]
+        li, lp = pos[lo:hi], local[r[lo:hi]]
         cols = np.zeros((L, pb), np.int32)
         vals = np.zeros((L, pb), v.dtype)
         valid = np.zeros((L, pb), v.dtype)
-        cols[li, lp] = c[sel]
-        vals[li, lp] = v[sel]
+        cols[li, lp] = c[lo:hi]
+        vals[li, lp] = v[lo:hi]
         valid[li, lp] = 1
         buckets.append((L, pb))
         rows_all.append(rows_b)

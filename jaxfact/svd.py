@@ -125,7 +125,9 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
     next one. Deviation from the paper: those ``2 n_iter + 1`` intermediate bases are
     orthonormalized by shifted CholeskyQR3 (Fukaya et al. 2020), not Householder QR; it spans the
     same subspace, is stable up to ``cond(Y) ~ 1/eps`` and runs at matrix-multiply speed
-    (scikit-learn uses LU for the same purpose). The last basis is then orthonormalized once more
+    (scikit-learn uses LU for the same purpose). For float32 sketches with more than ~1.5e6
+    entries its shifted first pass is skipped (its shift would exceed every eigenvalue of the
+    Gram matrix, so it could not improve the conditioning): CholeskyQR2 with a small shift. The last basis is then orthonormalized once more
     by Householder QR (LAPACK), which makes the final ``Q`` orthonormal to working precision also
     when Y is rank deficient; then ``B = Q^T X`` and the exact SVD of the small ``B`` (their
     Algorithm 5.1). A wide X (m < n) is handled as ``X^T``, as scikit-learn does. The error is
