@@ -26,7 +26,8 @@ from jaxfact import _solver
 from jaxfact._nmf_init import (Reg, data_scale, dot_t, dot_tn, n_shards, prepare, psum,
                                scale_start, scale_x, total)
 from jaxfact._nmf_steps import (Split, data_grad, full_grad, hals_update, half_h, half_w,
-                                inner_repetitions, mu_update, pg_half_step, proj_norm_sq)
+                                inner_repetitions, mu_update, pg_half_step, pg_inner_cap,
+                                proj_norm_sq)
 
 __all__ = []  # private module
 
@@ -197,7 +198,8 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H, axes=Non
     # mu sums the residual instead (one more product per iteration). pg and hals keep the
     # expanded form; where it cannot resolve the decrease, their gradient condition decides.
     direct = solver == "mu" and data.X is not None
-    rep_w, rep_h = inner_repetitions(data, k, n_shards(axes))
+    rep_w, rep_h = (pg_inner_cap if solver == "pg" else inner_repetitions)(data, k,
+                                                                          n_shards(axes))
     split_w, split_h = Split(y=axes), Split(o=axes)
     Wr, Hr = scale_start(data, Wt, H, "frobenius", update_H=update_H, axes=axes)
     _, _, full_sq, _ = _measure(data, half_w(data, Hr, reg),
@@ -217,7 +219,7 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H, axes=Non
         # One half-step of the chosen solver on factor F; Lin's rule tightens a subproblem's
         # tolerance tenfold when it needed no step.
         if solver == "pg":
-            return pg_half_step(half, F, tol_f, sp)
+            return pg_half_step(half, F, tol_f, sp, rep)
         if solver == "hals":
             return hals_update(half, F, rep, sp), tol_f
         return mu_update(half, F, sp), tol_f
