@@ -225,12 +225,13 @@ def _named_start(X, key, rank, init, axes=None):
     return W, H
 
 
-def optimal_scale(data, Wt, H, beta_loss, axes=None):
+def optimal_scale(data, Wt, H, beta_loss, axes=None, cw=None):
     """The scalar c >= 0 minimizing the data term D(X, c W H): for the Frobenius loss
     ``<M X, WH> / sum(M (WH)^2)``, for KL ``sum(M X) / sum(M WH)``; 1 when undefined (W H = 0 or
-    X = 0)."""
+    X = 0). ``cw``: ``cross_w(data, H)`` when the caller has it already."""
     if beta_loss == "frobenius":
-        num = total(Wt * cross_w(data, H), axes)  # <A, W H>, A = M * X
+        cw = cross_w(data, H) if cw is None else cw
+        num = total(Wt * cw, axes)  # <A, W H>, A = M * X
         if data.M is None:
             den = jnp.sum(psum(Wt @ Wt.T, axes) * (H @ H.T))
         else:

@@ -54,16 +54,6 @@ def _as_bcoo(fn, X):
     """Any sparse form of X as a 2-D BCOO (None for a dense X)."""
     if _checks.is_scipy_sparse(X):
         return jsparse.BCOO.from_scipy_sparse(X)
-    if isinstance(X, linop.SparseMatrix):
-        # Its entries by rows; padding positions (weight 0) are dropped when concrete and kept
-        # as explicit zeros under a trace (a zero entry changes neither loss).
-        S = X.S
-        rows, cols, vals = S.row_index(), S.cols, jnp.where(S.wv != 0, S.xv, 0)
-        if _checks.is_concrete(S.wv):
-            keep = np.asarray(S.wv) != 0
-            rows, cols, vals = (jnp.asarray(np.asarray(a)[keep]) for a in (rows, cols, vals))
-        indices = jnp.stack([rows, cols], axis=1).astype(jnp.int32)
-        return jsparse.BCOO((vals, indices), shape=tuple(X.shape))
     if isinstance(X, linop.ObservedMatrix):
         indices = jnp.stack([jnp.asarray(X.rows), jnp.asarray(X.cols)], axis=1)
         return jsparse.BCOO((jnp.asarray(X.values), indices.astype(jnp.int32)),
@@ -80,9 +70,30 @@ def _as_bcoo(fn, X):
     return None
 
 
+def _check_sparse_matrix(fn, X, checks):
+    """A :class:`jaxfact.linop.SparseMatrix` used as built: its layout is kept (no host work,
+    no copy of the entries). Its values are checked; positions of weight 0 (padding, or
+    entries a mask weighted 0) hold zeros and every other weight is reset to 1: NMF reads the
+    matrix's values, and weights only come from its own ``mask`` argument."""
+    _checks.check_float_dtype(fn, "X", X.dtype)
+    out = X.dtype
+    halves = []
+    for S in (X.S, X.St):  # the same entries twice: checking one half suffices
+        xv = jnp.where(S.wv != 0, S.xv, 0).astype(compute_dtype(out))
+        if not halves:
+            check_values(fn, "X", xv, checks)
+        wv = (S.wv != 0).astype(xv.dtype)
+        halves.append(linop.SparseRows(S.rows, S.inv, S.cols, xv, xv, wv, S.shape, S.nnz,
+                                       S.buckets))
+    return linop.SparseMatrix(*halves), out
+
+
 def check_X(fn, X, checks=False):
     """X as a float32/float64 dense array or a :class:`jaxfact.linop.SparseMatrix` (values checked
-    when concrete, or staged when ``checks``), and the dtype to return results in."""
+    when concrete, or staged when ``checks``), and the dtype to return results in. A
+    SparseMatrix is used as given (its host layout is not rebuilt)."""
+    if isinstance(X, linop.SparseMatrix):
+        return _check_sparse_matrix(fn, X, checks)
     B = _as_bcoo(fn, X)
     if B is not None:
         if len(B.shape) != 2 or B.n_batch or B.n_dense:
@@ -93,8 +104,8 @@ def check_X(fn, X, checks=False):
         if compute_dtype(out) != out:
             B = jsparse.BCOO((B.data.astype(compute_dtype(out)), B.indices), shape=B.shape)
         check_values(fn, "X", B, checks)
-        if _checks.is_concrete(B):
-            return linop.SparseMatrix.from_bcoo(B), out  # duplicates summed, laid out by rows and columns
+        # Concrete: duplicates summed, laid out by rows and by columns on the host (pass a
+        # linop.SparseMatrix to do that once for many calls); traced: coordinate form.
         return linop.SparseMatrix.from_bcoo(B), out
     X = _checks.as_float_array(fn, "X", X)
     check_values(fn, "X", X, checks)

@@ -23,10 +23,11 @@ from jax.sharding import PartitionSpec as P
 
 from jaxfact import linop
 from jaxfact import _solver
-from jaxfact._nmf_init import (Reg, data_scale, dot_t, dot_tn, n_shards, prepare, psum,
-                               scale_start, scale_x, total)
+from jaxfact._nmf_init import (Reg, data_scale, dot_t, dot_tn, n_shards, optimal_scale, prepare,
+                               psum, scale_start, scale_x, total)
 from jaxfact._nmf_steps import (Split, data_grad, full_grad, hals_update, half_h, half_w,
-                                inner_repetitions, mu_update, pg_half_step, proj_norm_sq)
+                                inner_repetitions, mu_update, pg_half_step, pg_inner_cap,
+                                proj_norm_sq)
 
 __all__ = []  # private module
 
@@ -166,6 +167,13 @@ def direct_frobenius(data, Wt, H, reg, update_H, axes=None):
     return 0.5 * total(sq, axes) + _penalty(Wt, H, reg, update_H, axes)
 
 
+def _scaled_half(h, r):
+    """The half-step problem at the other factor times r, from the one at the factor (its
+    products with A scale by r, its Gram by r^2)."""
+    return h._replace(C=h.C * r, G=None if h.G is None else h.G * (r * r),
+                      O=None if h.O is None else h.O * r)
+
+
 class _FroIterate(NamedTuple):
     """The iterate of the Frobenius solvers, with what their stopping rule reads."""
 
@@ -197,18 +205,24 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H, axes=Non
     # mu sums the residual instead (one more product per iteration). pg and hals keep the
     # expanded form; where it cannot resolve the decrease, their gradient condition decides.
     direct = solver == "mu" and data.X is not None
-    rep_w, rep_h = inner_repetitions(data, k, n_shards(axes))
+    rep_w, rep_h = (pg_inner_cap if solver == "pg" else inner_repetitions)(data, k,
+                                                                          n_shards(axes))
     split_w, split_h = Split(y=axes), Split(o=axes)
-    Wr, Hr = scale_start(data, Wt, H, "frobenius", update_H=update_H, axes=axes)
-    _, _, full_sq, _ = _measure(data, half_w(data, Hr, reg),
-                                half_h(data, Wr, reg, axes) if update_H else None, Wr, Hr, reg,
-                                update_H, axes)
+    # The products with A at the start serve the optimal scale, the reference gradient at the
+    # scaled start (the products there are scalar multiples of these) and the first W step.
+    hw = half_w(data, H, reg)
+    hh = half_h(data, Wt, reg, axes) if update_H else None
+    c = optimal_scale(data, Wt, H, "frobenius", axes, cw=hw.C)
+    if update_H:
+        r = jnp.sqrt(c)
+        Wr, Hr, hw_r, hh_r = Wt * r, H * r, _scaled_half(hw, r), _scaled_half(hh, r)
+    else:
+        Wr, Hr, hw_r, hh_r = Wt * c, H, hw, None
+    _, _, full_sq, _ = _measure(data, hw_r, hh_r, Wr, Hr, reg, update_H, axes)
     ref_grad = jnp.sqrt(full_sq)
     sub_tol = jnp.maximum(_SUB_TOL_FLOOR, tol) * ref_grad
-    hw = half_w(data, H, reg)
     loss0 = (direct_frobenius(data, Wt, H, reg, update_H, axes) if direct else
-             _measure(data, hw, half_h(data, Wt, reg, axes) if update_H else None, Wt, H, reg,
-                      update_H, axes)[0])
+             _measure(data, hw, hh, Wt, H, reg, update_H, axes)[0])
     # Rounding level of the objective: entrywise sums are good to ~eps * loss, the expanded form
     # to ~eps * ||X||^2.
     noise_base = 0.0 if direct else 0.5 * data.x_sq
@@ -217,7 +231,7 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H, axes=Non
         # One half-step of the chosen solver on factor F; Lin's rule tightens a subproblem's
         # tolerance tenfold when it needed no step.
         if solver == "pg":
-            return pg_half_step(half, F, tol_f, sp)
+            return pg_half_step(half, F, tol_f, sp, rep)
         if solver == "hals":
             return hals_update(half, F, rep, sp), tol_f
         return mu_update(half, F, sp), tol_f

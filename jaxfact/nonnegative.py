@@ -78,9 +78,14 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       ``||grad^P f(W, H)|| <= tol ||grad f(W0', H0')||`` (his eq. 15), with (W0', H0') the start
       moved to its optimal scalar multiple; each subproblem stops at the smaller of
       ``max(1e-3, tol) ||grad f(W0', H0')||`` (divided by 10 whenever a subproblem needs no
-      step, his code) and 0.1 times its own projected gradient at its start, or after 1000
-      iterations. Cost per outer iteration: two products with X (O(nnz k)) and
-      O((m + n) k^2) per inner iteration.
+      step, his code) and 0.1 times its own projected gradient at its start, or after
+      ``max(10, 1 + rho)`` iterations, rho the number of inner iterations that cost as much as
+      the half-step's product with X (Gillis & Glineur's rho, see "hals"; Lin's code allows
+      1000, which costs many times the products and barely moves the outer iterate; with a
+      mask, 1000). Cost per outer iteration: two products with X (O(nnz k)) and
+      O((m + n) k^2) per inner iteration: ``W^T X`` and ``W^T W`` are formed once per
+      subproblem, and each step-size trial costs one k x k product, which also updates the
+      gradient.
     * ``"mu"`` (Lee & Seung 2001, Theorems 1 and 2): ``H <- H * (W^T X) / (W^T W H)`` for the
       Frobenius loss and ``H <- H * (W^T (X / WH)) / (W^T 1)`` for KL; the objective never
       increases. Its updates cannot move an entry away from 0: a Frobenius run whose zero entries
@@ -115,9 +120,14 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     ``mask * loss_ij``: entries with weight 0 are missing values and do not influence the fit.
     The masked solvers work with dense (m, n) arrays: O(m n k) per inner iteration.
 
-    A sparse X is laid out once per call, on the host, by rows and by columns in padded blocks
-    (duplicate entries summed), so that every product with it is a gather loop, O(nnz k); under
-    an outer ``jit`` it stays in coordinate form (segment sums; entries must then be unique).
+    A sparse X is laid out on the host, by rows and by columns in padded blocks (duplicate
+    entries summed), so that every product with it is a gather loop, O(nnz k); under an outer
+    ``jit`` it stays in coordinate form (segment sums; entries must then be unique). A BCOO,
+    BCSR or SciPy matrix is laid out again at every call; a :class:`jaxfact.linop.SparseMatrix`
+    is used as it is. For several calls on one matrix (``nmf`` at several ranks or solvers,
+    ``nmf_transform``, :func:`jaxfact.randomized_svd`, :func:`jaxfact.word_vectors`) build it
+    once with :func:`jaxfact.linop.as_operator` and pass that (second example below): the
+    layout costs about as much as a few iterations.
 
     Sharding: a dense X may be split by rows over any mesh axes (``NamedSharding(mesh,
     P("data", None))``, concrete or, under an outer ``jit``, on a mesh with explicit axes);
@@ -210,6 +220,17 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       ((60, 5), (5, 40))
       >>> bool(res.converged), Status(int(res.status)).name
       (True, 'CONVERGED')
+
+      A sparse matrix laid out once and used twice (the NNDSVD start of sparse X is a
+      randomized SVD, so it needs a key):
+
+      >>> import scipy.sparse as sp
+      >>> counts = sp.random(200, 80, density=0.05, random_state=0, format="csr")
+      >>> Xs = linop.as_operator(counts.astype(np.float32))   # the host layout, built once
+      >>> topics = nmf(Xs, 4, solver="hals", key=jax.random.key(0))
+      >>> codes = nmf_transform(topics, Xs, solver="hals")      # the same layout, not rebuilt
+      >>> topics.W.shape, codes.W.shape
+      ((200, 4), (200, 4))
 
     References:
       C.-J. Lin. Projected gradient methods for non-negative matrix factorization. Neural

@@ -474,6 +474,30 @@ def test_sparse_operator_forms_equal_dense(x64, X64, init64):
             f()
 
 
+def test_sparse_matrix_used_as_built(x64, X64, init64, monkeypatch):
+    # A linop.SparseMatrix built once is not laid out again by nmf / nmf_transform, and
+    # weights left by linop.masked do not leak into the fit (NMF reads the values). The same
+    # calls as test_sparse_operator_forms_equal_dense (compiled once).
+    from jaxfact import linop
+    W0, H0 = init64
+    Xs = linop.as_operator(jsparse.BCOO.fromdense(jnp.asarray(X64)))
+    negative = linop.as_operator(jsparse.BCOO.fromdense(jnp.asarray(-X64)))
+    kw = dict(solver="pg", warm_start=(W0, H0), tol=1e-4, max_iter=2000)
+    dense = nmf(X64, K_, **kw)
+    ref_codes = nmf_transform(dense, X64, solver="mu", max_iter=60).W
+
+    def no_layout(*a, **k):
+        raise AssertionError("the host layout was rebuilt")
+
+    monkeypatch.setattr(linop, "_bucketed", no_layout)
+    for X in (Xs, linop.masked(Xs, jnp.asarray(np.where(X64 > 0.5, 2.0, 1.0)))):
+        np.testing.assert_allclose(nmf(X, K_, **kw).W, dense.W, rtol=1e-9, atol=1e-12)
+    codes = nmf_transform(dense, Xs, solver="mu", max_iter=60)
+    np.testing.assert_allclose(codes.W, ref_codes, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match=r"must be non-negative"):
+        nmf(negative, K_, **kw)
+
+
 def test_no_hidden_key(X64):
     # Dense X without a key: the exact SVD, at any size (no silent jax.random.key(0)).
     rng = np.random.default_rng(11)
