@@ -39,7 +39,6 @@ _SIGMA = 0.01
 _MAX_TRIALS = 20        # step-size trials per projected-gradient iteration
 _MAX_SUBPROBLEM = 1000  # projected-gradient iterations per subproblem
 _PG_REL = 0.1           # a subproblem's tolerance is at most this times its start's grad^P
-_PG_MIN_INNER = 10      # pg_inner_cap's floor
 # Gillis & Glineur (2012), Section 3: inner repetitions floor(1 + alpha * rho), stopped once a
 # sweep changes the factor by less than delta times the first sweep's change.
 _GG_ALPHA = 0.5
@@ -314,26 +313,6 @@ def inner_repetitions(data, k, shards=1):
     rho_w = 1 + (nnz + n * k) // (m * (k + 1))
     rho_h = 1 + (nnz + m * k) // (n * (k + 1))
     return int(1 + _GG_ALPHA * rho_w), int(1 + _GG_ALPHA * rho_h)
-
-
-def pg_inner_cap(data, k, shards=1):
-    """Cap on Lin's projected-gradient iterations per half-step, (for W, for H):
-    ``max(_PG_MIN_INNER, floor(1 + rho))`` with Gillis & Glineur's rho (:func:`inner_repetitions`),
-    the number of k x k passes over the factor that cost as much as the half-step's products
-    with A. Without it a subproblem can take hundreds of iterations (Lin's code allows 1000)
-    that cost several times the products and barely move the outer iterate: on a nearly
-    low-rank 2000 x 1000 matrix (k = 20) the cap cut the inner iterations 4x at the same number
-    of outer iterations to a given error. Masked half-steps keep Lin's 1000 (there one
-    iteration costs as much as a product)."""
-    if data.M is not None:
-        return _MAX_SUBPROBLEM, _MAX_SUBPROBLEM
-    m, n = data.A.shape if data.A is not None else data.S.shape
-    m = m * shards
-    nnz = data.S.nnz if data.S is not None else m * n
-    rho_w = 1 + (nnz + n * k) // (m * (k + 1))
-    rho_h = 1 + (nnz + m * k) // (n * (k + 1))
-    return (min(_MAX_SUBPROBLEM, max(_PG_MIN_INNER, int(1 + rho_w))),
-            min(_MAX_SUBPROBLEM, max(_PG_MIN_INNER, int(1 + rho_h))))
 
 
 def mu_update(h, Y, sp=UNSPLIT):
