@@ -215,7 +215,7 @@ def pg_subproblem(h, Y, tol, sp=UNSPLIT, max_iter=_MAX_SUBPROBLEM):
 def pg_half_step(h, Y, tol, sp=UNSPLIT, max_iter=_MAX_SUBPROBLEM):
     """One half-step of "pg": Lin's subproblem solve, to the smaller of his tolerance ``tol``
     and ``_PG_REL`` times the projected gradient at the half-step's start, in at most
-    ``max_iter`` iterations (:func:`inner_repetitions`).
+    ``max_iter`` iterations (Lin's 1000).
 
     Lin's tolerance is absolute (a fraction of the gradient at the start of the run), divided
     by 10 when a subproblem needs no step. Late in a run it lets each subproblem stop after a
