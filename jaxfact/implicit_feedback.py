@@ -383,19 +383,10 @@ def _implicit_als_chunked(rows, cols, counts, hyper, key, start, chunks, n_chunk
 
         P, observed = jax.lax.fori_loop(0, 2, half, (stacked(f), jnp.zeros((), dtype)))
         X, Y = P[0, :m], P[1, :n]
-        L = (jnp.sum((X.T @ X) * (Y.T @ Y)) + observed
-             + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
+        L = _loss_from(X, Y, observed, lam)
         return _Factors(X, Y), L, None
 
-    L0 = _start_loss(start, rows, cols, counts, alpha, lam, tol)
-
-    def stop(state):
-        return _solver.status_of(_solver.relative_decrease_below(state, tol, L0))
-
-    state = _solver.run(update, stop, _solver.start(start, max_iter=max_iter, dtype=dtype))
-    f = state.iterate
-    return ImplicitALSResult(f.user_factors, f.item_factors, state.n_iter,
-                             state.status == _solver.Status.CONVERGED, state.history, state.status)
+    return _run(update, start, rows, cols, counts, alpha, lam, tol, max_iter, dtype)
 
 
 @partial(jax.jit, static_argnames=("shape", "rank", "max_iter", "cg_steps", "mesh", "axes"))
@@ -483,10 +474,21 @@ def _implicit_als(rows, cols, counts, hyper, key, start, *, shape, rank, max_ite
                           lam, cg_steps)
         Y, observed = _cg_update(f.item_factors, X, item_layout, rows_p, conf_m1, pref_c, lam,
                                  cg_steps)
-        L = (jnp.sum((X.T @ X) * (Y.T @ Y)) + observed
-             + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
+        L = _loss_from(X, Y, observed, lam)
         return _Factors(X, Y), L, None
 
+    return _run(update, start, rows, cols, counts, alpha, lam, tol, max_iter, dtype)
+
+
+def _loss_from(X, Y, observed, lam):
+    """The loss / (m n) from the factors and the observed entries' correction term."""
+    m, n = X.shape[0], Y.shape[0]
+    return (jnp.sum((X.T @ X) * (Y.T @ Y)) + observed
+            + lam * (jnp.sum(X**2) + jnp.sum(Y**2))) / (float(m) * float(n))
+
+
+def _run(update, start, rows, cols, counts, alpha, lam, tol, max_iter, dtype):
+    """The shared driver of both kernels: ``update`` until the relative decrease is below tol."""
     L0 = _start_loss(start, rows, cols, counts, alpha, lam, tol)
 
     def stop(state):
