@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxfact import _sharding
+from jaxfact.linop import stable_argsort
 
 __all__ = []  # private module
 
@@ -100,16 +101,6 @@ def chunk_width(nnz: int, n_seg: int) -> int:
     return w
 
 
-def _stable_argsort(seg: np.ndarray) -> np.ndarray:
-    """``np.argsort(seg, kind="stable")`` for non-negative int64 seg < 2^32, by two 16-bit radix
-    passes (NumPy's stable sort is a radix sort for 16-bit keys only)."""
-    order = np.argsort((seg & 0xFFFF).astype(np.uint16), kind="stable")
-    high = seg[order] >> 16
-    if not high.any():
-        return order
-    return order[np.argsort(high.astype(np.uint16), kind="stable")]
-
-
 def chunk_layout(seg: Any, n_seg: int, slots: int, width: int | None = None,
                  min_cap: int = 1) -> Chunks:
     """Host side (NumPy, concrete ``seg`` (nnz,) only): the observations of each segment in
@@ -141,7 +132,7 @@ def chunk_layout(seg: Any, n_seg: int, slots: int, width: int | None = None,
     per_chunk = int(np.bincount(chunk_of).max())
     local_seg = np.arange(n_seg) - first[chunk_of]
     piece0 = (end - n_of) - (end - n_of)[first][chunk_of] + chunk_of * cap  # first piece of s
-    order = _stable_argsort(seg)
+    order = stable_argsort(seg)
     seg_sorted = seg[order]
     pos = np.arange(nnz) - (np.cumsum(counts) - counts)[seg_sorted]
     event = np.full((n_chunks * cap, width), nnz, np.int32)

@@ -26,8 +26,7 @@ from jaxfact import _solver
 from jaxfact._nmf_init import (Reg, data_scale, dot_t, dot_tn, n_shards, optimal_scale, prepare,
                                psum, scale_start, scale_x, total)
 from jaxfact._nmf_steps import (Split, data_grad, full_grad, hals_update, half_h, half_w,
-                                inner_repetitions, mu_update, pg_half_step, proj_norm_sq,
-                                _MAX_SUBPROBLEM)
+                                inner_repetitions, mu_update, pg_half_step, proj_norm_sq)
 
 __all__ = []  # private module
 
@@ -205,10 +204,7 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H, axes=Non
     # mu sums the residual instead (one more product per iteration). pg and hals keep the
     # expanded form; where it cannot resolve the decrease, their gradient condition decides.
     direct = solver == "mu" and data.X is not None
-    # pg: Lin's cap of 1000 iterations per subproblem (a smaller cap stops the outer iterate
-    # short of his stopping rule on small problems).
-    rep_w, rep_h = ((_MAX_SUBPROBLEM, _MAX_SUBPROBLEM) if solver == "pg" else
-                    inner_repetitions(data, k, n_shards(axes)))
+    rep_w, rep_h = inner_repetitions(data, k, n_shards(axes))
     split_w, split_h = Split(y=axes), Split(o=axes)
     # The products with A at the start serve the optimal scale, the reference gradient at the
     # scaled start (the products there are scalar multiples of these) and the first W step.
@@ -233,7 +229,7 @@ def fit_frobenius(data, Wt, H, tol, reg, *, solver, max_iter, update_H, axes=Non
         # One half-step of the chosen solver on factor F; Lin's rule tightens a subproblem's
         # tolerance tenfold when it needed no step.
         if solver == "pg":
-            return pg_half_step(half, F, tol_f, sp, rep)
+            return pg_half_step(half, F, tol_f, sp)
         if solver == "hals":
             return hals_update(half, F, rep, sp), tol_f
         return mu_update(half, F, sp), tol_f

@@ -150,9 +150,9 @@ class _Sub(NamedTuple):
     done: Any   # () bool, the tolerance held
 
 
-def pg_subproblem(h, Y, tol, sp=UNSPLIT, max_iter=_MAX_SUBPROBLEM):
+def pg_subproblem(h, Y, tol, sp=UNSPLIT):
     """Solves one half-step to ``||grad^P|| < tol`` by Lin's projected gradient, in at most
-    ``max_iter`` iterations.
+    ``_MAX_SUBPROBLEM`` (Lin's 1000) iterations.
 
     Unmasked (``h.G`` given), a step costs one k x k product per trial: the product ``G d``
     that the sufficient-decrease test forms for the accepted step also updates the gradient,
@@ -208,14 +208,14 @@ def pg_subproblem(h, Y, tol, sp=UNSPLIT, max_iter=_MAX_SUBPROBLEM):
         return _Sub(Y, g, alpha, s.it + 1, done)
 
     s = _Sub(Y, full_grad(h, Y, sp), jnp.ones((), Y.dtype), jnp.int32(0), jnp.bool_(False))
-    s = lax.while_loop(lambda s: (s.it < max_iter) & ~s.done, body, s)
+    s = lax.while_loop(lambda s: (s.it < _MAX_SUBPROBLEM) & ~s.done, body, s)
     return s.Y, s.it
 
 
-def pg_half_step(h, Y, tol, sp=UNSPLIT, max_iter=_MAX_SUBPROBLEM):
+def pg_half_step(h, Y, tol, sp=UNSPLIT):
     """One half-step of "pg": Lin's subproblem solve, to the smaller of his tolerance ``tol``
     and ``_PG_REL`` times the projected gradient at the half-step's start, in at most
-    ``max_iter`` iterations (Lin's 1000).
+    ``_MAX_SUBPROBLEM`` iterations (Lin's 1000).
 
     Lin's tolerance is absolute (a fraction of the gradient at the start of the run), divided
     by 10 when a subproblem needs no step. Late in a run it lets each subproblem stop after a
@@ -227,7 +227,7 @@ def pg_half_step(h, Y, tol, sp=UNSPLIT, max_iter=_MAX_SUBPROBLEM):
     Returns (Y, tol) with Lin's tolerance for the next time.
     """
     pn0 = jnp.sqrt(proj_norm_sq(full_grad(h, Y, sp), Y, sp.y))
-    Y, it = pg_subproblem(h, Y, jnp.minimum(tol, _PG_REL * pn0), sp, max_iter)
+    Y, it = pg_subproblem(h, Y, jnp.minimum(tol, _PG_REL * pn0), sp)
     return Y, jnp.where(it == 1, 0.1 * tol, tol)
 
 
