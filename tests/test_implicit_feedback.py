@@ -190,9 +190,16 @@ def test_chunked_fit_matches_the_traced_path(monkeypatch, x64):
     r, c, v = _small(seed=5)
     counts = np.abs(v)
     monkeypatch.setattr(imf, "_CHUNK_BYTES", 4 * K * 8)  # 8 slots: chunks of 1 or 2 segments
+    calls = []
+    layouts = _als.paired_chunk_layouts
+    monkeypatch.setattr(_als, "paired_chunk_layouts",
+                        lambda *a, **k: calls.append(1) or layouts(*a, **k))
     key = jax.random.key(1)
     fit = lambda r, c, n: implicit_als(r, c, n, (M, N), K, key=key, max_iter=4)
-    eager, traced = fit(r, c, counts), jax.jit(fit)(r, c, counts)
+    eager = fit(r, c, counts)
+    assert calls, "concrete events on the CPU did not take the chunked path"
+    traced = jax.jit(fit)(r, c, counts)
+    assert len(calls) == 1, "traced events took the host layout"
     for a, b in zip(eager[:2], traced[:2]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(eager.history, traced.history, rtol=1e-12)
