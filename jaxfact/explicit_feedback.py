@@ -19,7 +19,7 @@ products) between devices (see :func:`biased_mf`, "Sharding"). SGD runs on one d
 from __future__ import annotations
 
 import warnings
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import jax
@@ -250,8 +250,8 @@ def biased_mf(rows: Any, cols: Any, values: Any, shape: tuple[int, int], rank: i
                                  dtype=jnp.dtype(dtype))
     elif warm_start is None:  # P0 drawn where its rows live (threefry is partitionable)
         kp, kq, key = jax.random.split(key, 3)
-        P0 = init_std * jax.jit(lambda k: jax.random.normal(k, (m, rank), dtype),
-                                out_shardings=NamedSharding(events.mesh, P_(events.axes)))(kp)
+        P0 = init_std * _normal_on(NamedSharding(events.mesh, P_(events.axes)), (m, rank),
+                                   jnp.dtype(dtype))(kp)
         start = _Factors(jnp.zeros((m,), dtype), jnp.zeros((n,), dtype), P0,
                          init_std * jax.random.normal(kq, (n, rank), dtype))
     if not biased:
@@ -315,6 +315,13 @@ def _auto_blocks(nnz: int, m: int, n: int) -> int:
 
 _MAX_BLOCKS = 64
 _MIN_BLOCK = 16
+
+
+@lru_cache(maxsize=None)
+def _normal_on(sharding, shape, dtype):
+    """A jitted standard normal draw of ``shape`` laid out as ``sharding`` (each device draws its
+    own rows: threefry is partitionable), compiled once per (sharding, shape, dtype)."""
+    return jax.jit(lambda k: jax.random.normal(k, shape, dtype), out_shardings=sharding)
 
 
 def _warm_start(fn, warm_start, m, n, rank, dtype, checks):
