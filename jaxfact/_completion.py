@@ -78,6 +78,14 @@ def _record(dtype) -> Record:
     return Record(jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
 
 
+def sample(U, d, V, rows, cols):
+    """Entries (rows[e], cols[e]) of U diag(d) V^T: the rows of U and of V diag(d) gathered and
+    multiplied, their sum over k taken as a product with a vector of ones (XLA's CPU reduction
+    over a short minor axis, or the batched dot of an einsum, is about twice slower)."""
+    G = U[rows] * (V * d[None, :])[cols]
+    return G @ jnp.ones((U.shape[1],), U.dtype)
+
+
 def relative_residual(x, b, norm_b):
     return jnp.linalg.norm(x - b) / jnp.where(norm_b > 0, norm_b, 1)
 
@@ -248,7 +256,7 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
         it, first = loop.it, loop.first
         U, s, V = it.Y
         d = jnp.maximum(s - tau, 0)
-        x = _linalg.gather(U, d, V.T, rows, cols)
+        x = sample(U, d, V, rows, cols)
         residual = relative_residual(x, b, norm_b)
         y = jnp.where(first, it.y, it.y + delta * (b - x))
         Y = _svt_subspace_svd(idx, y, V, jnp.where(first, loop.passes0, n_power + 1), shape,
