@@ -197,60 +197,94 @@ class _SVTLoop(NamedTuple):
     passes0: jax.Array   # () int32: power iterations of that first SVD
 
 
-@partial(jax.jit, static_argnames=("shape", "K", "max_iter", "n_power"))
-def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter, n_power):
-    """Runs SVT with a rank buffer of K components from its start (``state`` None) or from a state
-    that stopped with a full smaller buffer, until it converges, diverges, reaches max_iter or
-    fills the buffer. Returns (state, CompletionResult).
+def svt_start(xp, values, state, n1, n2, K, max_iter):
+    """The state :func:`svt_solve` starts from for a buffer of K components, built with ``xp``
+    (NumPy for concrete input, so that no program is compiled for it; ``jax.numpy`` under a
+    trace): from scratch (``state`` None: Y = P_Omega(M), X = 0), or from :func:`svt_finish`'s
+    state that stopped with a full smaller buffer (factors padded with zero columns). The records
+    get one more entry, for the first step (:func:`svt_finish` drops it)."""
+    dtype = values.dtype
+    if state is None:
+        zeros = lambda *shape: xp.zeros(shape, dtype)
+        zero = Factors(zeros(n1, K), zeros(K), zeros(n2, K))
+        it = SVTIterate(values, zero, zero, xp.asarray(np.inf, dtype))
+        return _solver.State(it, xp.asarray(0, np.int32), xp.full((max_iter + 1,), np.nan, dtype),
+                             Record(xp.full((max_iter + 1,), -1, np.int32),
+                                    xp.full((max_iter + 1,), np.nan, dtype)),
+                             xp.asarray(_solver.Status.RUNNING, np.int32))
+    it = state.iterate
+    pad = K - it.Y.s.shape[0]
+    grow = lambda A: xp.pad(A, ((0, 0), (0, pad)))
+    it = it._replace(Y=Factors(grow(it.Y.U), xp.pad(it.Y.s, (0, pad)), grow(it.Y.V)),
+                     X=Factors(grow(it.X.U), xp.pad(it.X.s, (0, pad)), grow(it.X.V)))
+    extend = lambda h, fill: xp.concatenate([h, xp.full((1,), fill, h.dtype)])
+    return _solver.State(it, state.n_iter, extend(state.history, np.nan),
+                         Record(extend(state.trace.rank, -1),
+                                extend(state.trace.residual, np.nan)), state.status)
+
+
+def svt_finish(xp, state, start, max_iter):
+    """(state, CompletionResult) from :func:`svt_solve`'s state, with ``xp`` (NumPy for concrete
+    output: these few slices and the sign flip would otherwise be a dozen more compiled kernels):
+    the first step's record (at ``start``) dropped and ``n_iter`` counting SVT's iterations only;
+    X = U diag(S) V^T with deterministic signs (as ``_linalg.flip``)."""
+    before = xp.arange(max_iter) < start
+    drop = lambda h: xp.where(before, h[:-1], h[1:])
+    state = _solver.State(state.iterate, state.n_iter - 1, drop(state.history),
+                          Record(drop(state.trace.rank), drop(state.trace.residual)),
+                          state.status)
+    U, S, V = state.iterate.X
+    idx = xp.argmax(xp.abs(U), axis=0)
+    signs = xp.sign(U[idx, xp.arange(U.shape[1])])
+    signs = xp.where(signs == 0, 1, signs).astype(U.dtype)
+    result = CompletionResult(U * signs[None, :], S, (V * signs[None, :]).T, state.n_iter,
+                              state.status == _solver.Status.CONVERGED, state.iterate.residual,
+                              state.history, state.trace.rank, state.status,
+                              state.trace.residual)
+    return state, result
+
+
+@partial(jax.jit, static_argnames=("shape", "K", "k_old", "max_iter", "n_power"))
+def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, k_old, max_iter, n_power):
+    """Runs SVT with a rank buffer of K components from :func:`svt_start`'s state (``k_old`` = 0:
+    from the start; else the size of the full buffer it grows), until it converges, diverges,
+    reaches max_iter or fills the buffer. Returns the loop's state, whose records still hold the
+    first step's entry at the incoming ``state.n_iter`` (:func:`svt_finish` drops it).
 
     One program with one partial SVD: the loop's first step computes the SVD of the start (the
     paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)``, ``k0 = ceil(tau / (delta
     ||P_Omega M||_2))``: the SVD of P_Omega(M) by a long power iteration from a pseudo-random
     block (:func:`hash_block` of ``key``'s bits), scaled) or, after a full buffer, of the last Y
     with the grown block (the old subspace plus new pseudo-random directions); the later steps
-    are SVT's. The first step is not an SVT iteration: it is
-    dropped from the history, and ``n_iter`` does not count it."""
+    are SVT's. The first step is not an SVT iteration: its record is dropped, and ``n_iter``
+    does not count it."""
     n1, n2 = shape
     dtype = b.dtype
-    fresh = state is None
+    fresh = k_old == 0
     N = max(n1, n2)
     # Unsigned indices: gathers with them need no wrap-around of negative indices.
     rows, cols = rows.astype(jnp.uint32), cols.astype(jnp.uint32)
     idx = jnp.stack([cols, rows])
-    # The hash's columns: [0, K) the start block, [nmin, nmin + K) the directions that replace
-    # those of rank-deficient blocks in the orthonormalizations (never a buffer's).
-    H = hash_block(key_bits(key), N, jnp.concatenate([jnp.arange(K), min(shape) + jnp.arange(K)])
+    # The hash's columns: [0, K) the start block (a grown buffer takes the new directions beside
+    # the computed subspace from [k_old, K)), [nmin, nmin + K) the directions that replace those
+    # of rank-deficient blocks in the orthonormalizations (never a buffer's).
+    H = hash_block(key_bits(key), N, jnp.concatenate([jnp.arange(k_old, K),
+                                                      min(shape) + jnp.arange(K)])
                    ).astype(dtype)
-    fill = H[:, K:]
-    if fresh:
-        zero = Factors(jnp.zeros((n1, K), dtype), jnp.zeros((K,), dtype),
-                       jnp.zeros((n2, K), dtype))
-        # A pseudo-random start block: the first pass orthonormalizes Y V, so V need not be
-        # orthonormal. Y = P_Omega(M) now; the first step scales it to Y^{k0}.
-        V = H[:n2, :K]
-        it = SVTIterate(b, zero._replace(V=V), zero, jnp.asarray(jnp.inf, dtype))
-        # Records for the first step and max_iter iterations.
-        state = _solver.start(it, max_iter=max_iter + 1, dtype=dtype, record=_record(dtype))
-        passes0 = START_PASSES + n_power + 1
-    else:
-        it = state.iterate
-        pad = K - it.Y.s.shape[0]
-        grow = lambda A: jnp.pad(A, ((0, 0), (0, pad)))
-        # New directions beside the computed subspace: the hash's columns the smaller buffer
-        # did not use.
-        V = jnp.concatenate([it.Y.V, H[:n2, K - pad:K]], axis=1)
-        it = it._replace(Y=Factors(grow(it.Y.U), jnp.pad(it.Y.s, (0, pad)), V),
-                         X=Factors(grow(it.X.U), jnp.pad(it.X.s, (0, pad)), grow(it.X.V)))
-        extend = lambda h, fill: jnp.concatenate([h, jnp.full((1,), fill, h.dtype)])
-        state = _solver.State(it, state.n_iter, extend(state.history, jnp.nan),
-                              Record(extend(state.trace.rank, -1),
-                                     extend(state.trace.residual, jnp.nan)), state.status)
-        passes0 = n_power + 1
+    fill = H[:, K - k_old:]
+    it = state.iterate
+    # A pseudo-random start block: the first pass orthonormalizes Y V, so V need not be
+    # orthonormal.
+    V = H[:n2, :K - k_old] if fresh else jnp.concatenate([it.Y.V[:, :k_old],
+                                                         H[:n2, :K - k_old]], axis=1)
+    # From the start, Y = P_Omega(M) (svt_start's y); the first step scales it to Y^{k0}.
+    it = it._replace(Y=it.Y._replace(V=V))
+    passes0 = START_PASSES + n_power + 1 if fresh else n_power + 1
     start = state.n_iter   # the first step's index
     norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
-    state = _solver.State(
-        _SVTLoop(state.iterate, jnp.asarray(True), jnp.asarray(passes0, jnp.int32)),
-        state.n_iter, state.history, state.trace, jnp.asarray(_solver.Status.RUNNING, jnp.int32))
+    state = _solver.State(_SVTLoop(it, jnp.asarray(True), jnp.asarray(passes0, jnp.int32)),
+                          state.n_iter, state.history, state.trace,
+                          jnp.asarray(_solver.Status.RUNNING, jnp.int32))
 
     def update(loop, n_iter):
         it, first = loop.it, loop.first
@@ -282,13 +316,7 @@ def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, max_iter,
                          _svt_stop(svt, tau, tol, K, shape, max_iter))
 
     state = _solver.run(update, stop, state)
-    # Drop the first step's entry from the records.
-    before = jnp.arange(max_iter, dtype=jnp.int32) < start
-    drop = (lambda h: h[1:]) if fresh else (lambda h: jnp.where(before, h[:-1], h[1:]))
-    state = _solver.State(state.iterate.it, state.n_iter - 1, drop(state.history),
-                          jax.tree.map(drop, state.trace), state.status)
-    X = state.iterate.X
-    return state, completed(state, X.U, X.s, X.V, state.iterate.residual)
+    return state._replace(iterate=state.iterate.it)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -155,17 +155,35 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     tau, delta, tol = (jnp.asarray(v, dtype) for v in (tau, delta, tol))
 
     K = min(buffer_size, nmin)
-    run = lambda state, key, K: _completion.svt_solve(
-        state, key, rows, cols, values, tau, delta, tol, shape=(n1, n2), K=K, max_iter=max_iter,
-        n_power=n_power)
     if layout is not None:
         from jax.sharding import PartitionSpec as P
         _only_jit(fn, values=values, tau=tau, delta=delta)
         entries, replicated = _sharded_entries(rows, cols, values, n1, layout)
         tau, delta, tol = (_sharding.place(a, layout.mesh, P()) for a in (tau, delta, tol))
-        run = lambda state, key, K: _completion.svt_solve_sharded(
-            state, key, entries, tau, delta, tol, mesh=layout.mesh, axes=layout.axes,
-            replicated=replicated, shape=(n1, n2), K=K, max_iter=max_iter, n_power=n_power)
+
+        def run(state, key, K):
+            return _completion.svt_solve_sharded(
+                state, key, entries, tau, delta, tol, mesh=layout.mesh, axes=layout.axes,
+                replicated=replicated, shape=(n1, n2), K=K, max_iter=max_iter, n_power=n_power)
+    else:
+        def run(state, key, K):
+            # The start state and the end's slices and sign flip: NumPy on concrete arrays (no
+            # compiled program for them), jax.numpy under a trace.
+            xp = np if state is None or _checks.is_concrete(state.status) else jnp
+            if xp is np and state is not None:
+                state = jax.tree.map(np.asarray, state)
+            k_old = 0 if state is None else state.iterate.Y.s.shape[0]
+            start = 0 if state is None else int(state.n_iter) if xp is np else state.n_iter
+            init = _completion.svt_start(np if _checks.is_concrete(values) and xp is np else jnp,
+                                         values, state, n1, n2, K, max_iter)
+            out = _completion.svt_solve(init, key, rows, cols, values, tau, delta, tol,
+                                        shape=(n1, n2), K=K, k_old=k_old, max_iter=max_iter,
+                                        n_power=n_power)
+            if _checks.is_concrete(out.status):
+                state, result = _completion.svt_finish(np, jax.tree.map(np.asarray, out),
+                                                       start, max_iter)
+                return state, jax.tree.map(jnp.asarray, result)
+            return _completion.svt_finish(jnp, out, start, max_iter)
     state, result = run(None, key, K)
     # Traced under an outer jit, also when every input is concrete (closed over by the jitted
     # function): then the buffer cannot grow.
