@@ -78,11 +78,20 @@ def _record(dtype) -> Record:
     return Record(jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
 
 
+def take_rows(A, i):
+    """A[i] for in-range unsigned indices ``i``, gathered as given (jnp indexing would convert
+    them to int32 and wrap negative ones: one more pass over the indices each time)."""
+    dn = jax.lax.GatherDimensionNumbers(offset_dims=(1,), collapsed_slice_dims=(0,),
+                                        start_index_map=(0,))
+    return jax.lax.gather(A, i[:, None], dn, (1, A.shape[1]),
+                          mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+
 def sample(U, d, V, rows, cols):
     """Entries (rows[e], cols[e]) of U diag(d) V^T: the rows of U and of V diag(d) gathered and
     multiplied, their sum over k taken as a product with a vector of ones (XLA's CPU reduction
     over a short minor axis, or the batched dot of an einsum, is about twice slower)."""
-    G = U[rows] * (V * d[None, :])[cols]
+    G = take_rows(U, rows) * take_rows(V * d[None, :], cols)
     return G @ jnp.ones((U.shape[1],), U.dtype)
 
 
@@ -117,20 +126,23 @@ def _svt_full(Y: Factors, tau, K, nmin):
     return (jnp.sum(Y.s > tau) > K - MARGIN) & (K < nmin)
 
 
-def hash_block(seed, n, cols):
+def hash_block(seed, n, cols, xp=jnp):
     """(n, len(cols)) pseudo-random numbers, uniform in [-1, 1), entry (i, j) a hash of (i,
     cols[j], seed): generic directions that seed a subspace iteration, built from a key's raw bits
     ``seed`` (uint32 (2,)) with a few integer operations (a ``jax.random`` draw compiles a
-    threefry program several times larger than the solver's own steps)."""
-    i = jnp.arange(n, dtype=jnp.uint32)[:, None]
-    j = jnp.asarray(cols, jnp.uint32)[None, :]
-    h = i * jnp.uint32(0x9E3779B1) ^ (j * jnp.uint32(0x85EBCA77) + seed[0])
-    h = h ^ seed[1] * jnp.uint32(0xC2B2AE3D)
+    threefry program several times larger than the solver's own steps). ``xp``: ``jax.numpy``,
+    or NumPy for concrete ``seed`` (the same numbers, with no compiled program)."""
+    u32 = lambda a: xp.asarray(a, xp.uint32)
+    seed = u32(seed).reshape(2, 1, 1)
+    i = xp.arange(n, dtype=xp.uint32)[:, None]
+    j = u32(cols)[None, :]
+    h = i * u32(0x9E3779B1) ^ (j * u32(0x85EBCA77) + seed[0])
+    h = h ^ seed[1] * u32(0xC2B2AE3D)
     for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):   # murmur3's finalizer
-        h = h ^ (h >> shift)
+        h = h ^ (h >> u32(shift))
         if mult is not None:
-            h = h * jnp.uint32(mult)
-    return (h >> 8).astype(jnp.int32).astype(jnp.float32) * 2.0**-23 - 1
+            h = h * u32(mult)
+    return (h >> u32(8)).astype(xp.int32).astype(xp.float32) * xp.float32(2.0**-23) - 1
 
 
 def key_bits(key):
@@ -177,7 +189,7 @@ def _svt_subspace_svd(idx, y, V, passes, shape, fill):
         _, Q, _ = carry
         odd = h % 2
         src, dst = idx[odd], idx[1 - odd]
-        B = jax.ops.segment_sum(y[:, None] * Q[src], dst, num_segments=N)
+        B = jax.ops.segment_sum(y[:, None] * take_rows(Q, src), dst, num_segments=N)
         Qn = _orth(B, fill)
         return Q, Qn, Qn.T @ B
 
@@ -244,39 +256,48 @@ def svt_finish(xp, state, start, max_iter):
     return state, result
 
 
+def svt_inputs(xp, key, rows, cols, shape, K, k_old):
+    """``svt_solve``'s index and hash arrays, built with ``xp`` (NumPy for concrete input: no
+    compiled program for them): rows, cols and ``idx`` = stack([cols, rows]) as uint32 (see
+    :func:`take_rows`), and the hash block (N, 2 K - k_old), N =
+    max(shape), in two blocks: columns [0, K - k_old) are the hash's columns [k_old, K) (the start block,
+    or the new directions beside a full buffer's computed subspace), the next K the hash's
+    columns [nmin, nmin + K) (the directions that replace those of rank-deficient blocks in the
+    orthonormalizations, never a buffer's). Returns (rows, cols, idx, the first block's rows
+    [0, n2) (V's new columns), the second block (``fill``))."""
+    rows, cols = xp.asarray(rows).astype(xp.uint32), xp.asarray(cols).astype(xp.uint32)
+    idx = xp.stack([cols, rows])
+    bits = key_bits(key)
+    bits = np.asarray(bits) if xp is np else bits
+    H = hash_block(bits, max(shape), xp.concatenate([xp.arange(k_old, K),
+                                                     min(shape) + xp.arange(K)]), xp)
+    return rows, cols, idx, H[:shape[1], :K - k_old], H[:, K - k_old:]
+
+
 @partial(jax.jit, static_argnames=("shape", "K", "k_old", "max_iter", "n_power"))
-def svt_solve(state, key, rows, cols, b, tau, delta, tol, *, shape, K, k_old, max_iter, n_power):
+def svt_solve(state, rows, cols, idx, V_new, fill, b, tau, delta, tol, *, shape, K, k_old,
+              max_iter, n_power):
     """Runs SVT with a rank buffer of K components from :func:`svt_start`'s state (``k_old`` = 0:
     from the start; else the size of the full buffer it grows), until it converges, diverges,
-    reaches max_iter or fills the buffer. Returns the loop's state, whose records still hold the
-    first step's entry at the incoming ``state.n_iter`` (:func:`svt_finish` drops it).
+    reaches max_iter or fills the buffer; ``rows`` to ``fill``: :func:`svt_inputs`. Returns the loop's
+    state, whose records still hold the first step's entry at the incoming ``state.n_iter``
+    (:func:`svt_finish` drops it).
 
     One program with one partial SVD: the loop's first step computes the SVD of the start (the
     paper's kicking start ``Y^{k0} = k0 delta P_Omega(M)``, ``k0 = ceil(tau / (delta
     ||P_Omega M||_2))``: the SVD of P_Omega(M) by a long power iteration from a pseudo-random
-    block (:func:`hash_block` of ``key``'s bits), scaled) or, after a full buffer, of the last Y
+    block (:func:`hash_block` of the key's bits), scaled) or, after a full buffer, of the last Y
     with the grown block (the old subspace plus new pseudo-random directions); the later steps
     are SVT's. The first step is not an SVT iteration: its record is dropped, and ``n_iter``
     does not count it."""
     n1, n2 = shape
     dtype = b.dtype
     fresh = k_old == 0
-    N = max(n1, n2)
-    # Unsigned indices: gathers with them need no wrap-around of negative indices.
-    rows, cols = rows.astype(jnp.uint32), cols.astype(jnp.uint32)
-    idx = jnp.stack([cols, rows])
-    # The hash's columns: [0, K) the start block (a grown buffer takes the new directions beside
-    # the computed subspace from [k_old, K)), [nmin, nmin + K) the directions that replace those
-    # of rank-deficient blocks in the orthonormalizations (never a buffer's).
-    H = hash_block(key_bits(key), N, jnp.concatenate([jnp.arange(k_old, K),
-                                                      min(shape) + jnp.arange(K)])
-                   ).astype(dtype)
-    fill = H[:, K - k_old:]
+    V_new, fill = V_new.astype(dtype), fill.astype(dtype)
     it = state.iterate
     # A pseudo-random start block: the first pass orthonormalizes Y V, so V need not be
     # orthonormal.
-    V = H[:n2, :K - k_old] if fresh else jnp.concatenate([it.Y.V[:, :k_old],
-                                                         H[:n2, :K - k_old]], axis=1)
+    V = V_new if fresh else jnp.concatenate([it.Y.V[:, :k_old], V_new], axis=1)
     # From the start, Y = P_Omega(M) (svt_start's y); the first step scales it to Y^{k0}.
     it = it._replace(Y=it.Y._replace(V=V))
     passes0 = START_PASSES + n_power + 1 if fresh else n_power + 1

@@ -176,7 +176,10 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
             start = 0 if state is None else int(state.n_iter) if xp is np else state.n_iter
             init = _completion.svt_start(np if _checks.is_concrete(values) and xp is np else jnp,
                                          values, state, n1, n2, K, max_iter)
-            out = _completion.svt_solve(init, key, rows, cols, values, tau, delta, tol,
+            xi = np if _checks.is_concrete((key, rows, cols)) else jnp
+            inputs = _completion.svt_inputs(xi, key, rows, cols, (n1, n2), K, k_old)
+            inputs = inputs[:3] + tuple(h.astype(dtype) for h in inputs[3:])
+            out = _completion.svt_solve(init, *inputs, values, tau, delta, tol,
                                         shape=(n1, n2), K=K, k_old=k_old, max_iter=max_iter,
                                         n_power=n_power)
             if _checks.is_concrete(out.status):
