@@ -150,9 +150,12 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
              else _checks.check_real(fn, "delta", delta, low=0.0, low_open=True))
     tol = _checks.check_real(fn, "tol", tol, low=0.0)
     # None: the raw bits of jax.random.key(0), without compiling its seeding program.
-    key = (jnp.asarray(np.zeros((2,), np.uint32)) if key is None
-           else _checks.check_key(fn, key))
-    tau, delta, tol = (jnp.asarray(v, dtype) for v in (tau, delta, tol))
+    key = np.zeros((2,), np.uint32) if key is None else _checks.check_key(fn, key)
+    # Concrete scalars are put on the device as they are: jnp.asarray of a NumPy value compiles
+    # a small conversion program per shape and dtype on a first call.
+    put = lambda v: (jax.device_put(np.asarray(v, dtype)) if _checks.is_concrete(v)  # noqa: E731
+                     else jnp.asarray(v, dtype))
+    tau, delta, tol = (put(v) for v in (tau, delta, tol))
 
     K = min(buffer_size, nmin)
     if layout is not None:
@@ -185,7 +188,7 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
             if _checks.is_concrete(out.status):
                 state, result = _completion.svt_finish(np, jax.tree.map(np.asarray, out),
                                                        start, max_iter)
-                return state, jax.tree.map(jnp.asarray, result)
+                return state, jax.tree.map(jax.device_put, result)
             return _completion.svt_finish(jnp, out, start, max_iter)
     state, result = run(None, key, K)
     # Traced under an outer jit, also when every input is concrete (closed over by the jitted
