@@ -190,16 +190,15 @@ def _svt_subspace_svd(idx, y, V, passes, shape, fill):
         odd = h % 2
         src, dst = idx[odd], idx[1 - odd]
         B = jax.ops.segment_sum(y[:, None] * take_rows(Q, src), dst, num_segments=N)
-        Qn = _orth(B, fill)
-        return Q, Qn, Qn.T @ B
+        return Q, _orth(B, fill), B
 
-    # Carry (the previous half-step's Q, the last one's Q, R = Q^T B): after an even number of
-    # half-steps they are the row side Q_m and the column side Q_r with Y^T Q_m = Q_r R, so
-    # Y ~ Q_m Q_m^T Y = Q_m R^T Q_r^T.
-    init = (jnp.zeros((N, K), V.dtype), jnp.pad(V, ((0, N - n2), (0, 0))),
-            jnp.zeros((K, K), V.dtype))
-    Qm, Qr, R = jax.lax.fori_loop(0, 2 * passes, half, init)
-    Ur, s, Vrt = jnp.linalg.svd(R.T)
+    # Carry (the previous half-step's Q, the last one's Q, its block B): after an even number of
+    # half-steps they are the row side Q_m and the column side Q_r with Y^T Q_m = Q_r R, R =
+    # Q_r^T B, so Y ~ Q_m Q_m^T Y = Q_m R^T Q_r^T. (The start block fills every slot: no
+    # zero-filled buffers to write.)
+    V = jnp.pad(V, ((0, N - n2), (0, 0)))
+    Qm, Qr, B = jax.lax.fori_loop(0, 2 * passes, half, (V, V, V))
+    Ur, s, Vrt = jnp.linalg.svd(B.T @ Qr)
     return Factors(Qm[:n1] @ Ur, s, Qr[:n2] @ Vrt.T)
 
 
@@ -275,11 +274,12 @@ def svt_inputs(xp, key, rows, cols, shape, K, k_old):
 
 
 @partial(jax.jit, static_argnames=("shape", "K", "k_old", "max_iter", "n_power"))
-def svt_solve(state, rows, cols, idx, V_new, fill, b, tau, delta, tol, *, shape, K, k_old,
-              max_iter, n_power):
+def svt_solve(state, rows, cols, idx, V_new, fill, b, norm_b, tau, delta, tol, *, shape, K,
+              k_old, max_iter, n_power):
     """Runs SVT with a rank buffer of K components from :func:`svt_start`'s state (``k_old`` = 0:
     from the start; else the size of the full buffer it grows), until it converges, diverges,
-    reaches max_iter or fills the buffer; ``rows`` to ``fill``: :func:`svt_inputs`. Returns the loop's
+    reaches max_iter or fills the buffer; ``rows`` to ``fill``: :func:`svt_inputs`; ``norm_b``:
+    ||b||, or 1 if b = 0 (the residual is then ||X||). Returns the loop's
     state, whose records still hold the first step's entry at the incoming ``state.n_iter``
     (:func:`svt_finish` drops it).
 
@@ -301,8 +301,7 @@ def svt_solve(state, rows, cols, idx, V_new, fill, b, tau, delta, tol, *, shape,
     # From the start, Y = P_Omega(M) (svt_start's y); the first step scales it to Y^{k0}.
     it = it._replace(Y=it.Y._replace(V=V))
     passes0 = START_PASSES + n_power + 1 if fresh else n_power + 1
-    start = state.n_iter   # the first step's index
-    norm_b = jnp.linalg.norm(b)  # all-zero data: the residual is then ||X||
+    start = 0 if fresh else state.n_iter   # the first step's index
     state = _solver.State(_SVTLoop(it, jnp.asarray(True), jnp.asarray(passes0, jnp.int32)),
                           state.n_iter, state.history, state.trace,
                           jnp.asarray(_solver.Status.RUNNING, jnp.int32))
@@ -312,7 +311,7 @@ def svt_solve(state, rows, cols, idx, V_new, fill, b, tau, delta, tol, *, shape,
         U, s, V = it.Y
         d = jnp.maximum(s - tau, 0)
         x = sample(U, d, V, rows, cols)
-        residual = relative_residual(x, b, norm_b)
+        residual = jnp.linalg.norm(x - b) / norm_b
         y = jnp.where(first, it.y, it.y + delta * (b - x))
         Y = _svt_subspace_svd(idx, y, V, jnp.where(first, loop.passes0, n_power + 1), shape,
                               fill)
@@ -320,8 +319,10 @@ def svt_solve(state, rows, cols, idx, V_new, fill, b, tau, delta, tol, *, shape,
             norm = jnp.where(Y.s[0] > 0, Y.s[0], 1)
             c = jnp.where(first, jnp.ceil(tau / (delta * norm)) * delta, 1).astype(dtype)
             y, Y = c * y, Y._replace(s=c * Y.s)
-        objective = tau * jnp.sum(d) + 0.5 * jnp.sum(d * d)   # tau ||X||_* + 1/2 ||X||_F^2
-        rank = jnp.sum(s > tau).astype(jnp.int32)
+        # tau ||X||_* + 1/2 ||X||_F^2 and the rank, in one reduction.
+        objective, rank = jnp.sum(jnp.stack([d * (tau + 0.5 * d), (s > tau).astype(d.dtype)]),
+                                  axis=1)
+        rank = rank.astype(jnp.int32)
         it = SVTIterate(y, Y, jax.tree.map(lambda a, b: jnp.where(first, a, b), it.X,
                                            Factors(U, d, V)),
                         jnp.where(first, it.residual, residual))

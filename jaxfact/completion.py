@@ -182,7 +182,13 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
             xi = np if _checks.is_concrete((key, rows, cols)) else jnp
             inputs = _completion.svt_inputs(xi, key, rows, cols, (n1, n2), K, k_old)
             inputs = inputs[:3] + tuple(h.astype(dtype) for h in inputs[3:])
-            out = _completion.svt_solve(init, *inputs, values, tau, delta, tol,
+            if xi is np and _checks.is_concrete(values):   # in float64, rounded once
+                norm_b = jax.device_put(np.asarray(np.linalg.norm(np.asarray(values, np.float64))
+                                                   or 1.0, dtype))
+            else:
+                norm_b = jnp.linalg.norm(values)
+                norm_b = jnp.where(norm_b > 0, norm_b, 1)
+            out = _completion.svt_solve(init, *inputs, values, norm_b, tau, delta, tol,
                                         shape=(n1, n2), K=K, k_old=k_old, max_iter=max_iter,
                                         n_power=n_power)
             if _checks.is_concrete(out.status):
