@@ -20,6 +20,8 @@ only (n2, K) and (p K, K) blocks and scalars cross devices (see each function's 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 from typing import Any
 
@@ -188,9 +190,10 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
             else:
                 norm_b = jnp.linalg.norm(values)
                 norm_b = jnp.where(norm_b > 0, norm_b, 1)
-            out = _completion.svt_solve(init, *inputs, values, norm_b, tau, delta, tol,
-                                        shape=(n1, n2), K=K, k_old=k_old, max_iter=max_iter,
-                                        n_power=n_power)
+            with _no_gc():
+                out = _completion.svt_solve(init, *inputs, values, norm_b, tau, delta, tol,
+                                            shape=(n1, n2), K=K, k_old=k_old,
+                                            max_iter=max_iter, n_power=n_power)
             if _checks.is_concrete(out.status):
                 state, result = _completion.svt_finish(np, jax.tree.map(np.asarray, out),
                                                        start, max_iter)
@@ -208,6 +211,21 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     if concrete:
         result = _trim(result)
     return result
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """Python's cyclic garbage collector paused for a call that may trace and compile a solver:
+    tracing allocates many small objects, and the full collections they trigger walk every
+    object in the process (about half of svt_solve's tracing time, measured). Nothing is lost:
+    objects are still freed by reference counting, and cycles at the next collection."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _trim(result):
