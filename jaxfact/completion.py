@@ -66,9 +66,11 @@ def svt(rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, tau: Any =
     Cost per iteration: ``2 (n_power + 1)`` products of the sparse Y with (n, k) blocks,
     O(nnz k) each, plus O((n1 + n2) k^2) for orthonormalization (two Gram-matrix
     eigendecompositions per block, SVQB); k = buffer size. The whole solve for one buffer size
-    is one compiled program holding one partial SVD (the start's SVD is the loop's first step),
-    so a first call spends little on compilation; see :ref:`compilation-cache` for keeping
-    compiled programs across processes.
+    is one compiled program holding one partial SVD (the start's SVD is the loop's first step);
+    with concrete input its start state, index arrays and start block are built, and its
+    result's sign flip and records finished, in NumPy outside that program, so a first call
+    compiles that one program only; see :ref:`compilation-cache` for keeping compiled programs
+    across processes.
 
     Args:
       rows, cols: (nnz,) integer indices of the observed entries, each pair at most once.
