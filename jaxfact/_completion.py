@@ -257,13 +257,12 @@ def svt_finish(xp, state, start, max_iter):
 
 def svt_inputs(xp, key, rows, cols, shape, K, k_old):
     """``svt_solve``'s index and hash arrays, built with ``xp`` (NumPy for concrete input: no
-    compiled program for them): rows, cols and ``idx`` = stack([cols, rows]) as uint32 (see
-    :func:`take_rows`), and the hash block (N, 2 K - k_old), N =
-    max(shape), in two blocks: columns [0, K - k_old) are the hash's columns [k_old, K) (the start block,
-    or the new directions beside a full buffer's computed subspace), the next K the hash's
-    columns [nmin, nmin + K) (the directions that replace those of rank-deficient blocks in the
-    orthonormalizations, never a buffer's). Returns (rows, cols, idx, the first block's rows
-    [0, n2) (V's new columns), the second block (``fill``))."""
+    compiled program for them). Returns (rows, cols, idx, V_new, fill): rows, cols and ``idx`` =
+    stack([cols, rows]) as uint32 (see :func:`take_rows`); the hash block (N, 2 K - k_old), N =
+    max(shape), in two parts: ``V_new`` (n2, K - k_old), the hash's columns [k_old, K) (the
+    start block, or the new directions beside a full buffer's computed subspace), and ``fill``
+    (N, K), its columns [nmin, nmin + K) (the directions that replace those of rank-deficient
+    blocks in the orthonormalizations, never a buffer's)."""
     rows, cols = xp.asarray(rows).astype(xp.uint32), xp.asarray(cols).astype(xp.uint32)
     idx = xp.stack([cols, rows])
     bits = key_bits(key)
