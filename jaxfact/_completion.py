@@ -370,7 +370,7 @@ def _soft_impute_solve(rows, cols, b, U, d, V, lam, tol, shape, max_iter, n_powe
         passes = jnp.where(n_iter == 0, first_passes, n_power + 1)
         U, s, V = _linalg.subspace_svd(mm, rmm, it.V, passes, shape)
         d = jnp.maximum(s - lam, 0)
-        z = _linalg.gather(U, d, V.T, rows, cols)
+        z = sample(U, d, V, rows, cols)
         # The paper's relative change ||Z_old - Z||_F^2 / ||Z_old||_F^2, measured on the observed
         # entries: from the factors it would be ||Z_old||^2 + ||Z||^2 - 2 <Z_old, Z>, whose
         # cancellation floors it at ~eps (1e-7 in float32) instead of eps^2.
@@ -386,7 +386,7 @@ def _soft_impute_solve(rows, cols, b, U, d, V, lam, tol, shape, max_iter, n_powe
     def stop(state):
         return _solver.status_of(state.iterate.change < tol)
 
-    z0 = _linalg.gather(U, d, V.T, rows, cols)
+    z0 = sample(U, d, V, rows, cols)
     iterate = SoftImputeIterate(U, d, V, z0, jnp.asarray(jnp.inf, b.dtype))
     state = _solver.run(update, stop, _solver.start(iterate, max_iter=max_iter, dtype=b.dtype,
                                                     record=_record(b.dtype)))
