@@ -13,7 +13,8 @@ Three problems, rank k = 20:
   the timing (``jf.linop.as_operator(X)``), as scikit-learn gets a CSR matrix built once; the
   column "SciPy X" times the same runs given the SciPy CSR matrix itself, the host layout
   included. The NNDSVDa start alone is timed too (both libraries: a randomized SVD with 10
-  oversamples and 7 power iterations).
+  oversamples; scikit-learn runs 7 power iterations, jaxfact at most 7, stopping once the top-20
+  singular subspace has converged to rounding).
 
 The target is the final relative error ``||X - W H||_F / ||X||_F`` of scikit-learn's
 ``NMF(solver="cd", init="nndsvda", tol=1e-5, max_iter=1000)``; a solver "reaches" it when its

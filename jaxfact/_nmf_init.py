@@ -282,13 +282,107 @@ def _init_svd(X, key, rank, axes=None):
         return _sharded_svd.randomized_svd_body(
             X, key, axes=axes, m=m, rank=rank, n_samples=min(rank + 10, m, n),
             n_iter=_n_power_iter(rank, m, n))
+    n_iter = _n_power_iter(rank, m, n)
     if isinstance(X, linop.SparseMatrix):
-        X = X
-    elif key is None or min(m, n) <= _EXACT_SVD_MAX:
+        return _sparse_svd(X, key, rank, min(rank + 10, m, n), n_iter)
+    if key is None or min(m, n) <= _EXACT_SVD_MAX:
         U, S, Vt = _linalg.svd_thin(X)
         return U[:, :rank], S[:rank], Vt[:rank]
-    n_iter = _n_power_iter(rank, m, n)
     return _linalg.randomized_svd(X, key, rank=rank, n_samples=min(rank + 10, m, n), n_iter=n_iter)
+
+
+# The sparse start's power iterations stop once the top-``rank`` right singular subspace moved by
+# at most this many ulps times sqrt(rank) (the Frobenius norm of the sines of the angles) and by at
+# most half as much as in the iteration before: it has then converged to working precision.
+_SUBSPACE_ULPS = 16
+
+
+def _top_right(P, rank):
+    """An orthonormal basis (n, rank) of the top-``rank`` left singular subspace of P (n, l),
+    from the eigenvectors of the small Gram matrix P^T P."""
+    hi = lax.Precision.HIGHEST
+    lam, E = jnp.linalg.eigh(jnp.matmul(P.T, P, precision=hi))
+    E = E[:, ::-1][:, :rank]
+    V = jnp.matmul(P, E, precision=hi)
+    nrm = jnp.linalg.norm(V, axis=0, keepdims=True)
+    return V / jnp.where(nrm > 0, nrm, 1)
+
+
+def _subspace_move(V0, V1):
+    """``||V1 - V0 V0^T V1||_F``: the sines of the angles between two orthonormal bases."""
+    hi = lax.Precision.HIGHEST
+    return jnp.linalg.norm(V1 - jnp.matmul(V0, jnp.matmul(V0.T, V1, precision=hi), precision=hi))
+
+
+def _orthonormal_basis(X, Q, P):
+    """(Qf, X^T Qf): an orthonormal basis Qf of range(Q), Q (m, l) the power iterations'
+    well-conditioned basis and P = X^T Q. Q's columns are orthonormal but for the small shift of
+    its CholeskyQR (:func:`jaxfact._linalg.normalize_rows`), so one more unshifted Cholesky pass
+    Qf = Q R^-1 (R^T R = Q^T Q) makes them orthonormal to rounding, and X^T Qf = P R^-1 needs no
+    product with X. Where that shift damped some direction (R far from the identity: Q nearly
+    rank-deficient), Householder QR and the product instead."""
+    hi = lax.Precision.HIGHEST
+    l = Q.shape[1]
+    R = jnp.linalg.cholesky(jnp.matmul(Q.T, Q, precision=hi), upper=True)
+    d = jnp.diagonal(R)
+    ok = jnp.all(jnp.isfinite(R)) & jnp.all(d >= 0.5)
+
+    def cholesky_pass(_):
+        Ri = jax.scipy.linalg.solve_triangular(R, jnp.eye(l, dtype=Q.dtype), lower=False)
+        return jnp.matmul(Q, Ri, precision=hi), jnp.matmul(P, Ri, precision=hi)
+
+    def householder(_):
+        Qf = _linalg.orthonormalize(Q)
+        return Qf, linop.rmatmul(X, Qf)
+
+    return lax.cond(ok, cholesky_pass, householder, None)
+
+
+def _sparse_svd(X, key, rank, n_samples, n_iter):
+    """The randomized SVD of Halko, Martinsson & Tropp (2011, Algorithm 4.4: ``n_samples``
+    columns, up to ``n_iter`` power iterations normalized after every product, as
+    scikit-learn's ``randomized_svd``) of a :class:`jaxfact.linop.SparseMatrix`, with an early
+    stop: after each power iteration the top-``rank`` subspace of ``X^T Q`` is compared with the
+    previous one, and the iterations stop once it has converged to working precision
+    (``_SUBSPACE_ULPS``). With a gap after the rank-th singular value (the case a rank-``rank``
+    NMF is for), that takes 1-3 iterations instead of ``n_iter``; without one the full
+    ``n_iter`` run. Same sketch (``key``) as :func:`jaxfact._linalg.randomized_svd`."""
+    if X.shape[0] < X.shape[1]:  # sketch the column space of the smaller side (a free transpose)
+        V, S, Ut = _sparse_range_svd(X.T, key, rank, n_samples, n_iter)
+        U, S, Vt = Ut.T, S, V.T
+    else:
+        U, S, Vt = _sparse_range_svd(X, key, rank, n_samples, n_iter)
+    U, S, Vt = _linalg.flip(U, S, Vt)
+    return U[:, :rank], S[:rank], Vt[:rank]
+
+
+def _sparse_range_svd(X, key, rank, n_samples, n_iter):
+    """:func:`_sparse_svd` of X (m, n), m >= n, all ``n_samples`` components, signs unflipped."""
+    m, n = X.shape
+    dtype = X.dtype
+    tol = _SUBSPACE_ULPS * jnp.finfo(dtype).eps * rank ** 0.5
+    omega_t = jax.random.normal(key, (n_samples, n), dtype)
+    Q = _linalg.normalize_rows(linop.matmul(X, omega_t.T), rows=False)   # (m, l)
+    P = linop.rmatmul(X, Q)                                              # (n, l) = X^T Q
+    V = _top_right(P, rank)
+    inf = jnp.asarray(jnp.inf, dtype)
+
+    def more(state):
+        i, _, _, _, d, d_prev = state
+        return (i < n_iter) & ~((d <= tol) & (d <= 0.5 * d_prev))
+
+    def power(state):
+        i, Q, P, V, d, _ = state
+        Z = _linalg.normalize_rows(P, rows=False)
+        Q = _linalg.normalize_rows(linop.matmul(X, Z), rows=False)
+        P = linop.rmatmul(X, Q)
+        V1 = _top_right(P, rank)
+        return i + 1, Q, P, V1, _subspace_move(V, V1), d
+
+    _, Q, P, _, _, _ = lax.while_loop(more, power, (0, Q, P, V, inf, inf))
+    Q, Bt = _orthonormal_basis(X, Q, P)
+    V, s, Ubt = _linalg.svd_thin(Bt, rank)
+    return Q @ Ubt.T, s, V.T
 
 
 def svd_is_randomized(X, key_given):

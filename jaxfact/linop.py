@@ -263,15 +263,21 @@ def sample(S: SparseRows, Y: jax.Array, O: jax.Array) -> jax.Array:
     Yt, Ot = jnp.asarray(Y).T, jnp.asarray(O).T
     if not S.buckets:
         return jnp.sum(Yt[S.rows] * Ot[S.cols], axis=1)
+    # As in _rows_matmul, each loop step takes _GROUP entries of every row of a block at once.
     outs, start = [], 0
     for (L, pb), c in zip(S.buckets, S.blocks(S.cols)):
         Yb = Yt[S.rows[start:start + pb]]
         start += pb
 
-        def body(_, c, Yb=Yb):
-            return None, jnp.sum(Yb * Ot.at[c].get(mode="promise_in_bounds"), axis=1)
+        def body(_, c, Yb=Yb):  # c (g, p_b): g entries of each row -> their (g, p_b) values
+            return None, jnp.sum(Yb[None] * Ot.at[c].get(mode="promise_in_bounds"), axis=2)
 
-        outs.append(lax.scan(body, None, c, unroll=min(L, 4))[1].reshape(-1))
+        if L <= _GROUP:
+            outs.append(body(None, c)[1].reshape(-1))
+            continue
+        steps = -(-L // _GROUP)
+        c = jnp.pad(c, ((0, steps * _GROUP - L), (0, 0))).reshape(steps, _GROUP, pb)
+        outs.append(lax.scan(body, None, c)[1].reshape(steps * _GROUP, pb)[:L].reshape(-1))
     return jnp.concatenate(outs)
 
 

@@ -394,7 +394,9 @@ def nmf_init(X: Any, rank: int, *, init: str = "nndsvda", key: Any = None,
     The SVD of dense X is exact (deterministic) without a key, or when min(m, n) <= 256; with a
     key, larger dense X gets a randomized SVD (10 oversamples, scikit-learn's power
     iterations; :func:`jaxfact.randomized_svd`), and so does sparse X, which is never densified
-    and therefore needs a key for the NNDSVD starts.
+    and therefore needs a key for the NNDSVD starts. For sparse X the power iterations (at most
+    scikit-learn's count) stop early once the top-k singular subspace has converged to
+    rounding: after 1-3 of them when the spectrum has a gap after the k-th value.
 
     Sharding: a dense X split by rows gives W split the same way and H replicated, the same
     start as on one device (see :func:`nmf`).

@@ -273,6 +273,25 @@ def test_sparse_init_and_scipy_input(x64, X64):
     np.testing.assert_allclose(H, Hd, atol=1e-3)
 
 
+def test_sparse_start_svd_stops_early_as_accurate():
+    # The sparse start's randomized SVD stops its power iterations (at most 7, scikit-learn's
+    # count) once the top-k subspace has converged, here after 1-3: it gives the exact SVD's
+    # triplets to rounding, as the full 7 iterations do.
+    import scipy.sparse as sp
+    from jaxfact import _nmf_init, linop
+    rng = np.random.default_rng(3)
+    L = sp.random(300, 4, density=0.3, random_state=4) @ sp.random(4, 120, density=0.3,
+                                                                   random_state=5)
+    X = (L + 0.01 * sp.random(300, 120, density=0.05, random_state=6)).tocsr().astype(np.float32)
+    X.data *= rng.uniform(0.8, 1.2, X.nnz).astype(np.float32)
+    Xs, k, key = linop.as_operator(X), 4, jax.random.key(0)
+    U, S, Vt = jax.jit(_nmf_init._sparse_svd, static_argnums=(2, 3, 4))(Xs, key, k, 15, 7)
+    Ue, Se, Vte = np.linalg.svd(X.toarray().astype(np.float64))
+    np.testing.assert_allclose(S, Se[:k], rtol=1e-5)
+    for A, B in ((U, Ue[:, :k]), (Vt.T, Vte[:k].T)):
+        np.testing.assert_allclose(np.abs(np.asarray(A, np.float64).T @ B), np.eye(k), atol=1e-4)
+
+
 def test_sparse_with_duplicates_and_long_rows(x64, monkeypatch):
     # Duplicate entries are summed; rows of very different lengths land in separate ELL blocks
     # (forced here: small matrices normally get a single block).
