@@ -19,7 +19,15 @@ per call, "1 thread" with XLA and OpenBLAS on one core, "busy" with the default 
     (100000, 30)             85      972     135          1131    983     243    1e-6 1e-6 6e-4
 
 * :func:`orthonormalize` (Householder QR by LAPACK): exactly orthonormal, robust to rank
-  deficiency and the fastest on a quiet CPU: the final basis of the randomized range finder.
+  deficiency and the fastest on a quiet CPU: the final basis of the randomized range finder for
+  sparse and operator input.
+* :func:`orthonormalize_cholesky` (shifted CholeskyQR3 to working precision, with a Householder
+  fallback where that does not reach it): the final bases of the dense randomized SVD. LAPACK's
+  QR and SVD of an m x l matrix (and its divide-and-conquer SVD and triangular solve, even at
+  l x l) run on OpenBLAS's threads, which keep spinning after the call on the cores that XLA's
+  next products need; on a busy 2-core machine a dense 4000 x 2000 randomized SVD took a median
+  2.9 s with OpenBLAS on 2 threads against 0.43 s on 1. Its products and the l x l Cholesky
+  factor and QR-iteration SVD (which OpenBLAS runs on one thread) avoid that.
 * :func:`normalize_rows` (shifted CholeskyQR3): matrix products and a small Cholesky factor, so it
   keeps XLA's speed when LAPACK's OpenBLAS threads contend with XLA's; its basis is orthonormal
   only to ~1e-3, which the intermediate bases of the power iteration do not need (they only
@@ -190,9 +198,10 @@ def _cholesky_qr(Y, shift, rows):
     # Orthonormalizes the rows (rows=True, Y (l, m)) or the columns (Y (m, l)) of Y:
     # Q = Y R^-1 (columns) or R^-T Y (rows), with R^T R = G + shift * trace(G) I, G the (l, l)
     # Gram matrix. The products run at matrix-multiply speed, unlike forming Householder's Q
-    # (LAPACK orgqr), which dominates for tall thin matrices. R^-1 is formed (l x l) and applied
-    # by one product: XLA's CPU triangular solve with m right-hand sides runs ~6x slower than
-    # that product, and the rounding of either is of order eps cond(R) relative.
+    # (LAPACK orgqr), which dominates for tall thin matrices. R^-1 is formed (l x l, by
+    # _inv_upper's products) and applied by one product: XLA's CPU triangular solve with m
+    # right-hand sides runs ~6x slower than that product, and the rounding of either is of order
+    # eps cond(R) relative.
     hi = jax.lax.Precision.HIGHEST
     l = Y.shape[0] if rows else Y.shape[1]
     ax = 1 if rows else 0   # the long axis, contracted in the Gram matrix
@@ -358,7 +367,8 @@ def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
         Q = orthonormalize(jax.lax.fori_loop(0, n_iter, power, Q))     # (m, l)
         Bt = _rmm(X, Q)                          # (n, l) = X^T Q
     # The SVD of the tall Bt = X^T Q = V diag(s) Ub^T (LAPACK takes ~2.5x longer for a wide
-    # matrix than for its transpose) gives B = Q^T X = Ub diag(s) V^T.
+    # matrix than for its transpose) gives B = Q^T X = Ub diag(s) V^T. (The dense path above
+    # takes it through the small R of Bt = Qb R instead.)
     V, s, Ubt = svd_thin(Bt, rank)
     U = Q @ Ubt.T
     return U[:, :rank], s[:rank], V[:, :rank].T
