@@ -19,7 +19,15 @@ per call, "1 thread" with XLA and OpenBLAS on one core, "busy" with the default 
     (100000, 30)             85      972     135          1131    983     243    1e-6 1e-6 6e-4
 
 * :func:`orthonormalize` (Householder QR by LAPACK): exactly orthonormal, robust to rank
-  deficiency and the fastest on a quiet CPU: the final basis of the randomized range finder.
+  deficiency and the fastest on a quiet CPU: the final basis of the randomized range finder for
+  sparse and operator input.
+* :func:`orthonormalize_cholesky` (shifted CholeskyQR3 to working precision, with a Householder
+  fallback where that does not reach it): the final bases of the dense randomized SVD. LAPACK's
+  QR and SVD of an m x l matrix (and its divide-and-conquer SVD and triangular solve, even at
+  l x l) run on OpenBLAS's threads, which keep spinning after the call on the cores that XLA's
+  next products need; on a busy 2-core machine a dense 4000 x 2000 randomized SVD took a median
+  2.9 s with OpenBLAS on 2 threads against 0.43 s on 1. Its products and the l x l Cholesky
+  factor and QR-iteration SVD (which OpenBLAS runs on one thread) avoid that.
 * :func:`normalize_rows` (shifted CholeskyQR3): matrix products and a small Cholesky factor, so it
   keeps XLA's speed when LAPACK's OpenBLAS threads contend with XLA's; its basis is orthonormal
   only to ~1e-3, which the intermediate bases of the power iteration do not need (they only
@@ -67,27 +75,35 @@ def tie_tolerance(s):
     return jnp.sqrt(eps) * jnp.maximum(s[0], jnp.finfo(s.dtype).tiny)
 
 
-def svd_thin(X, n_kept=None):
+def svd_thin(X, n_kept=None, qr_algorithm=False):
     """Thin SVD with flipped signs and a derivative that stays finite at repeated values.
 
     ``n_kept`` (static; default all) is the number of leading components the caller keeps: it
     decides which pairs of tied singular values lie inside the kept block (see the JVP below).
+    ``qr_algorithm`` (static) uses LAPACK's QR-iteration SVD (gesvd) instead of divide and
+    conquer (gesdd): for the small l x l factors of :func:`randomized_svd`, where gesdd wakes
+    OpenBLAS's threads (measured ~0.7 ms alone and up to 50 ms on a busy 2-core CPU, against
+    ~0.9 ms for gesvd either way).
     """
-    return svd_kept(X, min(X.shape[-2:]) if n_kept is None else n_kept)
+    return svd_kept(X, min(X.shape[-2:]) if n_kept is None else n_kept, qr_algorithm)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1,))
-def svd_kept(X, n_kept):
-    U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def svd_kept(X, n_kept, qr_algorithm=False):
+    if qr_algorithm:
+        U, s, Vt = jax.lax.linalg.svd(X, full_matrices=False,
+                                      algorithm=jax.lax.linalg.SvdAlgorithm.QR)
+    else:
+        U, s, Vt = jnp.linalg.svd(X, full_matrices=False)
     return flip(U, s, Vt)
 
 
 @svd_kept.defjvp
-def _svd_kept_jvp(n_kept, primals, tangents):
+def _svd_kept_jvp(n_kept, qr_algorithm, primals, tangents):
     # dU = U Om_U + (I - U U^T) dX V / S,  dV = V Om_V + (I - V V^T) dX^T U / S, dS = diag(dP),
     # with Om_U, Om_V from subspace_rotations (ties treated there).
     (X,), (dX,) = primals, tangents
-    U, s, Vt = svd_kept(X, n_kept)
+    U, s, Vt = svd_kept(X, n_kept, qr_algorithm)
     V = Vt.T
     dP = U.T @ dX @ V
     om_u, om_v = subspace_rotations(dP, s, n_kept)
@@ -163,21 +179,76 @@ def orthonormalize(Y):
     return jnp.linalg.qr(Y, mode="reduced")[0]
 
 
+def _inv_upper(R):
+    """R^-1 of an upper-triangular (l, l) R by Newton-Schulz steps ``X <- X (2 I - R X)`` from
+    ``X = diag(R)^-1``, kept upper triangular: the error ``I - R X`` starts strictly upper
+    triangular (nilpotent) and is squared by each step, so ceil(log2 l) steps make it exact in
+    exact arithmetic, and one more step corrects rounding. Only l x l products: on CPU, LAPACK's
+    triangular solve wakes OpenBLAS's threads, which then keep spinning on cores that XLA's
+    products need (see :func:`orthonormalize_cholesky`)."""
+    l = R.shape[0]
+    eye = jnp.eye(l, dtype=R.dtype)
+    X = jnp.diag(1 / jnp.diagonal(R))
+    for _ in range(max(l - 1, 1).bit_length() + 1):
+        X = jnp.triu(X @ (2 * eye - R @ X))
+    return X
+
+
 def _cholesky_qr(Y, shift, rows):
     # Orthonormalizes the rows (rows=True, Y (l, m)) or the columns (Y (m, l)) of Y:
     # Q = Y R^-1 (columns) or R^-T Y (rows), with R^T R = G + shift * trace(G) I, G the (l, l)
     # Gram matrix. The products run at matrix-multiply speed, unlike forming Householder's Q
-    # (LAPACK orgqr), which dominates for tall thin matrices. R^-1 is formed (l x l) and applied
-    # by one product: XLA's CPU triangular solve with m right-hand sides runs ~6x slower than
-    # that product, and the rounding of either is of order eps cond(R) relative.
+    # (LAPACK orgqr), which dominates for tall thin matrices. R^-1 is formed (l x l, by
+    # _inv_upper's products) and applied by one product: XLA's CPU triangular solve with m
+    # right-hand sides runs ~6x slower than that product, and the rounding of either is of order
+    # eps cond(R) relative.
     hi = jax.lax.Precision.HIGHEST
     l = Y.shape[0] if rows else Y.shape[1]
     ax = 1 if rows else 0   # the long axis, contracted in the Gram matrix
     G = jax.lax.dot_general(Y, Y, (((ax,), (ax,)), ((), ())), precision=hi)
     G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(l, dtype=G.dtype)
     R = jnp.linalg.cholesky(G, upper=True)
-    Ri = jax.scipy.linalg.solve_triangular(R, jnp.eye(l, dtype=G.dtype), lower=False)
+    Ri = _inv_upper(R)
     return jnp.matmul(Ri.T, Y, precision=hi) if rows else jnp.matmul(Y, Ri, precision=hi)
+
+
+def _cholesky_qr_r(Y, shift):
+    # One CholeskyQR pass on the columns of Y (m, l), returning R too: Y = Q R.
+    hi = jax.lax.Precision.HIGHEST
+    l = Y.shape[1]
+    G = jax.lax.dot_general(Y, Y, _TN, precision=hi)
+    G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(l, dtype=G.dtype)
+    R = jnp.linalg.cholesky(G, upper=True)
+    Ri = _inv_upper(R)
+    return jnp.matmul(Y, Ri, precision=hi), R
+
+
+def orthonormalize_cholesky(Y):
+    """Thin QR of a tall Y (m, l), ``Y = Q R``, by shifted CholeskyQR3 (Fukaya, Kannan,
+    Nakatsukasa, Yamamoto & Yanagisawa 2020): a shifted pass where its shift is below 1, then two
+    plain passes. Where the result is not orthonormal to ``100 l eps`` (Y too ill-conditioned or
+    rank deficient) it falls back to Householder QR (LAPACK), so Q is always orthonormal.
+
+    It exists for the CPU: LAPACK's QR and SVD of an m x l matrix run on OpenBLAS's threads, which
+    keep spinning after the call and take cores from XLA's next products (measured: a randomized
+    SVD of 4000 x 2000 took 0.43 s against 2.9 s median on a loaded 2-core machine with OpenBLAS
+    limited to 1 thread, against 2). Here only l x l factorizations reach LAPACK, which OpenBLAS
+    runs on one thread."""
+    m, l = Y.shape
+    eps = jnp.finfo(Y.dtype).eps
+    c = jnp.max(jnp.abs(Y))
+    c = jnp.where((c > 0) & jnp.isfinite(c), c, 1).astype(Y.dtype)
+    Q = Y / c
+    R = jnp.eye(l, dtype=Y.dtype)
+    shift = 11 * (m * l + l * (l + 1)) * float(eps)
+    if shift < 1:
+        Q, R = _cholesky_qr_r(Q, shift)
+    Q, R2 = _cholesky_qr_r(Q, 0.0)
+    Q, R3 = _cholesky_qr_r(Q, 0.0)
+    R = (R3 @ R2 @ R) * c
+    off = jnp.max(jnp.abs(jax.lax.dot_general(Q, Q, _TN) - jnp.eye(l, dtype=Y.dtype)))
+    ok = (off <= 100 * l * eps) & jnp.all(jnp.isfinite(R))
+    return jax.lax.cond(ok, lambda: (Q, R), lambda: tuple(jnp.linalg.qr(Y, mode="reduced")))
 
 
 def normalize_rows(Yt, rows=True):
@@ -276,8 +347,16 @@ def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
             Zt = normalize_rows(_qtx(X, Q))
             return normalize_rows(_xzt(X, Zt), rows=False)
 
-        Q = orthonormalize(jax.lax.fori_loop(0, n_iter, power, Q))     # (m, l)
-        Bt = _qtx(X, Q).T                        # (n, l) = X^T Q
+        Q, _ = orthonormalize_cholesky(jax.lax.fori_loop(0, n_iter, power, Q))   # (m, l)
+        # Q^T X in its fastest form (Q, X contracted on their leading axes); the barrier keeps XLA
+        # from folding the transpose into the product, which it then runs as X^T Q, ~1.7x slower.
+        Bt = jax.lax.optimization_barrier(_qtx(X, Q)).T     # (n, l) = X^T Q
+        # The SVD of Bt = Qb Rb from that of the small Rb: no LAPACK call on an m x l or n x l
+        # matrix (see orthonormalize_cholesky).
+        Qb, Rb = orthonormalize_cholesky(Bt)
+        W, s, Ubt = svd_thin(Rb, rank, qr_algorithm=True)
+        U = Q @ Ubt.T
+        return U[:, :rank], s[:rank], (Qb @ W[:, :rank]).T
     else:
         Q = normalize_rows(_mm(X, omega_t.T), rows=False)
 
@@ -288,7 +367,8 @@ def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
         Q = orthonormalize(jax.lax.fori_loop(0, n_iter, power, Q))     # (m, l)
         Bt = _rmm(X, Q)                          # (n, l) = X^T Q
     # The SVD of the tall Bt = X^T Q = V diag(s) Ub^T (LAPACK takes ~2.5x longer for a wide
-    # matrix than for its transpose) gives B = Q^T X = Ub diag(s) V^T.
+    # matrix than for its transpose) gives B = Q^T X = Ub diag(s) V^T. (The dense path above
+    # takes it through the small R of Bt = Qb R instead.)
     V, s, Ubt = svd_thin(Bt, rank)
     U = Q @ Ubt.T
     return U[:, :rank], s[:rank], V[:, :rank].T

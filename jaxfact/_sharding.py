@@ -33,6 +33,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxfact import _linalg
+
 __all__ = []  # private module
 
 
@@ -200,7 +202,10 @@ def _cholesky_qr_rows(Yt, shift, axes):
     G = gram(Yt, axes)
     G = G + (shift * jnp.trace(G) + jnp.finfo(Yt.dtype).tiny) * jnp.eye(G.shape[0], dtype=G.dtype)
     R = jnp.linalg.cholesky(G, upper=True)
-    return jax.scipy.linalg.solve_triangular(R, Yt, trans="T", lower=False)
+    # R^-T Yt as one product with the (l, l) R^-1 (as _linalg._cholesky_qr): XLA's CPU triangular
+    # solve over m_local right-hand sides is LAPACK's, several times slower, and wakes OpenBLAS's
+    # threads, which then spin on the cores XLA's products need.
+    return jnp.matmul(_linalg._inv_upper(R).T, Yt, precision=jax.lax.Precision.HIGHEST)
 
 
 def normalize_rows(Yt: jax.Array, axes: tuple[str, ...], m: int) -> jax.Array:

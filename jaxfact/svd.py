@@ -130,7 +130,10 @@ def randomized_svd(X: Any, rank: int, *, key: Any, n_oversamples: int = 10,
     Gram matrix, so it could not improve the conditioning): CholeskyQR2 with a small shift. The last basis is then orthonormalized once more
     by Householder QR (LAPACK), which makes the final ``Q`` orthonormal to working precision also
     when Y is rank deficient; then ``B = Q^T X`` and the exact SVD of the small ``B`` (their
-    Algorithm 5.1). A wide X (m < n) is handled as ``X^T``, as scikit-learn does. The error is
+    Algorithm 5.1). For a dense X the last basis and ``B^T = Qb R`` are orthonormalized by
+    CholeskyQR3 instead, checked to working precision with Householder QR as the fallback, and
+    the SVD of ``B`` is taken from the l x l ``R``: on CPU, LAPACK on tall matrices wakes
+    OpenBLAS's threads, which then spin on the cores XLA's products need. A wide X (m < n) is handled as ``X^T``, as scikit-learn does. The error is
     within a small factor of the optimal ``sigma_{k+1}`` that shrinks like ``1/(2q+1)`` in the
     exponent (their Theorem 1.2); ``n_iter=4`` (scikit-learn's default for large ranks) gets within
     a fraction of a percent of the optimum on slowly decaying spectra.

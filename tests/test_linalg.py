@@ -37,3 +37,25 @@ def test_subspace_rotations_solve_the_tangent_equation_also_at_ties():
         rebuilt = om_u @ S + jnp.diag(jnp.diagonal(dP)) + S @ om_v.T
         np.testing.assert_allclose(rebuilt, dP, atol=1e-5)
     assert jax.numpy.isfinite(_linalg.safe_inverse(jnp.array([0.0, 2.0]))).all()
+
+
+def test_cholesky_orthonormalizer_triangular_inverse_and_qr_iteration_svd():
+    rng = np.random.default_rng(1)
+    # Well conditioned: CholeskyQR3 reaches working precision, Y = Q R.
+    Y = (rng.standard_normal((300, 8)) * np.geomspace(1, 1e-2, 8)).astype(np.float32)
+    Q, R = jax.jit(_linalg.orthonormalize_cholesky)(jnp.asarray(Y))
+    np.testing.assert_allclose(Q.T @ Q, np.eye(8), atol=1e-5)
+    np.testing.assert_allclose(Q @ R, Y, atol=1e-5)
+    # Rank deficient (a zero column): the Householder fallback keeps Q orthonormal.
+    Y[:, 3] = 0.0
+    Q, R = jax.jit(_linalg.orthonormalize_cholesky)(jnp.asarray(Y))
+    np.testing.assert_allclose(Q.T @ Q, np.eye(8), atol=1e-5)
+    np.testing.assert_allclose(Q @ R, Y, atol=1e-5)
+    # The Newton-Schulz inverse of an upper-triangular R matches the triangular solve.
+    R = np.triu(rng.standard_normal((13, 13))) + 4 * np.eye(13)
+    np.testing.assert_allclose(_linalg._inv_upper(jnp.asarray(R, jnp.float32)), np.linalg.inv(R),
+                               rtol=1e-4, atol=1e-5)
+    # gesvd (qr_algorithm=True) gives gesdd's flipped factors.
+    A = jnp.asarray(rng.standard_normal((9, 9)), jnp.float32)
+    for x, y in zip(_linalg.svd_thin(A, qr_algorithm=True), _linalg.svd_thin(A)):
+        np.testing.assert_allclose(x, y, atol=1e-4)
