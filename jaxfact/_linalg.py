@@ -347,16 +347,7 @@ def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
             Zt = normalize_rows(_qtx(X, Q))
             return normalize_rows(_xzt(X, Zt), rows=False)
 
-        Q, _ = orthonormalize_cholesky(jax.lax.fori_loop(0, n_iter, power, Q))   # (m, l)
-        # Q^T X in its fastest form (Q, X contracted on their leading axes); the barrier keeps XLA
-        # from folding the transpose into the product, which it then runs as X^T Q, ~1.7x slower.
-        Bt = jax.lax.optimization_barrier(_qtx(X, Q)).T     # (n, l) = X^T Q
-        # The SVD of Bt = Qb Rb from that of the small Rb: no LAPACK call on an m x l or n x l
-        # matrix (see orthonormalize_cholesky).
-        Qb, Rb = orthonormalize_cholesky(Bt)
-        W, s, Ubt = svd_thin(Rb, rank, qr_algorithm=True)
-        U = Q @ Ubt.T
-        return U[:, :rank], s[:rank], (Qb @ W[:, :rank]).T
+        Q = jax.lax.fori_loop(0, n_iter, power, Q)
     else:
         Q = normalize_rows(_mm(X, omega_t.T), rows=False)
 
@@ -364,14 +355,21 @@ def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
             Z = normalize_rows(_rmm(X, Q), rows=False)
             return normalize_rows(_mm(X, Z), rows=False)
 
-        Q = orthonormalize(jax.lax.fori_loop(0, n_iter, power, Q))     # (m, l)
-        Bt = _rmm(X, Q)                          # (n, l) = X^T Q
-    # The SVD of the tall Bt = X^T Q = V diag(s) Ub^T (LAPACK takes ~2.5x longer for a wide
-    # matrix than for its transpose) gives B = Q^T X = Ub diag(s) V^T. (The dense path above
-    # takes it through the small R of Bt = Qb R instead.)
-    V, s, Ubt = svd_thin(Bt, rank)
+        Q = jax.lax.fori_loop(0, n_iter, power, Q)
+    Q, _ = orthonormalize_cholesky(Q)                      # (m, l)
+    if _is_dense(X):
+        # Q^T X in its fastest form (Q, X contracted on their leading axes); the barrier keeps XLA
+        # from folding the transpose into the product, which it then runs as X^T Q, ~1.7x slower.
+        Bt = jax.lax.optimization_barrier(_qtx(X, Q)).T     # (n, l) = X^T Q
+    else:
+        Bt = _rmm(X, Q)                                      # (n, l) = X^T Q
+    # The SVD of Bt = X^T Q = V diag(s) Ub^T (so B = Q^T X = Ub diag(s) V^T) from that of the
+    # small Rb of Bt = Qb Rb: no LAPACK call on an m x l or n x l matrix (see
+    # orthonormalize_cholesky).
+    Qb, Rb = orthonormalize_cholesky(Bt)
+    W, s, Ubt = svd_thin(Rb, rank, qr_algorithm=True)
     U = Q @ Ubt.T
-    return U[:, :rank], s[:rank], V[:, :rank].T
+    return U[:, :rank], s[:rank], (Qb @ W[:, :rank]).T
 
 
 @jax.jit
