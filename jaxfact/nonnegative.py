@@ -78,11 +78,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       ``||grad^P f(W, H)|| <= tol ||grad f(W0', H0')||`` (his eq. 15), with (W0', H0') the start
       moved to its optimal scalar multiple; each subproblem stops at the smaller of
       ``max(1e-3, tol) ||grad f(W0', H0')||`` (divided by 10 whenever a subproblem needs no
-      step, his code) and 0.1 times its own projected gradient at its start, or once a step
-      lowers the subproblem's objective by less than 0.1 times its first step did (Gillis &
-      Glineur's 2012 inner stopping rule, delta = 0.1: an ill-conditioned subproblem otherwise
-      spends hundreds of slow steps per outer iteration), or after 1000 iterations (his code).
-      Cost per outer iteration: two products with X (O(nnz k)) and
+      step, his code) and 0.1 times its own projected gradient at its start, or after 1000
+      iterations (his code). Cost per outer iteration: two products with X (O(nnz k)) and
       O((m + n) k^2) per inner iteration: ``W^T X`` and ``W^T W`` are formed once per
       subproblem, and each step-size trial costs one k x k product, which also updates the
       gradient.

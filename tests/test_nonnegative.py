@@ -185,9 +185,9 @@ def test_pg_subproblem_solves_nnls(x64):
     ref = np.stack([scipy.optimize.nnls(W, V[:, j])[0] for j in range(6)], 1)
     assert int(it) > 1
     np.testing.assert_allclose(Y, ref, atol=1e-8)
-    # By default the solve also ends once a step lowers the objective by less than 0.1 times
+    # delta=0.1: the solve also ends once a step lowers the objective by less than 0.1 times
     # the first step did: fewer steps, a lower objective than the start's.
-    Yd, itd = S.pg_subproblem(h, jnp.ones((4, 6)), 1e-12)
+    Yd, itd = S.pg_subproblem(h, jnp.ones((4, 6)), 1e-12, delta=0.1)
 
     def f(Y):
         return 0.5 * np.sum((V - W @ np.asarray(Y)) ** 2)
