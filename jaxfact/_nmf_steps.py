@@ -39,6 +39,11 @@ _SIGMA = 0.01
 _MAX_TRIALS = 20        # step-size trials per projected-gradient iteration
 _MAX_SUBPROBLEM = 1000  # projected-gradient iterations per subproblem
 _PG_REL = 0.1           # a subproblem's tolerance is at most this times its start's grad^P
+# A subproblem may also end once a step lowers its objective by less than this times its first
+# step did (Gillis & Glineur's 2012 inner stopping rule, delta, applied to Lin's steps). 0: off,
+# Lin's solve alone (the default): 0.1 made "pg" ~10x faster on ill-conditioned subproblems, but
+# left lin2007's quick synthetic verdicts inconclusive (see pg_subproblem).
+_PG_DELTA = 0.0
 # Gillis & Glineur (2012), Section 3: inner repetitions floor(1 + alpha * rho), stopped once a
 # sweep changes the factor by less than delta times the first sweep's change.
 _GG_ALPHA = 0.5
@@ -148,11 +153,28 @@ class _Sub(NamedTuple):
     alpha: Any  # () step, carried over between iterations
     it: Any     # () int32, iterations done (the last one only tests the tolerance)
     done: Any   # () bool, the tolerance held
+    dec0: Any   # () the first step's decrease of the subproblem objective
+    dec: Any    # () the last step's decrease
 
 
-def pg_subproblem(h, Y, tol, sp=UNSPLIT):
-    """Solves one half-step to ``||grad^P|| < tol`` by Lin's projected gradient, in at most
-    ``_MAX_SUBPROBLEM`` (Lin's 1000) iterations.
+def pg_subproblem(h, Y, tol, sp=UNSPLIT, delta=_PG_DELTA):
+    """Solves one half-step by Lin's projected gradient until ``||grad^P|| < tol``, or (with
+    ``delta > 0``) a step lowers the subproblem's objective by less than ``delta`` times the
+    first step did, or ``_MAX_SUBPROBLEM`` (Lin's 1000) iterations. ``delta=0`` (the default,
+    ``_PG_DELTA``): Lin's solve alone.
+
+    The delta test is Gillis & Glineur's (2012) inner stopping rule, here on the decrease of
+    each accepted step. With Lin's tolerance alone a subproblem on an ill-conditioned Gram
+    matrix (a product of uniform factors: condition ~75) takes ~350 slow steps per outer
+    iteration, ~14 times the cost of the outer iteration's products with X. A fixed cap on the
+    steps (Gillis & Glineur's ``1 + rho``) left small problems far from converged after 2000
+    outer iterations, because there a product costs no more than a step. The delta test follows
+    progress, not problem size. With delta = 0.1, pg's time to scikit-learn cd's error on the
+    benchmark's nearly low-rank 2000 x 1000 problem fell from 3.2x cd's to ~0.25x (measured
+    under load). On lin2007's quick synthetic problem, 2000 iterations took 2.6 s instead of
+    ~30 s, and pg stayed 80x and 7500x below mu at equal time. The reproduction's verdicts read
+    inconclusive there, because they are taken on the spread of two relative differences of
+    such different sizes. So it is off by default.
 
     Unmasked (``h.G`` given), a step costs one k x k product per trial: the product ``G d``
     that the sufficient-decrease test forms for the accepted step also updates the gradient,
@@ -195,27 +217,37 @@ def pg_subproblem(h, Y, tol, sp=UNSPLIT):
         z = jnp.zeros_like(Y) if gram else None
         s = _Trial(jnp.int32(0), alpha, Y, Y, z, z, jnp.bool_(True), jnp.bool_(False))
         s = lax.while_loop(lambda s: (s.t < _MAX_TRIALS) & ~s.finished, trial, s)
-        if gram:
-            g = g + s.gd_out + h.l2 * (s.out - Y)
-        else:
-            g = full_grad(h, s.out, sp)
-        return s.out, g, s.alpha
+        d = s.out - Y
+        gnew = g + s.gd_out + h.l2 * d if gram else full_grad(h, s.out, sp)
+        dec = jnp.zeros((), Y.dtype)
+        if delta > 0:  # the accepted step's decrease of the subproblem objective
+            dq = (total(d * s.gd_out, sp.y) + h.l2 * total(d * d, sp.y)) if gram else \
+                quad(h, d, sp)
+            dec = -(total(g * d, sp.y) + 0.5 * dq)
+        return s.out, gnew, s.alpha, dec
 
     def body(s):
         done = proj_norm_sq(s.g, s.Y, sp.y) <= tol**2
-        Y, g, alpha = lax.cond(done, lambda: (s.Y, s.g, s.alpha),
-                               lambda: step(s.Y, s.g, s.alpha))
-        return _Sub(Y, g, alpha, s.it + 1, done)
+        # Progress has slowed to delta of the first step's: the rest of this subproblem is
+        # better spent on the other factor (the iteration after a stalled step only tests).
+        if delta > 0:
+            done = done | ((s.it >= 2) & (s.dec < delta * s.dec0))
+        Y, g, alpha, dec = lax.cond(done, lambda: (s.Y, s.g, s.alpha, s.dec),
+                                    lambda: step(s.Y, s.g, s.alpha))
+        dec0 = jnp.where(s.it == 0, dec, s.dec0)
+        return _Sub(Y, g, alpha, s.it + 1, done, dec0, dec)
 
-    s = _Sub(Y, full_grad(h, Y, sp), jnp.ones((), Y.dtype), jnp.int32(0), jnp.bool_(False))
+    z = jnp.zeros((), Y.dtype)
+    s = _Sub(Y, full_grad(h, Y, sp), jnp.ones((), Y.dtype), jnp.int32(0), jnp.bool_(False), z, z)
     s = lax.while_loop(lambda s: (s.it < _MAX_SUBPROBLEM) & ~s.done, body, s)
     return s.Y, s.it
 
 
 def pg_half_step(h, Y, tol, sp=UNSPLIT):
-    """One half-step of "pg": Lin's subproblem solve, to the smaller of his tolerance ``tol``
-    and ``_PG_REL`` times the projected gradient at the half-step's start, in at most
-    ``_MAX_SUBPROBLEM`` iterations (Lin's 1000).
+    """One half-step of "pg": Lin's subproblem solve (:func:`pg_subproblem`), to the smaller of
+    his tolerance ``tol`` and ``_PG_REL`` times the projected gradient at the half-step's start,
+    or until its steps stall (``_PG_DELTA``, off by default), in at most ``_MAX_SUBPROBLEM``
+    iterations (Lin's 1000).
 
     Lin's tolerance is absolute (a fraction of the gradient at the start of the run), divided
     by 10 when a subproblem needs no step. Late in a run it lets each subproblem stop after a

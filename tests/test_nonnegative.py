@@ -175,15 +175,24 @@ def test_kkt_at_convergence(x64, X64, init64, solver):
 
 
 def test_pg_subproblem_solves_nnls(x64):
-    # One Lin subproblem min_{H >= 0} 1/2 ||V - W H||^2 against SciPy's active-set NNLS.
+    # One Lin subproblem min_{H >= 0} 1/2 ||V - W H||^2 against SciPy's active-set NNLS
+    # (delta=0: Lin's solve to the tolerance, without the stalled-progress stop).
     rng = np.random.default_rng(3)
     W = rng.random((25, 4))
     V = rng.random((25, 6))
     h = S.Half(jnp.asarray(W.T @ V), jnp.asarray(W.T @ W), None, None, 0.0, 0.0)
-    Y, it = S.pg_subproblem(h, jnp.ones((4, 6)), 1e-12)
+    Y, it = S.pg_subproblem(h, jnp.ones((4, 6)), 1e-12, delta=0.0)
     ref = np.stack([scipy.optimize.nnls(W, V[:, j])[0] for j in range(6)], 1)
     assert int(it) > 1
     np.testing.assert_allclose(Y, ref, atol=1e-8)
+    # delta=0.1: the solve also ends once a step lowers the objective by less than 0.1 times
+    # the first step did: fewer steps, a lower objective than the start's.
+    Yd, itd = S.pg_subproblem(h, jnp.ones((4, 6)), 1e-12, delta=0.1)
+
+    def f(Y):
+        return 0.5 * np.sum((V - W @ np.asarray(Y)) ** 2)
+    assert 2 < int(itd) < int(it)
+    assert np.asarray(Yd).min() >= 0 and f(ref) <= f(Yd) < f(np.ones((4, 6)))
 
 
 def test_hals_sweep_matches_numpy(x64):
