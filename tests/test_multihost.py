@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 import jaxfact
-from tests.conftest import tol
+from tests.conftest import tol, xla_flags
 from tests.multihost.data import RANK, matrix
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -26,7 +26,7 @@ def _free_port():
 
 def test_two_processes_match_one(tmp_path):
     port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("JAX_PLATFORMS", None)
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/multihost/worker.py"), str(port),

@@ -11,12 +11,13 @@ import pathlib
 import subprocess
 import sys
 
+from tests.conftest import xla_flags
+
 HERE = pathlib.Path(__file__).parent
 
 
 def test_on_8_host_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAXFACT_SHARDED_SESSION="1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAXFACT_SHARDED_SESSION="1")
     env.pop("PYTEST_XDIST_WORKER", None)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
