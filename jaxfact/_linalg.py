@@ -179,7 +179,7 @@ def orthonormalize(Y):
     return jnp.linalg.qr(Y, mode="reduced")[0]
 
 
-def _inv_upper(R):
+def inv_upper(R):
     """R^-1 of an upper-triangular (l, l) R by Newton-Schulz steps ``X <- X (2 I - R X)`` from
     ``X = diag(R)^-1``, kept upper triangular: the error ``I - R X`` starts strictly upper
     triangular (nilpotent) and is squared by each step, so ceil(log2 l) steps make it exact in
@@ -199,7 +199,7 @@ def _cholesky_qr(Y, shift, rows):
     # Q = Y R^-1 (columns) or R^-T Y (rows), with R^T R = G + shift * trace(G) I, G the (l, l)
     # Gram matrix. The products run at matrix-multiply speed, unlike forming Householder's Q
     # (LAPACK orgqr), which dominates for tall thin matrices. R^-1 is formed (l x l, by
-    # _inv_upper's products) and applied by one product: XLA's CPU triangular solve with m
+    # inv_upper's products) and applied by one product: XLA's CPU triangular solve with m
     # right-hand sides runs ~6x slower than that product, and the rounding of either is of order
     # eps cond(R) relative.
     hi = jax.lax.Precision.HIGHEST
@@ -208,7 +208,7 @@ def _cholesky_qr(Y, shift, rows):
     G = jax.lax.dot_general(Y, Y, (((ax,), (ax,)), ((), ())), precision=hi)
     G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(l, dtype=G.dtype)
     R = jnp.linalg.cholesky(G, upper=True)
-    Ri = _inv_upper(R)
+    Ri = inv_upper(R)
     return jnp.matmul(Ri.T, Y, precision=hi) if rows else jnp.matmul(Y, Ri, precision=hi)
 
 
@@ -219,7 +219,7 @@ def _cholesky_qr_r(Y, shift):
     G = jax.lax.dot_general(Y, Y, _TN, precision=hi)
     G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(l, dtype=G.dtype)
     R = jnp.linalg.cholesky(G, upper=True)
-    Ri = _inv_upper(R)
+    Ri = inv_upper(R)
     return jnp.matmul(Y, Ri, precision=hi), R
 
 

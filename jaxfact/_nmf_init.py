@@ -322,13 +322,12 @@ def _orthonormal_basis(X, Q, P):
     product with X. Where that shift damped some direction (R far from the identity: Q nearly
     rank-deficient), Householder QR and the product instead."""
     hi = lax.Precision.HIGHEST
-    l = Q.shape[1]
     R = jnp.linalg.cholesky(jnp.matmul(Q.T, Q, precision=hi), upper=True)
     d = jnp.diagonal(R)
     ok = jnp.all(jnp.isfinite(R)) & jnp.all(d >= 0.5)
 
     def cholesky_pass(_):
-        Ri = jax.scipy.linalg.solve_triangular(R, jnp.eye(l, dtype=Q.dtype), lower=False)
+        Ri = _linalg.inv_upper(R)   # l x l products (no LAPACK call that wakes BLAS threads)
         return jnp.matmul(Q, Ri, precision=hi), jnp.matmul(P, Ri, precision=hi)
 
     def householder(_):
@@ -381,8 +380,9 @@ def _sparse_range_svd(X, key, rank, n_samples, n_iter):
 
     _, Q, P, _, _, _ = lax.while_loop(more, power, (0, Q, P, V, inf, inf))
     Q, Bt = _orthonormal_basis(X, Q, P)
-    V, s, Ubt = _linalg.svd_thin(Bt, rank)
-    return Q @ Ubt.T, s, V.T
+    Qb, Rb = _linalg.orthonormalize_cholesky(Bt)   # the SVD of Bt through its small R
+    W, s, Ubt = _linalg.svd_thin(Rb, rank, qr_algorithm=True)
+    return Q @ Ubt.T, s, (Qb @ W).T
 
 
 def svd_is_randomized(X, key_given):

@@ -205,7 +205,7 @@ def _cholesky_qr_rows(Yt, shift, axes):
     # R^-T Yt as one product with the (l, l) R^-1 (as _linalg._cholesky_qr): XLA's CPU triangular
     # solve over m_local right-hand sides is LAPACK's, several times slower, and wakes OpenBLAS's
     # threads, which then spin on the cores XLA's products need.
-    return jnp.matmul(_linalg._inv_upper(R).T, Yt, precision=jax.lax.Precision.HIGHEST)
+    return jnp.matmul(_linalg.inv_upper(R).T, Yt, precision=jax.lax.Precision.HIGHEST)
 
 
 def normalize_rows(Yt: jax.Array, axes: tuple[str, ...], m: int) -> jax.Array:

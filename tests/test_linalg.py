@@ -53,7 +53,7 @@ def test_cholesky_orthonormalizer_triangular_inverse_and_qr_iteration_svd():
     np.testing.assert_allclose(Q @ R, Y, atol=1e-5)
     # The Newton-Schulz inverse of an upper-triangular R matches the triangular solve.
     R = np.triu(rng.standard_normal((13, 13))) + 4 * np.eye(13)
-    np.testing.assert_allclose(_linalg._inv_upper(jnp.asarray(R, jnp.float32)), np.linalg.inv(R),
+    np.testing.assert_allclose(_linalg.inv_upper(jnp.asarray(R, jnp.float32)), np.linalg.inv(R),
                                rtol=1e-4, atol=1e-5)
     # gesvd (qr_algorithm=True) gives gesdd's flipped factors.
     A = jnp.asarray(rng.standard_normal((9, 9)), jnp.float32)
