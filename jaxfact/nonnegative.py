@@ -78,8 +78,10 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
       ``||grad^P f(W, H)|| <= tol ||grad f(W0', H0')||`` (his eq. 15), with (W0', H0') the start
       moved to its optimal scalar multiple; each subproblem stops at the smaller of
       ``max(1e-3, tol) ||grad f(W0', H0')||`` (divided by 10 whenever a subproblem needs no
-      step, his code) and 0.1 times its own projected gradient at its start, or after 1000
-      iterations (his code). Cost per outer iteration: two products with X (O(nnz k)) and
+      step, his code) and 0.1 times its own projected gradient at its start, or once a step
+      lowers the subproblem's objective by less than 0.1 times its first step did (Gillis &
+      Glineur's 2012 inner rule, which Lin's method does not have: without it, ill-conditioned
+      subproblems take hundreds of slow steps each), or after 1000 iterations (his code). Cost per outer iteration: two products with X (O(nnz k)) and
       O((m + n) k^2) per inner iteration: ``W^T X`` and ``W^T W`` are formed once per
       subproblem, and each step-size trial costs one k x k product, which also updates the
       gradient.
@@ -243,7 +245,8 @@ def nmf(X: Any, rank: int, *, solver: str = "pg", init: str = "nndsvda", key: An
     start; here the decrease still to come is estimated (see the stopping rule). Lin's run also
     stops on a time limit (not here: use ``max_iter``); his outer stopping test uses the gradient
     of W from before the H update and the gradient at the start as given, here both gradients
-    are taken at the current (W, H) and the reference at the optimally scaled start. HALS keeps a column at 0 once it is 0 (scikit-learn's cd does the same)
+    are taken at the current (W, H) and the reference at the optimally scaled start; his
+    subproblems have no stalled-progress stop. HALS keeps a column at 0 once it is 0 (scikit-learn's cd does the same)
     rather than flooring it at a small positive value as Gillis & Glineur do.
     """
     fn = "nmf"

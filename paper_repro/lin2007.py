@@ -76,8 +76,16 @@ def _one(m, r, n, seed, pg_max_iter):
 
 
 def _paired(a, b):
-    """Mean relative excess of a over b and 2 standard errors of it across starts."""
-    d = (np.asarray(a) - np.asarray(b)) / np.asarray(b)
+    """Mean log ratio of a to b (positive: a above b) and 2 standard errors of it across starts.
+
+    A log ratio, not a relative excess: between solvers the objectives differ by factors that
+    range over orders of magnitude from start to start (80x and 7500x on the synthetic problem at
+    equal time), and the mean of relative excesses is then the largest one, with a spread as large.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if np.any(a <= 0) or np.any(b <= 0):
+        return float("nan"), float("nan")   # decide(): inconclusive
+    d = np.log(a / b)
     return float(d.mean()), float(2 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else np.inf
 
 
