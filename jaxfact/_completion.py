@@ -183,7 +183,7 @@ def _svt_subspace_svd(idx, y, V, passes, shape, fill):
     ``idx[h % 2]`` of its block and sums them into ``idx[1 - h % 2]``. ``passes`` may be traced.
     """
     n1, n2 = shape
-    N, K = max(n1, n2), V.shape[1]
+    N = max(n1, n2)
 
     def half(h, carry):
         _, Q, _ = carry
