@@ -18,7 +18,10 @@ time limit, so each budget is met by an iteration count measured from a short ti
 `mu` then gets the time `pg` actually took. Times are CPU seconds of the process
 (``time.process_time``, all threads), not wall time, so that other work on a shared machine
 does not shrink one solver's budget more than the other's. Claims are decided on the start-to-start spread of
-the paired relative differences (mean +- 2 standard errors).
+the paired log ratios (mean +- 2 standard errors). The stopping-rule claim is Lin's rule, read off
+the table's relative projected gradient: `nmf` itself stops only once that rule holds and the
+objective has settled, and on an exactly low-rank V (the synthetic problems) the objective keeps
+falling toward 0 by 1-5 % every 5 iterations, so the solver's own test runs to the cap there.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def run(quick: bool = False) -> Report:
                                  PAPER if name == "pg" else ""])
                     objs[name].append(d["obj"])
                     pgs[name].append(d["pg"])
-                stopped.append(res["pg"]["converged"])
+                stopped.append(res["pg"]["pg"] <= 1e-5)   # Lin's rule met within the run
         shape, budgets, starts, orl_rows, orl = orl_experiment(quick)
     md = table(["m x r x n", "seed", "method", "iterations", "CPU seconds", "objective 1/2||V-WH||^2",
                 "||grad^P f|| / ||grad f(W1,H1)||", "paper"], rows)
@@ -173,7 +176,7 @@ def run(quick: bool = False) -> Report:
          "objective than multiplicative updates", decide(*_paired(objs["mu"], objs["pg"]))),
         ("... and a smaller projected-gradient norm", decide(*_paired(pgs["mu"], pgs["pg"]))),
         ("The relative projected-gradient stopping rule ||grad^P f|| <= tol ||grad f(W1,H1)|| "
-         "ends the ALS-PG run (tol = 1e-5)", all(stopped)),
+         "is met within the ALS-PG run (tol = 1e-5, at most 2000 iterations)", all(stopped)),
     ]
     for b in budgets:
         pg, mu = np.array(orl[b]["pg"]), np.array(orl[b]["mu"])
