@@ -65,10 +65,10 @@ class CompletionResult(NamedTuple):
     residual_history: jax.Array  # (max_iter,) relative residual after each iteration; NaN after
 
 
-def completed(state: _solver.State, U, S, V, residual) -> CompletionResult:
+def completed(state: _solver.State, U, S, V, residual, xp=jnp) -> CompletionResult:
     """The result of a solve that ended in ``state``, X = U diag(S) V^T (signs made
-    deterministic)."""
-    U, S, Vt = _linalg.flip(U, S, V.T)
+    deterministic); ``xp``: jax.numpy, or NumPy for concrete output."""
+    U, S, Vt = _linalg.flip(U, S, V.T, xp=xp)
     return CompletionResult(U, S, Vt, state.n_iter, state.status == _solver.Status.CONVERGED,
                             residual, state.history, state.trace.rank, state.status,
                             state.trace.residual)
@@ -238,21 +238,14 @@ def svt_finish(xp, state, start, max_iter):
     """(state, CompletionResult) from :func:`svt_solve`'s state, with ``xp`` (NumPy for concrete
     output: these few slices and the sign flip would otherwise be a dozen more compiled kernels):
     the first step's record (at ``start``) dropped and ``n_iter`` counting SVT's iterations only;
-    X = U diag(S) V^T with deterministic signs (as ``_linalg.flip``)."""
+    X = U diag(S) V^T with deterministic signs (:func:`completed`)."""
     before = xp.arange(max_iter) < start
     drop = lambda h: xp.where(before, h[:-1], h[1:])
     state = _solver.State(state.iterate, state.n_iter - 1, drop(state.history),
                           Record(drop(state.trace.rank), drop(state.trace.residual)),
                           state.status)
-    U, S, V = state.iterate.X
-    idx = xp.argmax(xp.abs(U), axis=0)
-    signs = xp.sign(U[idx, xp.arange(U.shape[1])])
-    signs = xp.where(signs == 0, 1, signs).astype(U.dtype)
-    result = CompletionResult(U * signs[None, :], S, (V * signs[None, :]).T, state.n_iter,
-                              state.status == _solver.Status.CONVERGED, state.iterate.residual,
-                              state.history, state.trace.rank, state.status,
-                              state.trace.residual)
-    return state, result
+    X = state.iterate.X
+    return state, completed(state, X.U, X.s, X.V, state.iterate.residual, xp)
 
 
 def svt_inputs(xp, key, rows, cols, shape, K, k_old):

@@ -60,11 +60,13 @@ from jaxfact import linop
 __all__ = []  # private module
 
 
-def flip(U, S, Vt, u_based=True):
+def flip(U, S, Vt, u_based=True, xp=jnp):
+    """Signs made deterministic (scikit-learn's svd_flip); ``xp``: jax.numpy, or NumPy for
+    concrete factors (no compiled program)."""
     basis = U if u_based else Vt.T
-    idx = jnp.argmax(jnp.abs(basis), axis=0)
-    signs = jnp.sign(basis[idx, jnp.arange(basis.shape[1])])
-    signs = jnp.where(signs == 0, 1, signs).astype(U.dtype)
+    idx = xp.argmax(xp.abs(basis), axis=0)
+    signs = xp.sign(basis[idx, xp.arange(basis.shape[1])])
+    signs = xp.where(signs == 0, 1, signs).astype(U.dtype)
     return U * signs[None, :], S, Vt * signs[:, None]
 
 
@@ -194,14 +196,14 @@ def inv_upper(R):
     return X
 
 
-def _cholesky_qr(Y, shift, rows):
+def _cholesky_qr(Y, shift, rows, with_r=False):
     # Orthonormalizes the rows (rows=True, Y (l, m)) or the columns (Y (m, l)) of Y:
     # Q = Y R^-1 (columns) or R^-T Y (rows), with R^T R = G + shift * trace(G) I, G the (l, l)
     # Gram matrix. The products run at matrix-multiply speed, unlike forming Householder's Q
     # (LAPACK orgqr), which dominates for tall thin matrices. R^-1 is formed (l x l, by
     # inv_upper's products) and applied by one product: XLA's CPU triangular solve with m
     # right-hand sides runs ~6x slower than that product, and the rounding of either is of order
-    # eps cond(R) relative.
+    # eps cond(R) relative. ``with_r``: returns (Q, R).
     hi = jax.lax.Precision.HIGHEST
     l = Y.shape[0] if rows else Y.shape[1]
     ax = 1 if rows else 0   # the long axis, contracted in the Gram matrix
@@ -209,18 +211,8 @@ def _cholesky_qr(Y, shift, rows):
     G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(l, dtype=G.dtype)
     R = jnp.linalg.cholesky(G, upper=True)
     Ri = inv_upper(R)
-    return jnp.matmul(Ri.T, Y, precision=hi) if rows else jnp.matmul(Y, Ri, precision=hi)
-
-
-def _cholesky_qr_r(Y, shift):
-    # One CholeskyQR pass on the columns of Y (m, l), returning R too: Y = Q R.
-    hi = jax.lax.Precision.HIGHEST
-    l = Y.shape[1]
-    G = jax.lax.dot_general(Y, Y, _TN, precision=hi)
-    G = G + (shift * jnp.trace(G) + jnp.finfo(Y.dtype).tiny) * jnp.eye(l, dtype=G.dtype)
-    R = jnp.linalg.cholesky(G, upper=True)
-    Ri = inv_upper(R)
-    return jnp.matmul(Y, Ri, precision=hi), R
+    Q = jnp.matmul(Ri.T, Y, precision=hi) if rows else jnp.matmul(Y, Ri, precision=hi)
+    return (Q, R) if with_r else Q
 
 
 def orthonormalize_cholesky(Y):
@@ -242,9 +234,9 @@ def orthonormalize_cholesky(Y):
     R = jnp.eye(l, dtype=Y.dtype)
     shift = 11 * (m * l + l * (l + 1)) * float(eps)
     if shift < 1:
-        Q, R = _cholesky_qr_r(Q, shift)
-    Q, R2 = _cholesky_qr_r(Q, 0.0)
-    Q, R3 = _cholesky_qr_r(Q, 0.0)
+        Q, R = _cholesky_qr(Q, shift, False, with_r=True)
+    Q, R2 = _cholesky_qr(Q, 0.0, False, with_r=True)
+    Q, R3 = _cholesky_qr(Q, 0.0, False, with_r=True)
     R = (R3 @ R2 @ R) * c
     off = jnp.max(jnp.abs(jax.lax.dot_general(Q, Q, _TN) - jnp.eye(l, dtype=Y.dtype)))
     ok = (off <= 100 * l * eps) & jnp.all(jnp.isfinite(R))
@@ -363,13 +355,19 @@ def _randomized_svd_tall(X, key, rank, n_samples, n_iter, dtype):
         Bt = jax.lax.optimization_barrier(_qtx(X, Q)).T     # (n, l) = X^T Q
     else:
         Bt = _rmm(X, Q)                                      # (n, l) = X^T Q
-    # The SVD of Bt = X^T Q = V diag(s) Ub^T (so B = Q^T X = Ub diag(s) V^T) from that of the
-    # small Rb of Bt = Qb Rb: no LAPACK call on an m x l or n x l matrix (see
-    # orthonormalize_cholesky).
+    U, s, Vt = svd_in_range(Q, Bt, rank)
+    return U[:, :rank], s[:rank], Vt[:rank]
+
+
+def svd_in_range(Q, Bt, n_kept):
+    """The SVD ``U diag(s) Vt`` (all l components, flipped signs) of ``Q B``, for an orthonormal
+    basis Q (m, l) and ``Bt = B^T = X^T Q`` (n, l): the last step of the randomized SVD (Halko
+    et al. 2011, Algorithm 5.1). It is taken from the small Rb of ``Bt = Qb Rb`` (CholeskyQR3,
+    :func:`orthonormalize_cholesky`) by LAPACK's QR-iteration SVD: no LAPACK call on an m x l or
+    n x l matrix. ``n_kept``: the components the caller keeps (see :func:`svd_thin`)."""
     Qb, Rb = orthonormalize_cholesky(Bt)
-    W, s, Ubt = svd_thin(Rb, rank, qr_algorithm=True)
-    U = Q @ Ubt.T
-    return U[:, :rank], s[:rank], (Qb @ W[:, :rank]).T
+    W, s, Ubt = svd_thin(Rb, n_kept, qr_algorithm=True)
+    return Q @ Ubt.T, s, (Qb @ W).T
 
 
 @jax.jit

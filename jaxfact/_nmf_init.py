@@ -380,9 +380,7 @@ def _sparse_range_svd(X, key, rank, n_samples, n_iter):
 
     _, Q, P, _, _, _ = lax.while_loop(more, power, (0, Q, P, V, inf, inf))
     Q, Bt = _orthonormal_basis(X, Q, P)
-    Qb, Rb = _linalg.orthonormalize_cholesky(Bt)   # the SVD of Bt through its small R
-    W, s, Ubt = _linalg.svd_thin(Rb, rank, qr_algorithm=True)
-    return Q @ Ubt.T, s, (Qb @ W).T
+    return _linalg.svd_in_range(Q, Bt, rank)
 
 
 def svd_is_randomized(X, key_given):

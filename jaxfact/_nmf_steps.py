@@ -169,8 +169,8 @@ def pg_subproblem(h, Y, tol, sp=UNSPLIT, delta=_PG_DELTA):
     steps (Gillis & Glineur's ``1 + rho``) left small problems far from converged after 2000
     outer iterations, because there a product costs no more than a step. The delta test follows
     progress, not problem size. With delta = 0.1, pg's time to scikit-learn cd's error on the
-    benchmark's nearly low-rank 2000 x 1000 problem fell from 3.2x cd's to ~0.25x (measured
-    under load). On lin2007's quick synthetic problem, 2000 iterations took 2.6 s instead of
+    benchmark's nearly low-rank 2000 x 1000 problem fell from 3.2x cd's to 1.2x (quiet 2-core
+    CPU). On lin2007's quick synthetic problem, 2000 iterations took 2.6 s instead of
     ~30 s, and pg stayed 80x and 7500x below mu at equal time. The outer stopping rule is
     unchanged (Lin's condition and a settled objective), so a run still reports converged only
     where it is.
